@@ -1,0 +1,160 @@
+"""The ``kolm`` command line: one subcommand per stage, each mapped to a typed config and one function.
+
+Every subcommand takes ``--help``, ``--config FILE.yaml``, dotted overrides (``key.sub=value`` or
+``--key.sub value``) and ``--dry-run`` (print the resolved config as YAML and exit).
+
+Run ``kolm --help`` for the list of commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kolm import __version__
+from kolm.errors import KolmError
+from kolm.config import ConfigError, _resolve_type, _strip_optional, dump_yaml, parse_overrides, resolve
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``group name`` (or just ``name``), its config dataclass and the function to run."""
+
+    path: tuple[str, ...]
+    module: str
+    config: str
+    func: str
+    help: str
+    positional: str | None = None  # name of a field filled from the first positional argument(s)
+    positional_is_config: bool = False  # the positional argument is the recipe YAML itself
+
+
+# The registry. Command modules import only light dependencies at top level (torch & co inside functions),
+# so that `kolm --help` stays fast.
+COMMANDS: list[Command] = [
+    Command(("vocab", "extend"), "kolm.vocab.extend", "ExtendConfig", "run",
+            "learn Korean BPE merges and extend a base tokenizer (ids of the base stay fixed)"),
+    Command(("vocab", "report"), "kolm.vocab.report", "ReportConfig", "run",
+            "compare tokenizers on text: chars/token, tokens/word, morpheme-boundary alignment"),
+    Command(("model", "resize"), "kolm.model.resize", "ResizeConfig", "run",
+            "resize a model's embeddings and LM head to an extended tokenizer"),
+]
+
+
+def _flag_type(tp: Any) -> tuple[dict[str, Any], bool]:
+    tp, _ = _strip_optional(tp)
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}, False
+    if origin in (list, tuple):
+        return {"nargs": "+"}, True
+    if origin is typing.Literal:
+        return {"choices": list(typing.get_args(tp))}, False
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        return {}, False  # nested sections are set by YAML or dotted overrides only
+    return {}, False
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls: type, positional: str | None) -> None:
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
+        tp = _resolve_type(cls, f.name)
+        base_tp, _ = _strip_optional(tp)
+        if dataclasses.is_dataclass(base_tp) or typing.get_origin(base_tp) is dict:
+            continue
+        kwargs, _ = _flag_type(tp)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        helptext = f.metadata.get("help", "")
+        if default not in (None, [], ""):
+            helptext += f" (default: {default})"
+        if f.name == positional:
+            p.add_argument(f.name, nargs="*", default=argparse.SUPPRESS, help=helptext)
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        p.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=helptext, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kolm", description="Korean continual pretraining toolkit.")
+    parser.add_argument("--version", action="version", version=f"kolm {__version__}")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    top = parser.add_subparsers(dest="_cmd0", metavar="COMMAND")
+    group_parsers: dict[str, argparse.ArgumentParser] = {}
+    for cmd in COMMANDS:
+        if len(cmd.path) == 1:
+            sub = top.add_parser(cmd.path[0], help=cmd.help, description=cmd.help)
+        else:
+            g = cmd.path[0]
+            if g not in groups:
+                group_parsers[g] = top.add_parser(g, help=f"{g} commands")
+                groups[g] = group_parsers[g].add_subparsers(dest="_cmd1", metavar="COMMAND")
+            sub = groups[g].add_parser(cmd.path[1], help=cmd.help, description=cmd.help)
+        sub.set_defaults(_command=cmd)
+        mod = importlib.import_module(cmd.module)
+        cls = getattr(mod, cmd.config)
+        if cmd.positional_is_config:
+            sub.add_argument("config", nargs="?", default=None, help="recipe YAML")
+        else:
+            sub.add_argument("--config", default=None, help="recipe YAML; flags and overrides win over it")
+        sub.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        _add_config_flags(sub, cls, cmd.positional)
+        sub.epilog = "Any field can also be set with a dotted override: key.sub=value or --key.sub value."
+    return parser
+
+
+def resolve_command(argv: list[str]) -> tuple[Command, Any, bool]:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    cmd: Command | None = getattr(args, "_command", None)
+    if cmd is None:
+        parser.print_help()
+        raise SystemExit(2)
+    unknown_flags = [r for r in rest if r.startswith("-") and "." not in r.split("=")[0]]
+    if unknown_flags:
+        parser.error(f"unrecognized arguments: {' '.join(unknown_flags)}")
+    mod = importlib.import_module(cmd.module)
+    cls = getattr(mod, cmd.config)
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("config", "dry_run")}
+    if cmd.positional and cmd.positional in flags:
+        f = next(f for f in dataclasses.fields(cls) if f.name == cmd.positional)
+        tp, _ = _strip_optional(_resolve_type(cls, f.name))
+        val = flags[cmd.positional]
+        if typing.get_origin(tp) not in (list, tuple):
+            val = val[0] if val else None
+        if val in (None, []):
+            del flags[cmd.positional]
+        else:
+            flags[cmd.positional] = val
+    cfg = resolve(cls, yaml_path=args.config, flags=flags, overrides=parse_overrides(rest))
+    return cmd, cfg, args.dry_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cmd, cfg, dry_run = resolve_command(argv)
+        if dry_run:
+            print(dump_yaml(cfg), end="")
+            return 0
+        func: Callable[[Any], Any] = getattr(importlib.import_module(cmd.module), cmd.func)
+        func(cfg)
+        return 0
+    except (ConfigError, KolmError) as e:
+        print(f"kolm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kolm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

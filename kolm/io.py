@@ -1,0 +1,131 @@
+"""Shared I/O: reading corpora, resolving model/tokenizer locations, and writing output folders atomically.
+
+Everything here is small and dependency-light; heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from kolm.errors import KolmError
+
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+def check_corpus_files(paths: list[str]) -> list[Path]:
+    """Validate corpus paths up front: they exist, are non-empty and have a supported suffix."""
+    if not paths:
+        raise KolmError("no corpus files given")
+    out = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise KolmError(f"corpus file not found: {p}")
+        if not p.name.endswith(CORPUS_SUFFIXES):
+            raise KolmError(f"{p}: unsupported corpus format (use one of {', '.join(CORPUS_SUFFIXES)})")
+        if p.stat().st_size == 0:
+            raise KolmError(f"corpus file is empty: {p}")
+        out.append(p)
+    return out
+
+
+def iter_corpus(paths: list[str] | list[Path], text_field: str = "text") -> Iterator[str]:
+    """Yield documents: lines of ``.txt``, the ``text_field`` of ``.jsonl`` rows, a column of ``.parquet``.
+
+    Broken input raises a KolmError naming the file and line (vocabulary learning is short; failing
+    loudly is better than learning from a silently truncated corpus).
+    """
+    for p in map(Path, paths):
+        if p.name.endswith(".txt"):
+            with p.open("rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise KolmError(f"{p}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+                    line = line.rstrip("\r\n")
+                    if line.strip():
+                        yield line
+        elif p.name.endswith(".jsonl"):
+            with p.open("rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    if not raw.strip():
+                        continue
+                    try:
+                        row = json.loads(raw)
+                    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                        raise KolmError(f"{p}:{lineno}: not valid JSON ({e})") from None
+                    if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+                        raise KolmError(f"{p}:{lineno}: no string field {text_field!r}")
+                    if row[text_field].strip():
+                        yield row[text_field]
+        elif p.name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(p)
+            if text_field not in pf.schema_arrow.names:
+                raise KolmError(f"{p}: no column {text_field!r} (columns: {pf.schema_arrow.names})")
+            for batch in pf.iter_batches(columns=[text_field], batch_size=4096):
+                for t in batch.column(0).to_pylist():
+                    if isinstance(t, str) and t.strip():
+                        yield t
+        else:
+            raise KolmError(f"{p}: unsupported corpus format")
+
+
+def resolve_pretrained(name_or_path: str, allow_patterns: list[str] | None = None) -> Path:
+    """A local folder as is; otherwise a Hugging Face hub id, downloaded (or read from the HF cache).
+
+    Offline (``HF_HUB_OFFLINE=1`` or no network) an id that is not cached fails with a clear error.
+    """
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise KolmError(f"not a folder: {name_or_path}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=allow_patterns))
+    except Exception as e:  # noqa: BLE001 - many hub/network error types; all mean the same to the user
+        raise KolmError(f"{name_or_path!r} is neither a local folder nor a reachable hub repo: {e}") from None
+
+
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "chat_template.jinja", "generation_config.json", "config.json"]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it is renamed to ``out``, on error removed.
+
+    No partial output folder is ever left behind under the final name.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        if not overwrite:
+            raise KolmError(f"output exists and is not empty: {out} (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.replace(tmp, out)

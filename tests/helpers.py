@@ -1,0 +1,89 @@
+"""Test helpers: where the shared corpora live, tiny tokenizers trained in-process, tiny Llama models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KOLM_SHARED", REPO.parent / "shared"))
+REAL_TOKENIZERS = ("llama2", "mistral", "llama3")
+
+
+def need_shared() -> Path:
+    if not (SHARED / "corpora" / "ko_dev.txt").is_file():
+        pytest.skip(f"shared corpora/tokenizers not found at {SHARED} (set KOLM_SHARED)")
+    return SHARED
+
+
+def read_lines(name: str, limit: int | None = None) -> list[str]:
+    lines = [x for x in (need_shared() / "corpora" / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+    return lines[:limit] if limit else lines
+
+
+def real_tokenizer(name: str) -> Path:
+    return need_shared() / "tokenizers" / name
+
+
+def _save(tok, out: Path, config: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def make_sp_tokenizer(texts: list[str], out: Path, vocab_size: int = 600) -> Path:
+    """A tiny Llama-2-style tokenizer: BPE with byte fallback, `▁` for spaces, <unk>/<s>/</s> at ids 0-2."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>", *bytes_],
+                                  show_progress=False)
+    # Sentencepiece-style training units: words with a leading `▁`.
+    tok.train_from_iterator(("▁" + t.replace(" ", " ▁") for t in texts), trainer)
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    return _save(tok, out, {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+                            "unk_token": "<unk>", "add_bos_token": True, "model_max_length": 4096})
+
+
+def make_bytelevel_tokenizer(texts: list[str], out: Path, vocab_size: int = 600) -> Path:
+    """A tiny Llama-3-style byte-level BPE with the GPT-4 split regex and two special tokens at the end."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>"])
+    return _save(tok, out, {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
+                            "eos_token": "<|end_of_text|>", "model_max_length": 4096})
+
+
+def tiny_llama(vocab_size: int, *, hidden: int = 32, layers: int = 2, tie: bool = False, seed: int = 0):
+    """A tiny LlamaForCausalLM built from config (no download)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(cfg)
