@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kolm import __version__
-from kolm.errors import KolmError
 from kolm.config import ConfigError, _resolve_type, _strip_optional, dump_yaml, parse_overrides, resolve
+from kolm.errors import KolmError
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, positional: str | N
         p.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=helptext, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; only the command named by ``argv`` gets its flags (its module is imported)."""
     parser = argparse.ArgumentParser(prog="kolm", description="Korean continual pretraining toolkit.")
     parser.add_argument("--version", action="version", version=f"kolm {__version__}")
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                 groups[g] = group_parsers[g].add_subparsers(dest="_cmd1", metavar="COMMAND")
             sub = groups[g].add_parser(cmd.path[1], help=cmd.help, description=cmd.help)
         sub.set_defaults(_command=cmd)
+        if argv is not None and tuple(argv[: len(cmd.path)]) != cmd.path:
+            continue
         mod = importlib.import_module(cmd.module)
         cls = getattr(mod, cmd.config)
         if cmd.positional_is_config:
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_command(argv: list[str]) -> tuple[Command, Any, bool]:
-    parser = build_parser()
+    parser = build_parser(argv)
     args, rest = parser.parse_known_args(argv)
     cmd: Command | None = getattr(args, "_command", None)
     if cmd is None:

@@ -1,0 +1,447 @@
+"""``kolm vocab extend``: learn Korean BPE merges on top of a base tokenizer's own merges.
+
+    kolm vocab extend --base ../shared/tokenizers/llama2 --corpus ko.txt --num-new-tokens 16000 --output tok-ko
+
+How it works (and why the guarantees hold):
+
+1. The corpus is cut into the units the base tokenizer's BPE sees (``▁word`` for SentencePiece-style BPE, the
+   pre-tokenizer's pieces for byte-level BPE); only units with Hangul are kept.
+2. Each unit is segmented by the *base* BPE model itself, so learning continues from the base merges.
+   SentencePiece-family: Hangul characters that fall back to bytes become candidate new single-character tokens.
+3. The base segments are renamed to private-use characters and handed to the Rust ``tokenizers`` BpeTrainer,
+   which learns the next merges. Segments are cut between two pieces that both lack Hangul (and, with
+   ``--morpheme-aware``, at kiwipiepy morpheme boundaries), so learned merges attach to Hangul.
+4. Learned merges are kept, in order, only if their result *forces Hangul* (see :mod:`kolm.vocab.family`) and
+   their parts exist. They are appended after all base merges, new tokens get ids after every existing id.
+   Hence: original ids never move, and text without Hangul can never trigger a new merge (same ids as the base).
+5. Every new token is checked to be produced by the BPE model from its own string; any that is not is pruned
+   (with everything built from it) and counted. Round trips and non-Hangul identity are checked on the corpus.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kolm.config import ConfigError, field
+from kolm.errors import KolmError
+from kolm.vocab.family import (
+    bl_to_bytes,
+    detect_family,
+    has_hangul,
+    is_hangul,
+    token_bytes,
+    token_forces_hangul,
+    token_text,
+)
+
+
+@dataclass
+class ExtendConfig:
+    """Options of ``kolm vocab extend``."""
+
+    base: str = field(None, help="base tokenizer: a folder with tokenizer.json, or a hub id (online)")
+    corpus: list[str] = field(default_factory=list,
+                              help="Korean corpus files (.txt one document per line, .jsonl, .parquet)")
+    num_new_tokens: int = field(0, help="how many new tokens to add (new single Hangul characters count too)")
+    output: str = field(None, help="output tokenizer folder")
+    morpheme_aware: bool = field(False, help="cut training units at kiwipiepy morpheme boundaries")
+    min_frequency: int = field(2, help="a merge must be seen at least this often in the corpus")
+    max_char_share: float = field(
+        0.25, help="SentencePiece family: at most this share of the new tokens is spent on new single characters")
+    text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
+    allow_fewer: bool = field(False, help="accept fewer new tokens than asked when the corpus supports no more")
+    check_lines: int = field(3000, help="corpus lines used for the built-in invariant checks and measurements")
+    overwrite: bool = field(False, help="replace an existing output folder")
+    trust_remote_code: bool = field(False, help="allow custom tokenizer code from the hub (off by default)")
+
+    def __post_init__(self) -> None:
+        if not self.base:
+            raise ConfigError("base: required (a tokenizer folder or hub id)")
+        if not self.output:
+            raise ConfigError("output: required")
+        if not self.corpus:
+            raise ConfigError("corpus: at least one file is required")
+        if self.num_new_tokens <= 0:
+            raise ConfigError(f"num_new_tokens: must be > 0, got {self.num_new_tokens}")
+        if self.min_frequency < 1:
+            raise ConfigError("min_frequency: must be >= 1")
+        if not 0.0 <= self.max_char_share <= 1.0:
+            raise ConfigError("max_char_share: must be in [0, 1]")
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_base(base: str) -> tuple[Path, dict[str, Any]]:
+    """Locate the base tokenizer folder (local or hub) and read its tokenizer.json."""
+    from kolm.io import TOKENIZER_FILES, resolve_pretrained
+
+    folder = resolve_pretrained(base, allow_patterns=TOKENIZER_FILES)
+    tj = folder / "tokenizer.json"
+    if not tj.is_file():
+        raise KolmError(f"{folder}: no tokenizer.json (kolm needs a fast tokenizer; convert it with transformers' "
+                        "AutoTokenizer(...).save_pretrained first)")
+    try:
+        data = json.loads(tj.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise KolmError(f"{tj}: not valid JSON: {e}") from None
+    return folder, data
+
+
+def merge_pairs(merges: list) -> list[tuple[str, str]]:
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------------------------- units
+
+
+def _units(texts: list[str], family: str, pre_tokenizer: Any, boundaries: list[list[int]] | None) -> Counter:
+    """Count (unit, morpheme-boundary byte offsets) pairs over the Hangul-bearing units of ``texts``."""
+    counts: Counter = Counter()
+    for i, text in enumerate(texts):
+        bounds = boundaries[i] if boundaries is not None else ()
+        if family == "sentencepiece":
+            spans = [(m.start(), m.end(), "▁" + m.group()) for m in re.finditer(r"[^ ]+", text)]
+            prefix = len("▁".encode())
+        else:
+            spans = [(s, e, piece) for piece, (s, e) in pre_tokenizer.pre_tokenize_str(text)]
+            prefix = 0
+        for s, e, unit in spans:
+            if not has_hangul(text[s:e]):
+                continue
+            inner = tuple(prefix + len(text[s:c].encode()) for c in bounds if s < c < e) if bounds else ()
+            counts[(unit, inner)] += 1
+    return counts
+
+
+def _unit_bytes(unit: str, family: str) -> bytes:
+    return bl_to_bytes(unit) if family == "byte_level" else unit.encode()
+
+
+def _hangul_byte_mask(data: bytes) -> list[bool]:
+    mask: list[bool] = []
+    for ch in data.decode("utf-8", errors="strict"):
+        mask += [is_hangul(ch)] * len(ch.encode())
+    return mask
+
+
+def _segments(unit: str, bounds: tuple[int, ...], family: str, model: Any, new_chars: set[str]) -> list[list[str]]:
+    """Base-BPE pieces of one unit, cut into training segments (lists of token strings, length >= 2)."""
+    data = _unit_bytes(unit, family)
+    mask = _hangul_byte_mask(data)
+    toks = [t.value for t in model.tokenize(unit)]
+    syms: list[tuple[str | None, int, bool]] = []  # (token string or None = hard break, start byte, touches Hangul)
+    pos = 0
+    i = 0
+    while i < len(toks):
+        tb = token_bytes(toks[i], family)
+        if family == "sentencepiece" and toks[i].startswith("<0x") and len(tb) == 1:
+            n = _lead_len(tb[0])
+            ch_bytes = b"".join(token_bytes(t, family) for t in toks[i:i + n])
+            ch = ch_bytes.decode("utf-8", errors="replace")
+            syms.append((ch if ch in new_chars else None, pos, True))
+            pos += len(ch_bytes)
+            i += n
+            continue
+        touches = any(mask[pos:pos + len(tb)])
+        syms.append((toks[i], pos, touches))
+        pos += len(tb)
+        i += 1
+    out: list[list[str]] = []
+    cur: list[str] = []
+    bset = set(bounds)
+    prev_touch = True
+    for tok, start, touches in syms:
+        cut = tok is None or start in bset or (not touches and not prev_touch)
+        if cut and cur:
+            if len(cur) > 1:
+                out.append(cur)
+            cur = []
+        if tok is not None:
+            cur.append(tok)
+        prev_touch = touches if tok is not None else True
+    if len(cur) > 1:
+        out.append(cur)
+    return out
+
+
+def _lead_len(b: int) -> int:
+    return 2 if 0xC0 <= b < 0xE0 else 3 if 0xE0 <= b < 0xF0 else 4 if 0xF0 <= b < 0xF8 else 1
+
+
+def _pua(k: int) -> str:
+    return chr(0xF0000 + k) if k < 65534 else chr(0x100000 + k - 65534)
+
+
+# ----------------------------------------------------------------------------------------------- learning
+
+
+@dataclass
+class Extension:
+    """What was learned: new single characters, new tokens from merges (in order) and the merges themselves."""
+
+    family: str
+    new_chars: list[str]
+    new_tokens: list[str]
+    merges: list[tuple[str, str]]
+    merges_to_existing: int
+    exhausted: bool
+    pruned_unreachable: int = 0
+
+
+def learn(texts: list[str], base_json: dict[str, Any], n: int, *, min_frequency: int = 2,
+          max_char_share: float = 0.25, morpheme_aware: bool = False, exclude: frozenset[str] = frozenset()
+          ) -> Extension:
+    """Learn up to ``n`` new tokens (chars + merges) continuing the base BPE on ``texts``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    family = detect_family(base_json)
+    base = Tokenizer.from_str(json.dumps(base_json))
+    vocab: dict[str, int] = base_json["model"]["vocab"]
+    boundaries = None
+    if morpheme_aware:
+        from kolm.vocab.morph import morpheme_boundaries
+
+        boundaries = morpheme_boundaries(texts)
+    units = _units(texts, family, base.pre_tokenizer, boundaries)
+    if not units:
+        raise KolmError("the corpus contains no Hangul: nothing to learn Korean tokens from")
+
+    new_chars: list[str] = []
+    if family == "sentencepiece":
+        char_counts: Counter = Counter()
+        for (unit, _), c in units.items():
+            for ch in unit:
+                if is_hangul(ch) and ch not in vocab and ch not in exclude:
+                    char_counts[ch] += c
+        cap = int(max_char_share * n)
+        new_chars = [ch for ch, c in char_counts.most_common() if c >= min_frequency][:cap]
+    chars_set = set(new_chars)
+
+    sym: dict[str, str] = {}
+    seg_counts: Counter = Counter()
+    for (unit, bounds), c in units.items():
+        for seg in _segments(unit, bounds, family, base.model, chars_set):
+            key = "".join(sym.setdefault(t, _pua(len(sym))) for t in seg)
+            seg_counts[key] += c
+    back = {v: k for k, v in sym.items()}
+    want = n - len(new_chars)
+    base_merges = set(merge_pairs(base_json["model"]["merges"]))
+    available = set(vocab) | chars_set
+    ask = int(want * 1.1) + 64
+    while True:
+        trainer = trainers.BpeTrainer(vocab_size=len(sym) + ask, min_frequency=min_frequency, show_progress=False)
+        learner = Tokenizer(models.BPE())
+        learner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        learner.train_from_iterator(((k + " ") * c for k, c in seg_counts.items()), trainer)
+        learned = merge_pairs(json.loads(learner.to_str())["model"]["merges"])
+        exhausted = len(learned) < ask
+        have = set(available)
+        new_tokens: list[str] = []
+        merges: list[tuple[str, str]] = []
+        to_existing = 0
+        for pa, pb in learned:
+            if len(new_tokens) >= want:
+                break
+            a = "".join(back[c] for c in pa)
+            b = "".join(back[c] for c in pb)
+            r = a + b
+            if a not in have or b not in have or (a, b) in base_merges or r in exclude:
+                continue
+            if not token_forces_hangul(r, family):
+                continue
+            merges.append((a, b))
+            if r in have:
+                to_existing += 1
+                continue
+            have.add(r)
+            new_tokens.append(r)
+        if len(new_tokens) >= want or exhausted:
+            break
+        ask = ask * 2
+    return Extension(family, new_chars, new_tokens, merges, to_existing, exhausted and len(new_tokens) < want)
+
+
+def build_tokenizer_json(base_json: dict[str, Any], ext: Extension) -> dict[str, Any]:
+    """Base tokenizer.json plus the new vocabulary entries (ids after every existing id) and merges (appended)."""
+    out = copy.deepcopy(base_json)
+    vocab = out["model"]["vocab"]
+    added_ids = {t["id"]: t["content"] for t in out.get("added_tokens", [])}
+    next_id = max([*vocab.values(), *added_ids]) + 1
+    # `tokenizers` needs the model's ids to be contiguous once we append after the added tokens (Llama-3 keeps
+    # its 256 specials outside the BPE vocab): the specials fill those ids in the model vocab too. No pre-token
+    # can equal them (they are still matched first as added tokens), so encoding is unchanged.
+    used = set(vocab.values())
+    for i in range(next_id):
+        if i not in used:
+            if i not in added_ids:
+                raise KolmError(f"tokenizer.json: id {i} is used by no token; kolm cannot append after a gap")
+            vocab[added_ids[i]] = i
+    for t in [*ext.new_chars, *ext.new_tokens]:
+        vocab[t] = next_id
+        next_id += 1
+    as_str = bool(out["model"]["merges"]) and isinstance(out["model"]["merges"][0], str)
+    out["model"]["merges"] += [f"{a} {b}" if as_str else [a, b] for a, b in ext.merges]
+    return out
+
+
+def unreachable(tok: Any, tokens: list[str]) -> list[str]:
+    """Tokens that the BPE model does not produce from their own string (model level: no `▁` prefix added)."""
+    return [t for t in tokens if [x.value for x in tok.model.tokenize(t)] != [t]]
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def check_invariants(base_tok: Any, new_tok: Any, new_tokens: list[str], lines: list[str]) -> dict[str, Any]:
+    """Measure the guarantees on ``lines``: ids kept, non-Hangul identity, round trip, reachability."""
+    bv, nv = base_tok.get_vocab(with_added_tokens=True), new_tok.get_vocab(with_added_tokens=True)
+    moved = [t for t, i in bv.items() if nv.get(t) != i]
+    plain = [x for x in lines if not has_hangul(x)]
+    changed = sum(a.ids != b.ids for a, b in zip(base_tok.encode_batch(plain, add_special_tokens=False),
+                                                  new_tok.encode_batch(plain, add_special_tokens=False), strict=True))
+    enc = new_tok.encode_batch(lines, add_special_tokens=False)
+    decoded = new_tok.decode_batch([e.ids for e in enc], skip_special_tokens=False)
+    bad_rt = [x for x, d in zip(lines, decoded, strict=True) if d != x]
+    return {
+        "base_tokens_moved": len(moved),
+        "non_hangul_lines_checked": len(plain),
+        "non_hangul_lines_changed": changed,
+        "roundtrip_lines_checked": len(lines),
+        "roundtrip_failures": len(bad_rt),
+        "unreachable_tokens": len(unreachable(new_tok, new_tokens)),
+    }
+
+
+def compression(tok: Any, lines: list[str]) -> dict[str, float]:
+    """Characters per token on Hangul-bearing lines and on lines without Hangul."""
+    out = {}
+    for name, group in (("korean", [x for x in lines if has_hangul(x)]), ("other", [x for x in lines
+                                                                                    if not has_hangul(x)])):
+        n_tok = sum(len(e.ids) for e in tok.encode_batch(group, add_special_tokens=False))
+        out[f"{name}_chars_per_token"] = round(sum(map(len, group)) / n_tok, 4) if n_tok else None
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- command
+
+
+def extend_tokenizer(base_json: dict[str, Any], texts: list[str], n: int, *, min_frequency: int = 2,
+                     max_char_share: float = 0.25, morpheme_aware: bool = False, allow_fewer: bool = False
+                     ) -> tuple[dict[str, Any], Extension]:
+    """Learn and build the extended tokenizer.json; prune unreachable tokens until none is left."""
+    from tokenizers import Tokenizer
+
+    exclude: set[str] = set()
+    pruned = 0
+    for _ in range(10):
+        ext = learn(texts, base_json, n, min_frequency=min_frequency, max_char_share=max_char_share,
+                    morpheme_aware=morpheme_aware, exclude=frozenset(exclude))
+        out = build_tokenizer_json(base_json, ext)
+        bad = unreachable(Tokenizer.from_str(json.dumps(out)), ext.new_chars + ext.new_tokens)
+        if not bad:
+            break
+        exclude.update(bad)
+        pruned += len(bad)
+    else:
+        raise KolmError("could not remove all unreachable tokens in 10 rounds (please report this as a bug)")
+    ext.pruned_unreachable = pruned
+    added = len(ext.new_chars) + len(ext.new_tokens)
+    if added < n and not allow_fewer:
+        raise KolmError(f"the corpus supports only {added} new tokens at min_frequency={min_frequency} "
+                        f"(asked for {n}): give more Korean text, lower --num-new-tokens, or pass --allow-fewer")
+    return out, ext
+
+
+def run(cfg: ExtendConfig) -> dict[str, Any]:
+    from tokenizers import Tokenizer
+
+    from kolm.io import atomic_output_dir, check_corpus_files, file_sha256, iter_corpus
+
+    t0 = time.perf_counter()
+    files = check_corpus_files(cfg.corpus)
+    folder, base_json = load_base(cfg.base)
+    family = detect_family(base_json, where=str(folder / "tokenizer.json"))
+    out_path = Path(cfg.output)
+    if out_path.exists() and not cfg.overwrite and (not out_path.is_dir() or any(out_path.iterdir())):
+        raise KolmError(f"output exists and is not empty: {out_path} (pass --overwrite to replace it)")
+    # NFC: kolm's data stage composes Hangul, so the vocabulary is learned on composed text too.
+    texts = [unicodedata.normalize("NFC", t) for t in iter_corpus(files, cfg.text_field)]
+    if not texts:
+        raise KolmError(f"the corpus is empty: {', '.join(map(str, files))}")
+    t_read = time.perf_counter()
+    new_json, ext = extend_tokenizer(base_json, texts, cfg.num_new_tokens, min_frequency=cfg.min_frequency,
+                                     max_char_share=cfg.max_char_share, morpheme_aware=cfg.morpheme_aware,
+                                     allow_fewer=cfg.allow_fewer)
+    t_learn = time.perf_counter()
+    base_tok = Tokenizer.from_str(json.dumps(base_json))
+    new_tok = Tokenizer.from_str(json.dumps(new_json))
+    sample = texts[:: max(1, len(texts) // cfg.check_lines)][: cfg.check_lines]
+    checks = check_invariants(base_tok, new_tok, ext.new_chars + ext.new_tokens, sample)
+    if checks["base_tokens_moved"] or checks["non_hangul_lines_changed"] or checks["unreachable_tokens"]:
+        raise KolmError(f"internal invariant violated, nothing written (please report): {checks}")
+    vocab = new_json["model"]["vocab"]
+    added = [{"id": vocab[t], "token": t, "text": token_text(t, family), "kind": kind,
+              "base_ids": [x.id for x in base_tok.model.tokenize(t)]}
+             for kind, toks in (("char", ext.new_chars), ("merge", ext.new_tokens)) for t in toks]
+    report = {
+        "kolm_version": __import__("kolm").__version__,
+        "family": family,
+        "base": cfg.base,
+        "base_tokenizer_sha256": file_sha256(folder / "tokenizer.json"),
+        "base_vocab_size": base_tok.get_vocab_size(with_added_tokens=True),
+        "vocab_size": new_tok.get_vocab_size(with_added_tokens=True),
+        "num_new_tokens_requested": cfg.num_new_tokens,
+        "num_added": len(added),
+        "num_new_chars": len(ext.new_chars),
+        "num_new_merge_tokens": len(ext.new_tokens),
+        "num_new_merges": len(ext.merges),
+        "merges_to_existing_tokens": ext.merges_to_existing,
+        "pruned_unreachable": ext.pruned_unreachable,
+        "morpheme_aware": cfg.morpheme_aware,
+        "min_frequency": cfg.min_frequency,
+        "corpus": [str(f) for f in files],
+        "corpus_documents": len(texts),
+        "checks": checks,
+        "compression_base": compression(base_tok, sample),
+        "compression_extended": compression(new_tok, sample),
+        "seconds": {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3)},
+        "added": added,
+    }
+    with atomic_output_dir(out_path, overwrite=cfg.overwrite) as tmp:
+        (tmp / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False, indent=2), encoding="utf-8")
+        for name in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                     "generation_config.json"):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, tmp / name)
+        _check_transformers_load(tmp, new_tok, sample)
+        report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        (tmp / "extension.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    c0, c1 = report["compression_base"], report["compression_extended"]
+    print(f"kolm vocab extend: {family} base, +{len(added)} tokens ({len(ext.new_chars)} chars, "
+          f"{len(ext.new_tokens)} merges), Korean chars/token {c0['korean_chars_per_token']} -> "
+          f"{c1['korean_chars_per_token']}, non-Hangul lines changed: {checks['non_hangul_lines_changed']}, "
+          f"unreachable: {checks['unreachable_tokens']} -> {out_path}")
+    return report
+
+
+def _check_transformers_load(folder: Path, new_tok: Any, sample: list[str]) -> None:
+    """The folder must load with AutoTokenizer and give the same ids as `tokenizers` (invariant 5)."""
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    lines = sample[:200]
+    got = hf(lines, add_special_tokens=False)["input_ids"]
+    want = [e.ids for e in new_tok.encode_batch(lines, add_special_tokens=False)]
+    if got != want or len(hf) != new_tok.get_vocab_size(with_added_tokens=True):
+        raise KolmError(f"{folder}: transformers' AutoTokenizer disagrees with tokenizer.json "
+                        f"({type(hf).__name__}); nothing written")
