@@ -419,10 +419,10 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     }
     with atomic_output_dir(out_path, overwrite=cfg.overwrite) as tmp:
         (tmp / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False, indent=2), encoding="utf-8")
-        for name in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                     "generation_config.json"):
+        for name in ("special_tokens_map.json", "chat_template.jinja", "generation_config.json"):
             if (folder / name).is_file():
                 shutil.copy2(folder / name, tmp / name)
+        write_tokenizer_config(folder, tmp, report)
         _check_transformers_load(tmp, new_tok, sample)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         (tmp / "extension.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -432,6 +432,20 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
           f"{c1['korean_chars_per_token']}, non-Hangul lines changed: {checks['non_hangul_lines_changed']}, "
           f"unreachable: {checks['unreachable_tokens']} -> {out_path}")
     return report
+
+
+def write_tokenizer_config(base_folder: Path, out: Path, report: dict[str, Any]) -> None:
+    """Copy the base tokenizer_config.json, pointing transformers at tokenizer.json verbatim.
+
+    transformers 5's model-specific classes (e.g. LlamaTokenizer) rebuild their pre-tokenization from code and
+    then disagree with tokenizer.json (Llama-2, leading spaces: `▁` + `▁▁` vs `▁▁▁`). PreTrainedTokenizerFast loads
+    tokenizer.json as is, so training sees exactly the tokenizer kolm measured.
+    """
+    src = base_folder / "tokenizer_config.json"
+    cfg = json.loads(src.read_text(encoding="utf-8")) if src.is_file() else {}
+    report["base_tokenizer_class"] = cfg.get("tokenizer_class")
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _check_transformers_load(folder: Path, new_tok: Any, sample: list[str]) -> None:

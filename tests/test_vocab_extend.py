@@ -1,0 +1,282 @@
+"""Invariants of `kolm vocab extend` on the real Llama-2 / Mistral / Llama-3 tokenizers and on tiny ones.
+
+1. original ids and strings unchanged, special tokens unchanged;
+2. text without Hangul tokenizes to exactly the base ids (thousands of English, code, number, mixed-script and
+   fuzzed lines);
+3. no unreachable tokens;
+4. decode(encode(x)) == x;
+5. transformers' AutoTokenizer gives the same ids as `tokenizers.Tokenizer`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sysconfig
+import unicodedata
+from pathlib import Path
+
+import pytest
+from helpers import make_bytelevel_tokenizer, make_sp_tokenizer, read_lines, real_tokenizer
+from tokenizers import Tokenizer
+
+from kolm.cli import main
+from kolm.vocab.family import bl_to_bytes, forces_hangul, has_hangul, is_hangul, token_forces_hangul
+
+# ------------------------------------------------------------------------------------------------ test text
+
+
+def code_lines(limit: int = 4000) -> list[str]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    out: list[str] = []
+    for name in ("argparse.py", "typing.py", "json/decoder.py", "json/encoder.py", "textwrap.py", "csv.py"):
+        out += [x for x in (stdlib / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+    return out[:limit]
+
+
+def number_lines(n: int = 1000) -> list[str]:
+    rng = random.Random(1)
+    return [f"{rng.randint(0, 10**9)} {rng.random():.6f} {rng.randint(-99, 99)}e{rng.randint(-9, 9)} "
+            f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} ${rng.randint(0, 99999):,}" for _ in range(n)]
+
+
+MIXED = [
+    "東京タワーは高い。漢字とかなの文章です。", "中华人民共和国 成立于1949年", "Привет, мир! Ελληνικά",
+    "emoji 😀🎉👍🏽 ok",
+    "ꀀꀁꀂ Yi syllables share UTF-8 lead bytes with Hangul", "\ue000\uf8ff private use", "tab\tand\nnewline",
+    "  leading and trailing spaces  ", "a  b   c", "ąčęėįšųūž", "مرحبا بالعالم", "नमस्ते दुनिया", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 math",
+    "<s> looks special </s>", "<0xEA> literal byte name", "▁ literal metaspace ▁▁", "Ġ literal byte-level space",
+]
+
+
+def fuzz_lines(n: int = 3000, seed: int = 0) -> list[str]:
+    """Random strings from many scripts, including code points whose UTF-8 shares lead bytes with Hangul."""
+    rng = random.Random(seed)
+    ranges = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x4FF), (0x3040, 0x30FF), (0x4E00, 0x9FFF), (0xA000, 0xA4CF),
+              (0xA4D0, 0xA95F), (0xA980, 0xABFF), (0xD7A4, 0xD7AF), (0xE000, 0xF8FF), (0xF900, 0xFAFF),
+              (0x1F300, 0x1F6FF), (0x10000, 0x1007F), (0x9, 0xA)]
+    out = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.randint(0, 40)):
+            lo, hi = rng.choice(ranges)
+            ch = chr(rng.randint(lo, hi))
+            if not is_hangul(ch):
+                chars.append(ch)
+        out.append("".join(chars))
+    return out
+
+
+def roundtrip_cases() -> list[str]:
+    ko = read_lines("ko_dev.txt", 200)
+    return [*ko, *(unicodedata.normalize("NFD", x) for x in ko[:50]), "", " ", "한국어 English 混合 😀", "漢字 한자",
+            "ㅋㅋㅋ ㅎㅎ ㄱㄴㄷ ㅏㅑ", "ᄒᆞᆫ글 옛한글", "  앞뒤 공백  ", "줄\n바꿈\t탭", "뷁 똠방각하 햏",
+            *read_lines("en_dev.txt", 100), "emoji 😀🎉👍🏽", "漢字 中文 日本語"]
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def ko_train() -> Path:
+    return real_tokenizer("llama2").parents[1] / "corpora" / "ko_dev.txt"
+
+
+def _extend(base: Path, corpus: Path, out: Path, n: int, *extra: str) -> Path:
+    rc = main(["vocab", "extend", "--base", str(base), "--corpus", str(corpus), "--num-new-tokens", str(n),
+               "--output", str(out), *extra])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module", params=["llama2", "mistral", "llama3", "tiny-sp", "tiny-bl"])
+def extended(request, tmp_path_factory, ko_train):
+    """(base folder, extended folder) for each tokenizer family, real and tiny."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "tiny-sp":
+        base = make_sp_tokenizer(read_lines("en_dev.txt", 3000), tmp / "base", vocab_size=800)
+    elif request.param == "tiny-bl":
+        base = make_bytelevel_tokenizer(read_lines("en_dev.txt", 3000), tmp / "base", vocab_size=800)
+    else:
+        base = real_tokenizer(request.param)
+    return base, _extend(base, ko_train, tmp / "ext", 3000)
+
+
+def _tok(folder: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+# ------------------------------------------------------------------------------------------------ invariants
+
+
+def test_original_ids_and_specials_unchanged(extended):
+    base, ext = extended
+    b, e = _tok(base), _tok(ext)
+    bv, ev = b.get_vocab(with_added_tokens=True), e.get_vocab(with_added_tokens=True)
+    assert all(ev.get(t) == i for t, i in bv.items())
+    assert e.get_vocab_size(with_added_tokens=True) > b.get_vocab_size(with_added_tokens=True)
+    bj, ej = (json.loads((f / "tokenizer.json").read_text()) for f in (base, ext))
+    assert ej["added_tokens"] == bj["added_tokens"]
+    # the base merges are a prefix of the new merges, in the same order
+    assert ej["model"]["merges"][: len(bj["model"]["merges"])] == bj["model"]["merges"]
+    new_ids = sorted(set(ev.values()) - set(bv.values()))
+    assert new_ids == list(range(max(bv.values()) + 1, max(bv.values()) + 1 + len(new_ids)))
+    info = json.loads((ext / "extension.json").read_text())
+    assert [a["id"] for a in info["added"]] == new_ids
+    assert all(token_forces_hangul(a["token"], info["family"]) for a in info["added"])
+
+
+def test_text_without_hangul_tokenizes_identically(extended):
+    base, ext = extended
+    b, e = _tok(base), _tok(ext)
+    lines = read_lines("en_dev.txt") + code_lines() + number_lines() + MIXED + fuzz_lines()
+    lines = [x for x in lines if not has_hangul(x)]
+    assert len(lines) > 15000
+    for special in (False, True):
+        got = [x.ids for x in e.encode_batch(lines, add_special_tokens=special)]
+        want = [x.ids for x in b.encode_batch(lines, add_special_tokens=special)]
+        diff = [line for line, g, w in zip(lines, got, want, strict=True) if g != w]
+        assert not diff, f"{len(diff)} lines changed, e.g. {diff[:3]}"
+
+
+def test_no_unreachable_tokens(extended):
+    base, ext = extended
+    e = _tok(ext)
+    info = json.loads((ext / "extension.json").read_text())
+    assert info["checks"]["unreachable_tokens"] == 0
+    family = info["family"]
+    unreachable = []
+    for a in info["added"]:
+        tok = a["token"]
+        if [t.id for t in e.model.tokenize(tok)] != [a["id"]]:
+            unreachable.append(tok)
+            continue
+        # through the whole pipeline too: byte-level tokens from their text, `▁`-tokens from text with its space
+        if family == "byte_level":
+            if _decodes_cleanly(tok) and e.encode(a["text"], add_special_tokens=False).ids != [a["id"]]:
+                unreachable.append(tok)
+        elif tok.startswith("▁") and e.encode(tok[1:], add_special_tokens=False).ids != [a["id"]]:
+            unreachable.append(tok)
+    assert unreachable == []
+
+
+def _decodes_cleanly(tok: str) -> bool:
+    try:
+        bl_to_bytes(tok).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def test_roundtrip(extended):
+    base, ext = extended
+    b, e = _tok(base), _tok(ext)
+
+    def rt(tok: Tokenizer, x: str) -> str:
+        return tok.decode(tok.encode(x, add_special_tokens=False).ids, skip_special_tokens=False)
+
+    for x in roundtrip_cases():
+        assert rt(e, x) == x, repr(x)
+    # literal `▁` or `<s>` do not round-trip even in the base (SentencePiece family); never worse than the base
+    for x in MIXED:
+        assert rt(e, x) == rt(b, x), repr(x)
+
+
+def test_korean_is_compressed(extended):
+    base, ext = extended
+    ko = read_lines("ko_dev.txt")[-300:]
+    nb = sum(len(x.ids) for x in _tok(base).encode_batch(ko, add_special_tokens=False))
+    ne = sum(len(x.ids) for x in _tok(ext).encode_batch(ko, add_special_tokens=False))
+    assert ne < 0.8 * nb
+
+
+def test_transformers_fast_tokenizer_agrees(extended):
+    from transformers import AutoTokenizer
+
+    _, ext = extended
+    hf, e = AutoTokenizer.from_pretrained(str(ext)), _tok(ext)
+    lines = read_lines("ko_dev.txt", 500) + read_lines("en_dev.txt", 500) + MIXED + fuzz_lines(300, seed=2)
+    assert hf(lines, add_special_tokens=False)["input_ids"] == [x.ids for x in e.encode_batch(
+        lines, add_special_tokens=False)]
+    assert hf(lines[:50])["input_ids"] == [x.ids for x in e.encode_batch(lines[:50], add_special_tokens=True)]
+    assert len(hf) == e.get_vocab_size(with_added_tokens=True)
+
+
+# ------------------------------------------------------------------------------------------------ properties
+
+
+def test_forces_hangul_is_exact_on_single_characters():
+    """For every BMP character, its full UTF-8 encoding forces Hangul iff the character is Hangul."""
+    for cp in range(0x80, 0x10000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        assert forces_hangul(chr(cp).encode()) == is_hangul(chr(cp)), hex(cp)
+
+
+def test_forces_hangul_prefixes_are_safe():
+    """A prefix that forces Hangul only ever starts Hangul characters."""
+    for cp in range(0x800, 0x10000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        b = chr(cp).encode()
+        if forces_hangul(b[:2]):
+            assert is_hangul(chr(cp)), hex(cp)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def test_bad_inputs(tmp_path, ko_train, capsys):
+    base = real_tokenizer("llama2")
+    out = tmp_path / "out"
+
+    def err(*args: str) -> str:
+        assert main(["vocab", "extend", *args]) == 2
+        assert not out.exists()
+        return capsys.readouterr().err
+
+    assert "not found" in err("--base", str(base), "--corpus", str(tmp_path / "missing.txt"),
+                              "--num-new-tokens", "10", "--output", str(out))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert "empty" in err("--base", str(base), "--corpus", str(empty), "--num-new-tokens", "10", "--output", str(out))
+    en = tmp_path / "en.txt"
+    en.write_text("only English here\nand more English\n")
+    assert "no Hangul" in err("--base", str(base), "--corpus", str(en), "--num-new-tokens", "10", "--output", str(out))
+    assert "num_new_tokens" in err("--base", str(base), "--corpus", str(ko_train), "--num-new-tokens", "0",
+                                   "--output", str(out))
+    small = tmp_path / "small.txt"
+    small.write_text("한국어 문장입니다. 한국어 문장입니다.\n")
+    assert "supports only" in err("--base", str(base), "--corpus", str(small), "--num-new-tokens", "5000",
+                                  "--output", str(out))
+    assert "not a folder" in err("--base", str(tmp_path / "nope"), "--corpus", str(ko_train),
+                                 "--num-new-tokens", "10", "--output", str(out))
+
+
+def test_unknown_family_is_refused(tmp_path, ko_train, capsys):
+    from tokenizers import Tokenizer as T
+    from tokenizers import models, pre_tokenizers
+
+    wp = T(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    wp.pre_tokenizer = pre_tokenizers.Whitespace()
+    (tmp_path / "wp").mkdir()
+    wp.save(str(tmp_path / "wp" / "tokenizer.json"))
+    assert main(["vocab", "extend", "--base", str(tmp_path / "wp"), "--corpus", str(ko_train),
+                 "--num-new-tokens", "10", "--output", str(tmp_path / "o")]) == 2
+    assert "unsupported tokenizer family" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_allow_fewer_and_dry_run(tmp_path, capsys):
+    small = tmp_path / "small.txt"
+    small.write_text("한국어 문장입니다. 한국어 문장입니다.\n")
+    base = real_tokenizer("llama2")
+    assert main(["vocab", "extend", "--base", str(base), "--corpus", str(small), "--num-new-tokens", "5000",
+                 "--output", str(tmp_path / "o"), "--allow-fewer"]) == 0
+    info = json.loads((tmp_path / "o" / "extension.json").read_text())
+    assert 0 < info["num_added"] < 5000
+    capsys.readouterr()
+    assert main(["vocab", "extend", "--base", "b", "--corpus", "x.txt", "--num-new-tokens", "7", "--output", "o",
+                 "--dry-run", "min_frequency=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "num_new_tokens: 7" in printed and "min_frequency: 3" in printed
