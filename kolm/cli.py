@@ -53,7 +53,7 @@ def _flag_type(tp: Any) -> tuple[dict[str, Any], bool]:
     if tp is bool:
         return {"action": argparse.BooleanOptionalAction}, False
     if origin in (list, tuple):
-        return {"nargs": "+"}, True
+        return {"nargs": "+", "action": "extend"}, True
     if origin is typing.Literal:
         return {"choices": list(typing.get_args(tp))}, False
     if dataclasses.is_dataclass(tp) or origin is dict:

@@ -20,7 +20,6 @@ How it works (and why the guarantees hold):
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
 from kolm.vocab.family import (
-    bl_to_bytes,
+    HANGUL_RE,
     detect_family,
     has_hangul,
     is_hangul,
@@ -59,7 +58,7 @@ class ExtendConfig:
         0.25, help="SentencePiece family: at most this share of the new tokens is spent on new single characters")
     text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
     allow_fewer: bool = field(False, help="accept fewer new tokens than asked when the corpus supports no more")
-    check_lines: int = field(3000, help="corpus lines used for the built-in invariant checks and measurements")
+    check_lines: int = field(2000, help="corpus lines used for the built-in invariant checks and measurements")
     overwrite: bool = field(False, help="replace an existing output folder")
     trust_remote_code: bool = field(False, help="allow custom tokenizer code from the hub (off by default)")
 
@@ -104,13 +103,19 @@ def merge_pairs(merges: list) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------------- units
 
 
+_WORD_RE = re.compile(r"[^ ]+")  # SentencePiece-style BPE sees spaces as `▁` word starts
+
+
 def _units(texts: list[str], family: str, pre_tokenizer: Any, boundaries: list[list[int]] | None) -> Counter:
     """Count (unit, morpheme-boundary byte offsets) pairs over the Hangul-bearing units of ``texts``."""
     counts: Counter = Counter()
     for i, text in enumerate(texts):
         bounds = boundaries[i] if boundaries is not None else ()
+        if family == "sentencepiece" and not bounds:  # fast path: no offsets needed
+            counts.update(("▁" + w, ()) for w in _WORD_RE.findall(text) if HANGUL_RE.search(w))
+            continue
         if family == "sentencepiece":
-            spans = [(m.start(), m.end(), "▁" + m.group()) for m in re.finditer(r"[^ ]+", text)]
+            spans = [(m.start(), m.end(), "▁" + m.group()) for m in _WORD_RE.finditer(text)]
             prefix = len("▁".encode())
         else:
             spans = [(s, e, piece) for piece, (s, e) in pre_tokenizer.pre_tokenize_str(text)]
@@ -123,55 +128,58 @@ def _units(texts: list[str], family: str, pre_tokenizer: Any, boundaries: list[l
     return counts
 
 
-def _unit_bytes(unit: str, family: str) -> bytes:
-    return bl_to_bytes(unit) if family == "byte_level" else unit.encode()
+class _Segmenter:
+    """Cuts base-BPE pieces of a unit into training segments; per-token facts are cached (hot loop)."""
 
+    def __init__(self, family: str, model: Any, new_chars: set[str]):
+        self.family, self.model, self.new_chars = family, model, new_chars
+        self.info: dict[str, tuple[int, bool, bool]] = {}  # token -> (n bytes, touches Hangul, is a fallback byte)
 
-def _hangul_byte_mask(data: bytes) -> list[bool]:
-    mask: list[bool] = []
-    for ch in data.decode("utf-8", errors="strict"):
-        mask += [is_hangul(ch)] * len(ch.encode())
-    return mask
+    def _info(self, tok: str) -> tuple[int, bool, bool]:
+        got = self.info.get(tok)
+        if got is None:
+            b = token_bytes(tok, self.family)
+            if self.family == "byte_level":
+                # non-ASCII pieces inside a Hangul unit are (parts of) Hangul or its neighbours; the final
+                # forces-Hangul filter decides what is kept, this only decides where training segments are cut
+                got = (len(b), any(x >= 0x80 for x in b), False)
+            else:
+                is_byte = len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">")
+                got = (len(b), has_hangul(tok), is_byte)
+            self.info[tok] = got
+        return got
 
-
-def _segments(unit: str, bounds: tuple[int, ...], family: str, model: Any, new_chars: set[str]) -> list[list[str]]:
-    """Base-BPE pieces of one unit, cut into training segments (lists of token strings, length >= 2)."""
-    data = _unit_bytes(unit, family)
-    mask = _hangul_byte_mask(data)
-    toks = [t.value for t in model.tokenize(unit)]
-    syms: list[tuple[str | None, int, bool]] = []  # (token string or None = hard break, start byte, touches Hangul)
-    pos = 0
-    i = 0
-    while i < len(toks):
-        tb = token_bytes(toks[i], family)
-        if family == "sentencepiece" and toks[i].startswith("<0x") and len(tb) == 1:
-            n = _lead_len(tb[0])
-            ch_bytes = b"".join(token_bytes(t, family) for t in toks[i:i + n])
-            ch = ch_bytes.decode("utf-8", errors="replace")
-            syms.append((ch if ch in new_chars else None, pos, True))
-            pos += len(ch_bytes)
-            i += n
-            continue
-        touches = any(mask[pos:pos + len(tb)])
-        syms.append((toks[i], pos, touches))
-        pos += len(tb)
-        i += 1
-    out: list[list[str]] = []
-    cur: list[str] = []
-    bset = set(bounds)
-    prev_touch = True
-    for tok, start, touches in syms:
-        cut = tok is None or start in bset or (not touches and not prev_touch)
-        if cut and cur:
-            if len(cur) > 1:
-                out.append(cur)
-            cur = []
-        if tok is not None:
-            cur.append(tok)
-        prev_touch = touches if tok is not None else True
-    if len(cur) > 1:
-        out.append(cur)
-    return out
+    def __call__(self, unit: str, bounds: tuple[int, ...]) -> list[list[str]]:
+        """Segments (lists of >= 2 token strings) of one unit; cut at fallback bytes of characters that are not
+        new tokens, between two pieces without Hangul, and at morpheme boundaries (byte offsets ``bounds``)."""
+        toks = [t.value for t in self.model.tokenize(unit)]
+        out: list[list[str]] = []
+        cur: list[str] = []
+        pos, i, prev_touch = 0, 0, True
+        while i < len(toks):
+            n_bytes, touches, is_byte = self._info(toks[i])
+            tok: str | None = toks[i]
+            start = pos
+            if is_byte:  # a character that fell back to bytes: a new single-character token, or a hard break
+                raw = bytes(int(t[3:5], 16) for t in toks[i:i + _lead_len(int(toks[i][3:5], 16))])
+                ch = raw.decode("utf-8", errors="replace")
+                tok = ch if ch in self.new_chars else None
+                i += max(1, len(raw))
+                pos += len(raw)
+                touches = True
+            else:
+                i += 1
+                pos += n_bytes
+            if tok is None or (bounds and start in bounds) or (not touches and not prev_touch):
+                if len(cur) > 1:
+                    out.append(cur)
+                cur = []
+            if tok is not None:
+                cur.append(tok)
+            prev_touch = touches or tok is None
+        if len(cur) > 1:
+            out.append(cur)
+        return out
 
 
 def _lead_len(b: int) -> int:
@@ -198,14 +206,13 @@ class Extension:
     pruned_unreachable: int = 0
 
 
-def learn(texts: list[str], base_json: dict[str, Any], n: int, *, min_frequency: int = 2,
+def learn(texts: list[str], base_json: dict[str, Any], base: Any, n: int, *, min_frequency: int = 2,
           max_char_share: float = 0.25, morpheme_aware: bool = False, exclude: frozenset[str] = frozenset()
           ) -> Extension:
-    """Learn up to ``n`` new tokens (chars + merges) continuing the base BPE on ``texts``."""
+    """Learn up to ``n`` new tokens (chars + merges) continuing the base BPE (``base``: its Tokenizer) on ``texts``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     family = detect_family(base_json)
-    base = Tokenizer.from_str(json.dumps(base_json))
     vocab: dict[str, int] = base_json["model"]["vocab"]
     boundaries = None
     if morpheme_aware:
@@ -229,8 +236,9 @@ def learn(texts: list[str], base_json: dict[str, Any], n: int, *, min_frequency:
 
     sym: dict[str, str] = {}
     seg_counts: Counter = Counter()
+    segmenter = _Segmenter(family, base.model, chars_set)
     for (unit, bounds), c in units.items():
-        for seg in _segments(unit, bounds, family, base.model, chars_set):
+        for seg in segmenter(unit, frozenset(bounds) if bounds else frozenset()):
             key = "".join(sym.setdefault(t, _pua(len(sym))) for t in seg)
             seg_counts[key] += c
     back = {v: k for k, v in sym.items()}
@@ -273,8 +281,9 @@ def learn(texts: list[str], base_json: dict[str, Any], n: int, *, min_frequency:
 
 def build_tokenizer_json(base_json: dict[str, Any], ext: Extension) -> dict[str, Any]:
     """Base tokenizer.json plus the new vocabulary entries (ids after every existing id) and merges (appended)."""
-    out = copy.deepcopy(base_json)
-    vocab = out["model"]["vocab"]
+    out = dict(base_json)
+    out["model"] = dict(base_json["model"])
+    vocab = out["model"]["vocab"] = dict(base_json["model"]["vocab"])
     added_ids = {t["id"]: t["content"] for t in out.get("added_tokens", [])}
     next_id = max([*vocab.values(), *added_ids]) + 1
     # `tokenizers` needs the model's ids to be contiguous once we append after the added tokens (Llama-3 keeps
@@ -290,7 +299,7 @@ def build_tokenizer_json(base_json: dict[str, Any], ext: Extension) -> dict[str,
         vocab[t] = next_id
         next_id += 1
     as_str = bool(out["model"]["merges"]) and isinstance(out["model"]["merges"][0], str)
-    out["model"]["merges"] += [f"{a} {b}" if as_str else [a, b] for a, b in ext.merges]
+    out["model"]["merges"] = base_json["model"]["merges"] + [f"{a} {b}" if as_str else [a, b] for a, b in ext.merges]
     return out
 
 
@@ -336,18 +345,23 @@ def compression(tok: Any, lines: list[str]) -> dict[str, float]:
 
 
 def extend_tokenizer(base_json: dict[str, Any], texts: list[str], n: int, *, min_frequency: int = 2,
-                     max_char_share: float = 0.25, morpheme_aware: bool = False, allow_fewer: bool = False
-                     ) -> tuple[dict[str, Any], Extension]:
-    """Learn and build the extended tokenizer.json; prune unreachable tokens until none is left."""
+                     max_char_share: float = 0.25, morpheme_aware: bool = False, allow_fewer: bool = False,
+                     base: Any = None) -> tuple[dict[str, Any], Any, Extension]:
+    """Learn and build the extended tokenizer (its JSON and `tokenizers.Tokenizer`); prune unreachable tokens.
+
+    ``base`` is the base `tokenizers.Tokenizer` when the caller has it already (else built from ``base_json``).
+    """
     from tokenizers import Tokenizer
 
+    base = base or Tokenizer.from_str(json.dumps(base_json))
     exclude: set[str] = set()
     pruned = 0
     for _ in range(10):
-        ext = learn(texts, base_json, n, min_frequency=min_frequency, max_char_share=max_char_share,
+        ext = learn(texts, base_json, base, n, min_frequency=min_frequency, max_char_share=max_char_share,
                     morpheme_aware=morpheme_aware, exclude=frozenset(exclude))
         out = build_tokenizer_json(base_json, ext)
-        bad = unreachable(Tokenizer.from_str(json.dumps(out)), ext.new_chars + ext.new_tokens)
+        new_tok = Tokenizer.from_str(json.dumps(out))
+        bad = unreachable(new_tok, ext.new_chars + ext.new_tokens)
         if not bad:
             break
         exclude.update(bad)
@@ -359,7 +373,7 @@ def extend_tokenizer(base_json: dict[str, Any], texts: list[str], n: int, *, min
     if added < n and not allow_fewer:
         raise KolmError(f"the corpus supports only {added} new tokens at min_frequency={min_frequency} "
                         f"(asked for {n}): give more Korean text, lower --num-new-tokens, or pass --allow-fewer")
-    return out, ext
+    return out, new_tok, ext
 
 
 def run(cfg: ExtendConfig) -> dict[str, Any]:
@@ -378,13 +392,12 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     texts = [unicodedata.normalize("NFC", t) for t in iter_corpus(files, cfg.text_field)]
     if not texts:
         raise KolmError(f"the corpus is empty: {', '.join(map(str, files))}")
+    base_tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     t_read = time.perf_counter()
-    new_json, ext = extend_tokenizer(base_json, texts, cfg.num_new_tokens, min_frequency=cfg.min_frequency,
-                                     max_char_share=cfg.max_char_share, morpheme_aware=cfg.morpheme_aware,
-                                     allow_fewer=cfg.allow_fewer)
+    new_json, new_tok, ext = extend_tokenizer(base_json, texts, cfg.num_new_tokens, min_frequency=cfg.min_frequency,
+                                              max_char_share=cfg.max_char_share, morpheme_aware=cfg.morpheme_aware,
+                                              allow_fewer=cfg.allow_fewer, base=base_tok)
     t_learn = time.perf_counter()
-    base_tok = Tokenizer.from_str(json.dumps(base_json))
-    new_tok = Tokenizer.from_str(json.dumps(new_json))
     sample = texts[:: max(1, len(texts) // cfg.check_lines)][: cfg.check_lines]
     checks = check_invariants(base_tok, new_tok, ext.new_chars + ext.new_tokens, sample)
     if checks["base_tokens_moved"] or checks["non_hangul_lines_changed"] or checks["unreachable_tokens"]:
@@ -418,7 +431,7 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
         "added": added,
     }
     with atomic_output_dir(out_path, overwrite=cfg.overwrite) as tmp:
-        (tmp / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False, indent=2), encoding="utf-8")
+        new_tok.save(str(tmp / "tokenizer.json"))
         for name in ("special_tokens_map.json", "chat_template.jinja", "generation_config.json"):
             if (folder / name).is_file():
                 shutil.copy2(folder / name, tmp / name)

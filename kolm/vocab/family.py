@@ -14,24 +14,26 @@ Hangul can never trigger a new merge, so it tokenizes exactly as before.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
 from kolm.errors import KolmError
 
 # Hangul script blocks: Jamo, Compatibility Jamo, Jamo Extended-A, Syllables, Jamo Extended-B, halfwidth forms.
+# This is kolm's one definition of "Hangul" (tests of "text without Hangul" use it too).
 HANGUL_RANGES = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7A3), (0xD7B0, 0xD7FF),
                  (0xFFA0, 0xFFDC))
-SYLLABLES = (0xAC00, 0xD7A3)
+HANGUL_CLASS = "".join(f"\\u{lo:04x}-\\u{hi:04x}" for lo, hi in HANGUL_RANGES)
+HANGUL_RE = re.compile(f"[{HANGUL_CLASS}]")
 
 
 def is_hangul(ch: str) -> bool:
-    cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in HANGUL_RANGES)
+    return HANGUL_RE.match(ch) is not None
 
 
 def has_hangul(text: str) -> bool:
-    return any(is_hangul(c) for c in text)
+    return HANGUL_RE.search(text) is not None
 
 
 def hangul_share(text: str) -> float:
