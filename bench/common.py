@@ -1,0 +1,52 @@
+"""Shared bits of the benchmark scripts: locating ../shared, timing with medians, printing tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KOLM_SHARED", REPO.parent / "shared"))
+
+
+def need_shared() -> Path:
+    if not (SHARED / "corpora" / "ko_dev.txt").is_file():
+        sys.exit(f"benchmark needs the shared corpora at {SHARED} (set KOLM_SHARED)")
+    return SHARED
+
+
+def lines(name: str) -> list[str]:
+    return [x for x in (need_shared() / "corpora" / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def median_time(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    """Median wall time of ``repeat`` calls and the last result."""
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "") -> None:
+    if title:
+        print(f"\n{title}")
+    cols = list(rows[0])
+    fmt = [lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)]
+    cells = [[fmt[0](r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for x in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)))
+
+
+def print_json(name: str, payload: dict[str, Any]) -> None:
+    print("BENCH_JSON " + json.dumps({"bench": name, **payload}, ensure_ascii=False))
