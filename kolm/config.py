@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -24,13 +25,14 @@ class ConfigError(ValueError):
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,
-          cli: bool = True, flag: str | None = None) -> Any:
+          cli: bool = True, flag: str | None = None, path: bool = False) -> Any:
     """A dataclass field with a help text (shown by ``--help``) and CLI options.
 
     ``flag`` overrides the long flag name; ``cli=False`` keeps a field out of the flags (it can still be
-    set from YAML or a dotted override).
+    set from YAML or a dotted override). ``path=True``: a relative path written in a recipe YAML is taken
+    relative to the recipe's folder (on the command line, relative to the working directory as usual).
     """
-    meta = {"help": help, "cli": cli, "flag": flag}
+    meta = {"help": help, "cli": cli, "flag": flag, "path": path}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -177,10 +179,42 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def rebase_paths(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Make relative values of ``path=True`` fields (also in nested sections) relative to ``folder``."""
+
+    def rebase(v: Any) -> Any:
+        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute() and not _looks_like_hub_id(v, folder):
+            return os.path.normpath(folder / v)
+        return v
+
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        if f.name not in out:
+            continue
+        tp, _ = _strip_optional(_resolve_type(cls, f.name))
+        if f.metadata.get("path"):
+            v = out[f.name]
+            out[f.name] = [rebase(x) for x in v] if isinstance(v, list) else rebase(v)
+        elif dataclasses.is_dataclass(tp) and isinstance(out[f.name], dict):
+            out[f.name] = rebase_paths(tp, out[f.name], folder)
+        elif typing.get_origin(tp) is list and isinstance(out[f.name], list):
+            (item,) = typing.get_args(tp) or (Any,)
+            if dataclasses.is_dataclass(item):
+                out[f.name] = [rebase_paths(item, x, folder) if isinstance(x, dict) else x for x in out[f.name]]
+    return out
+
+
+def _looks_like_hub_id(v: str, folder: Path) -> bool:
+    """``org/name`` that is not a local path (relative to the recipe) is left alone: it may be a hub id."""
+    return v.count("/") == 1 and not v.startswith(".") and not (folder / v).exists()
+
+
 def resolve(cls: type[T], *, yaml_path: str | None = None, flags: dict[str, Any] | None = None,
             overrides: list[tuple[str, Any]] | None = None) -> T:
     """Merge defaults, a YAML recipe, explicit flags and dotted overrides into a validated ``cls``."""
     data: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
+    if yaml_path:
+        data = rebase_paths(cls, data, Path(yaml_path).resolve().parent)
     for k, v in (flags or {}).items():
         data[k] = v
     for k, v in overrides or []:

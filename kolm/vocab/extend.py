@@ -47,11 +47,11 @@ from kolm.vocab.family import (
 class ExtendConfig:
     """Options of ``kolm vocab extend``."""
 
-    base: str = field(None, help="base tokenizer: a folder with tokenizer.json, or a hub id (online)")
-    corpus: list[str] = field(default_factory=list,
+    base: str = field(None, help="base tokenizer: a folder with tokenizer.json, or a hub id (online)", path=True)
+    corpus: list[str] = field(default_factory=list, path=True,
                               help="Korean corpus files (.txt one document per line, .jsonl, .parquet)")
     num_new_tokens: int = field(0, help="how many new tokens to add (new single Hangul characters count too)")
-    output: str = field(None, help="output tokenizer folder")
+    output: str = field(None, help="output tokenizer folder", path=True)
     morpheme_aware: bool = field(False, help="cut training units at kiwipiepy morpheme boundaries")
     min_frequency: int = field(2, help="a merge must be seen at least this often in the corpus")
     max_char_share: float = field(

@@ -1,0 +1,3 @@
+from kolm.cli import main
+
+raise SystemExit(main())
