@@ -120,11 +120,17 @@ def prefix_token(tokenizer: Any) -> int:
 
 def bits_per_byte(model: Any, tokenizer: Any, texts: list[str], *, prefix_id: int | None = None,
                   max_length: int | None = None, stride: int | None = None, batch_size: int = 8) -> BpbResult:
-    """bpb of ``model`` on raw ``texts`` (each a whole document) with a Hugging Face tokenizer."""
+    """bpb of ``model`` on raw ``texts`` (each a whole document); ``tokenizer`` is a Hugging Face tokenizer or a
+    ``tokenizers.Tokenizer`` (then pass ``prefix_id``)."""
     prefix_id = prefix_token(tokenizer) if prefix_id is None else prefix_id
     if max_length is None:
         max_length = int(getattr(getattr(model, "config", None), "max_position_embeddings", 2048) or 2048)
-    docs = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    if not texts:
+        docs: list[list[int]] = []
+    elif hasattr(tokenizer, "encode_batch"):  # a `tokenizers.Tokenizer`
+        docs = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    else:
+        docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return score_documents(model, docs, n_bytes, prefix_id, max_length=max_length, stride=stride,
                            batch_size=batch_size)
