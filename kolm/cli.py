@@ -15,6 +15,7 @@ import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kolm import __version__
@@ -33,6 +34,7 @@ class Command:
     help: str
     positional: str | None = None  # name of a field filled from the first positional argument(s)
     positional_is_config: bool = False  # the positional argument is the recipe YAML itself
+    dry_run_func: str | None = None  # called with the config after --dry-run prints it (e.g. to show a plan)
 
 
 # The registry. Command modules import only light dependencies at top level (torch & co inside functions),
@@ -42,8 +44,19 @@ COMMANDS: list[Command] = [
             "learn Korean BPE merges and extend a base tokenizer (ids of the base stay fixed)"),
     Command(("vocab", "report"), "kolm.vocab.report", "ReportConfig", "run",
             "compare tokenizers on text: chars/token, tokens/word, morpheme-boundary alignment"),
+    Command(("train", "cpt"), "kolm.train.cpt", "CptConfig", "run",
+            "continual pretraining (staged: embeddings / full / lora) on the HF Trainer, plain or DeepSpeed",
+            positional_is_config=True),
     Command(("model", "resize"), "kolm.model.resize", "ResizeConfig", "run",
             "resize a model's embeddings and LM head to an extended tokenizer"),
+    Command(("data", "build"), "kolm.data.build", "DataBuildConfig", "run",
+            "clean, deduplicate, mix (exact token shares), tokenize and pack corpora into training shards",
+            positional_is_config=True),
+    Command(("data", "inspect"), "kolm.data.inspect", "InspectConfig", "run",
+            "print a built data set's manifest as tables, with decoded samples per language", positional="dir"),
+    Command(("upscale",), "kolm.model.upscale", "UpscaleConfig", "run",
+            "depth up-scaling (SOLAR DUS): stack two trimmed copies of a model's layers into a deeper model",
+            dry_run_func="dry_run"),
 ]
 
 
@@ -137,6 +150,9 @@ def resolve_command(argv: list[str]) -> tuple[Command, Any, bool]:
             del flags[cmd.positional]
         else:
             flags[cmd.positional] = val
+    if args.config and "recipe_dir" in {f.name for f in dataclasses.fields(cls)}:
+        # Paths inside a recipe are relative to the recipe file, not to the working directory.
+        flags.setdefault("recipe_dir", str(Path(args.config).resolve().parent))
     cfg = resolve(cls, yaml_path=args.config, flags=flags, overrides=parse_overrides(rest))
     return cmd, cfg, args.dry_run
 
@@ -147,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd, cfg, dry_run = resolve_command(argv)
         if dry_run:
             print(dump_yaml(cfg), end="")
+            if cmd.dry_run_func:
+                getattr(importlib.import_module(cmd.module), cmd.dry_run_func)(cfg)
             return 0
         func: Callable[[Any], Any] = getattr(importlib.import_module(cmd.module), cmd.func)
         func(cfg)

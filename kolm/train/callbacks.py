@@ -1,0 +1,90 @@
+"""Online evaluation and metrics of ``kolm train cpt``.
+
+``metrics.jsonl`` in the run folder gets one JSON object per line (written by rank 0):
+
+- ``{"kind": "train", "stage": "full", "stage_index": 1, "step": 120, "stage_step": 20, "loss": 2.31,
+  "lr": 1e-4, "grad_norm": 0.9, "tokens_seen": 491520}``
+- ``{"kind": "eval", "stage": ..., "stage_index": ..., "step": ..., "stage_step": ..., "tokens_seen": ...,
+  "eval": {"ko": {"bpb": 1.21, "loss": 2.3, "nats": ..., "bytes": ..., "tokens": ..., "docs": ...}, "en": {...}}}``
+
+``step`` counts optimizer steps across all stages; evaluation runs at the start of each stage (step 0 of the
+first stage is the input model, the reference for forgetting), every ``eval.every`` steps, and at the end.
+The same numbers go to TensorBoard/W&B through the Trainer's ``report_to``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from kolm.eval.bpb import score_documents
+from kolm.train.run_state import is_main
+
+
+class MetricsCallback(TrainerCallback):
+    def __init__(self, path: Path, *, stage_index: int, stage: Any, step_offset: int, tokens_per_step: int,
+                 validation: dict[str, tuple[list[list[int]], int]], prefix_id: int, max_length: int, every: int,
+                 batch_size: int, stride: int | None, signals: Any, resumed: bool):
+        self.path, self.stage_index, self.stage = path, stage_index, stage
+        self.step_offset, self.tokens_per_step = step_offset, tokens_per_step
+        self.validation, self.prefix_id, self.max_length = validation, prefix_id, max_length
+        self.every, self.batch_size, self.stride = every, batch_size, stride
+        self.signals, self.resumed = signals, resumed
+        self.stopped_by_signal = False
+        self._last_eval = -1
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if is_main():
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def _base(self, step: int) -> dict[str, Any]:
+        return {"stage": self.stage.name, "stage_index": self.stage_index, "step": self.step_offset + step,
+                "stage_step": step, "tokens_seen": (self.step_offset + step) * self.tokens_per_step,
+                "time": round(time.time(), 3)}
+
+    def evaluate(self, model: Any, step: int) -> dict[str, Any]:
+        res = {lang: score_documents(model, docs, n_bytes, self.prefix_id, max_length=self.max_length,
+                                     stride=self.stride, batch_size=self.batch_size).as_dict()
+               for lang, (docs, n_bytes) in self.validation.items()}
+        self._last_eval = step
+        self._write({"kind": "eval", **self._base(step), "eval": res})
+        return res
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if self.validation and self.every > 0 and not self.resumed:
+            self.evaluate(model, 0)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        step = state.global_step
+        if self.validation and self.every > 0 and (step % self.every == 0 or step == state.max_steps):
+            self.evaluate(model, step)
+        if _any_rank(self.signals.received is not None):
+            self.stopped_by_signal = True
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        self._write({"kind": "train", **self._base(state.global_step), "loss": logs["loss"],
+                     "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")})
+
+
+def _any_rank(flag: bool) -> bool:
+    """True on every rank if any rank got a signal (so all ranks stop at the same step)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

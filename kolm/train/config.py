@@ -1,0 +1,139 @@
+"""Config of ``kolm train cpt``: the run, its stages, the optimiser, online evaluation and checkpoints.
+
+A recipe (``train/*.yaml``) looks like::
+
+    model: ../out/model-ko          # a model folder, e.g. from `kolm model resize`
+    data: ../out/data-ko-en         # a folder from `kolm data build`
+    output: ../out/run-cpt
+    deepspeed: zero3                # zero2 | zero3 | zero3_offload | a DeepSpeed JSON file | null
+    micro_batch_size: 4
+    grad_accum: 8
+    optim: {lr: 1.0e-4, weight_decay: 0.1, beta2: 0.95, warmup_steps: 100, min_lr_ratio: 0.1}
+    stages:
+      - {name: embeddings, kind: embeddings, max_steps: 500, lr: 1.0e-3}
+      - {name: full, kind: full, max_steps: 5000}
+    eval: {every: 100, max_docs: 256}
+    checkpoint: {every: 200, keep: 2}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kolm.config import ConfigError, field
+
+DEEPSPEED_PRESETS = ("zero2", "zero3", "zero3_offload")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the learning-rate schedule (LLaMA recipe defaults); a stage may override lr and warmup."""
+
+    lr: float = field(1e-4, help="peak learning rate")
+    beta1: float = field(0.9, help="AdamW beta1")
+    beta2: float = field(0.95, help="AdamW beta2 (LLaMA: 0.95)")
+    eps: float = field(1e-8, help="AdamW epsilon")
+    weight_decay: float = field(0.1, help="decoupled weight decay (not applied in the embeddings stage)")
+    max_grad_norm: float = field(1.0, help="gradient clipping")
+    warmup_steps: int = field(100, help="linear warm-up steps; every stage warms up again (re-warming)")
+    min_lr_ratio: float = field(0.1, help="cosine decay ends at this fraction of the peak")
+    scheduler: Literal["cosine_with_min_lr", "linear", "constant_with_warmup"] = field(
+        "cosine_with_min_lr", help="schedule after warm-up")
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
+            raise ConfigError("optim: lr must be > 0, min_lr_ratio in [0, 1], warmup_steps >= 0")
+
+
+@dataclass
+class LoraConfig:
+    """peft LoRA for the ``lora`` stage."""
+
+    r: int = field(64, help="rank")
+    alpha: int = field(128, help="scaling alpha")
+    dropout: float = field(0.0, help="dropout on the LoRA input (0 keeps runs reproducible)")
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        help="modules that get adapters")
+    train_new_embeddings: bool = field(True, help="also train the embedding/LM-head rows of the added tokens")
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ConfigError("lora.r must be > 0")
+
+
+@dataclass
+class StageConfig:
+    """One training stage. Stages run in order, each starting from the previous stage's final model."""
+
+    name: str = field("stage", help="folder name of the stage")
+    kind: Literal["embeddings", "full", "lora"] = field("full", help="what trains")
+    max_steps: int = field(100, help="optimizer steps of this stage")
+    lr: float | None = field(None, help="peak lr of this stage (default: optim.lr)")
+    warmup_steps: int | None = field(None, help="warm-up of this stage (default: optim.warmup_steps)")
+    lora: LoraConfig = field(default_factory=LoraConfig, help="LoRA settings (kind: lora)")
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0:
+            raise ConfigError(f"stages[{self.name}].max_steps must be > 0")
+        if not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"stages: name {self.name!r} must be alphanumeric (it names a folder)")
+
+
+@dataclass
+class EvalConfig:
+    """Online evaluation on the data folder's validation splits (bits per byte over whole documents)."""
+
+    every: int = field(50, help="evaluate every N optimizer steps (and at the start and end of each stage); 0: off")
+    max_docs: int = field(200, help="documents per language (the first N of the split)")
+    batch_size: int = field(8, help="windows per forward pass")
+    stride: int | None = field(None, help="window stride for documents longer than seq_len (default seq_len/2)")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = field(100, help="save a checkpoint every N optimizer steps")
+    keep: int = field(2, help="keep the last K complete checkpoints per stage (>= 2)")
+
+    def __post_init__(self) -> None:
+        if self.every <= 0 or self.keep < 2:
+            raise ConfigError("checkpoint: every must be > 0 and keep >= 2 (the newest may be incomplete)")
+
+
+@dataclass
+class CptConfig:
+    """``kolm train cpt RECIPE.yaml``."""
+
+    model: str = field(None, help="model folder (safetensors + tokenizer), e.g. from `kolm model resize`", path=True)
+    data: str = field(None, help="data folder from `kolm data build`", path=True)
+    output: str = field(None, help="run folder (stages, checkpoints, metrics.jsonl, final model)", path=True)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(name="full", kind="full")],
+                                      help="stages in order")
+    optim: OptimConfig = field(default_factory=OptimConfig, help="optimiser and schedule")
+    eval: EvalConfig = field(default_factory=EvalConfig, help="online evaluation")
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, help="checkpointing")
+    micro_batch_size: int = field(1, help="sequences per device per forward")
+    grad_accum: int = field(1, help="gradient accumulation steps")
+    deepspeed: str | None = field(None, help="zero2 | zero3 | zero3_offload | path to a DeepSpeed JSON (or null)")
+    precision: Literal["auto", "bf16", "fp32"] = field("auto", help="auto: bf16 where the GPU has it, else fp32")
+    gradient_checkpointing: bool = field(False, help="recompute activations to save memory")
+    new_token_start: int | None = field(
+        None, help="first id of the added tokens (default: from the model folder's resize.json/extension.json)")
+    seed: int = field(42, help="seed (model init of LoRA, data order is the data folder's)")
+    report_to: list[str] = field(default_factory=list, help="extra loggers: tensorboard, wandb (when installed)")
+    logging_steps: int = field(1, help="log the training loss every N steps")
+    resume: bool = field(False, help="continue from the newest complete checkpoint in the run folder")
+    trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: required")
+        if not self.stages:
+            raise ConfigError("stages: at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"stages: names must be unique, got {names}")
+        if self.micro_batch_size <= 0 or self.grad_accum <= 0:
+            raise ConfigError("micro_batch_size and grad_accum must be > 0")

@@ -1,0 +1,290 @@
+"""``kolm train cpt``: staged continual pretraining on the HF Trainer, plain or under DeepSpeed ZeRO-2/3.
+
+    kolm train cpt train/cpt_tiny_cpu.yaml                                  # one process (debugging)
+    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 -m kolm.cli train cpt RECIPE   # 2 CPU ranks
+    deepspeed --num_gpus 8 -m kolm.cli train cpt train/cpt_llama2_ko.yaml    # one node; --hostfile for many
+
+The run folder holds ``recipe.yaml`` (resolved), ``data_manifest.json``, ``metrics.jsonl`` (training loss and
+online Korean/English bits-per-byte), ``stages/NN-name/`` (checkpoints, ``final/`` model) and ``final/``.
+Everything that can be checked is checked before training starts (see :func:`preflight`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kolm.errors import KolmError
+from kolm.io import file_sha256
+from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
+from kolm.train.run_state import (
+    DONE,
+    CheckpointCallback,
+    is_main,
+    newest_complete_checkpoint,
+    rewind_metrics,
+)
+
+REPO_DS = Path(__file__).resolve().parents[2] / "train" / "deepspeed"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "extension.json", "resize.json")
+
+
+@dataclass
+class Preflight:
+    manifest: dict[str, Any]
+    seq_len: int
+    new_token_start: int | None
+    prefix_id: int
+    validation: dict[str, tuple[list[list[int]], int]]  # lang -> (documents' ids, total bytes)
+    ds_config: dict[str, Any] | None
+
+
+def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
+    if not spec:
+        return None
+    path = REPO_DS / f"{spec}.json" if spec in DEEPSPEED_PRESETS else Path(spec)
+    if not path.is_file():
+        raise KolmError(f"deepspeed: {spec!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a JSON file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise KolmError(f"deepspeed: {path} is not valid JSON: {e}") from None
+
+
+def preflight(cfg: CptConfig) -> Preflight:
+    """Refuse a bad run before any training: vocab/tokenizer/data mismatches, missing splits, seq_len limits."""
+    from datasets import load_from_disk
+
+    model, data = Path(cfg.model), Path(cfg.data)
+    if not (model / "config.json").is_file():
+        raise KolmError(f"model: {model} is not a model folder (no config.json)")
+    if not any(model.glob("*.safetensors")):
+        raise KolmError(f"model: {model} has no .safetensors weights (kolm loads safetensors only, never pickle)")
+    if not (model / "tokenizer.json").is_file():
+        raise KolmError(f"model: {model} has no tokenizer.json beside the weights")
+    if not (data / "manifest.json").is_file():
+        raise KolmError(f"data: {data} has no manifest.json (build it with `kolm data build`)")
+    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    mcfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    tok_hash = file_sha256(model / "tokenizer.json")
+    if manifest["tokenizer"]["sha256"] != tok_hash:
+        raise KolmError(f"data: {data} was built with another tokenizer (manifest sha256 "
+                        f"{manifest['tokenizer']['sha256'][:12]}..., model tokenizer {tok_hash[:12]}...); rebuild "
+                        f"the data with the model's tokenizer")
+    from tokenizers import Tokenizer
+
+    n_tok = Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    vocab = int(mcfg.get("vocab_size") or mcfg.get("text_config", {}).get("vocab_size", 0))
+    if vocab < n_tok:
+        raise KolmError(f"model/tokenizer vocab mismatch: the model has {vocab} embedding rows, the tokenizer "
+                        f"{n_tok} tokens; run `kolm model resize` first")
+    seq_len = int(manifest["seq_len"])
+    max_pos = int(mcfg.get("max_position_embeddings") or 0)
+    if max_pos and seq_len > max_pos:
+        raise KolmError(f"seq_len {seq_len} of the data is above the model's limit (max_position_embeddings "
+                        f"{max_pos}); rebuild the data with a smaller seq_len")
+    if not (data / manifest["train"]["path"]).is_dir():
+        raise KolmError(f"data: missing train split {data / manifest['train']['path']}")
+    new_start = cfg.new_token_start
+    if new_start is None:
+        for name, key in (("resize.json", "base_tokenizer_size"), ("extension.json", "base_vocab_size")):
+            if (model / name).is_file():
+                new_start = json.loads((model / name).read_text()).get(key)
+                if new_start is not None:
+                    break
+    kinds = {s.kind for s in cfg.stages}
+    if "embeddings" in kinds and new_start is None:
+        raise KolmError("embeddings stage: cannot tell which rows are new (no resize.json/extension.json in the "
+                        "model folder); set new_token_start")
+    validation: dict[str, tuple[list[list[int]], int]] = {}
+    if cfg.eval.every > 0:
+        for lang, info in manifest["languages"].items():
+            path = data / info["validation"]["path"]
+            if not path.is_dir():
+                raise KolmError(f"data: missing validation split for {lang!r}: {path}")
+            ds = load_from_disk(str(path))
+            ds = ds.select(range(min(cfg.eval.max_docs, len(ds))))
+            if len(ds) == 0:
+                raise KolmError(f"data: the validation split for {lang!r} is empty: {path}")
+            validation[lang] = ([list(x) for x in ds["input_ids"]], int(sum(ds["n_bytes"])))
+    tk = manifest["tokenizer"]
+    prefix = tk.get("bos_id") if tk.get("bos_id") is not None else tk.get("eos_id")
+    if prefix is None:
+        raise KolmError("data: the tokenizer has neither BOS nor EOS; bits-per-byte needs one to start documents")
+    return Preflight(manifest, seq_len, new_start, int(prefix), validation, deepspeed_config(cfg.deepspeed))
+
+
+class _Signals:
+    """SIGTERM/SIGINT set a flag; the training loop saves a checkpoint and stops at the next step."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"kolm: received signal {signum}: saving a checkpoint at the end of this step, then exiting", flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
+                                       and torch.cuda.is_bf16_supported())
+    sched_kwargs = {"min_lr_rate": cfg.optim.min_lr_ratio} if cfg.optim.scheduler == "cosine_with_min_lr" else {}
+    return TrainingArguments(
+        output_dir=str(sdir), max_steps=stage.max_steps, per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=stage.lr or cfg.optim.lr,
+        warmup_steps=cfg.optim.warmup_steps if stage.warmup_steps is None else stage.warmup_steps,
+        lr_scheduler_type=cfg.optim.scheduler, lr_scheduler_kwargs=sched_kwargs,
+        weight_decay=0.0 if stage.kind == "embeddings" else cfg.optim.weight_decay,
+        adam_beta1=cfg.optim.beta1, adam_beta2=cfg.optim.beta2, adam_epsilon=cfg.optim.eps,
+        max_grad_norm=cfg.optim.max_grad_norm, logging_steps=cfg.logging_steps, save_strategy="steps",
+        save_steps=cfg.checkpoint.every, save_total_limit=cfg.checkpoint.keep, report_to=cfg.report_to or "none",
+        seed=cfg.seed, data_seed=cfg.seed, bf16=bf16, deepspeed=ds, remove_unused_columns=False,
+        dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=cfg.gradient_checkpointing, disable_tqdm=False,
+    )
+
+
+def _load_model(path: Path, cfg: CptConfig) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if cfg.precision == "bf16" and cfg.deepspeed else torch.float32
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True,
+                                                trust_remote_code=cfg.trust_remote_code)
+
+
+def _stage_dataset(train: Any, offset: int, n: int) -> Any:
+    """Sequences [offset, offset + n) of the train split in its (seeded) order, wrapping into further epochs."""
+    return train.select([(offset + i) % len(train) for i in range(n)])
+
+
+def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    x = torch.tensor([r["input_ids"] for r in rows], dtype=torch.long)
+    return {"input_ids": x, "labels": x.clone()}
+
+
+def _save_final(trainer: Any, stage: Any, src: Path, final: Path, cfg: CptConfig) -> None:
+    """Write the stage's final plain model (LoRA merged) with the tokenizer files beside it."""
+    import torch.distributed as dist
+
+    tmp = final.with_name(final.name + ".tmp")
+    if is_main() and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.save_model(str(tmp))  # gathers ZeRO-3 partitions; with LoRA: adapters (+ trained token rows)
+    if is_main():
+        if stage.kind == "lora":
+            from peft import PeftModel
+
+            base = _load_model(src, cfg)
+            merged = PeftModel.from_pretrained(base, str(tmp)).merge_and_unload()
+            shutil.rmtree(tmp)
+            merged.save_pretrained(str(tmp))
+        for name in TOKENIZER_FILES:
+            if (src / name).is_file() and not (tmp / name).exists():
+                shutil.copy2(src / name, tmp / name)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        (final / DONE).write_text("complete\n")
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def run(cfg: CptConfig) -> Path:
+    from datasets import load_from_disk
+
+    from kolm.config import save
+    from kolm.train.callbacks import MetricsCallback
+    from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
+
+    pre = preflight(cfg)
+    out = Path(cfg.output)
+    stages_dir = out / "stages"
+    if not cfg.resume and stages_dir.is_dir() and any(stages_dir.iterdir()):
+        raise KolmError(f"output: {out} already has a run; pass --resume to continue it or choose a new folder")
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save(cfg, out / "recipe.yaml")
+        shutil.copy2(Path(cfg.data) / "manifest.json", out / "data_manifest.json")
+    train = load_from_disk(str(Path(cfg.data) / pre.manifest["train"]["path"]))
+    src, offset, step_offset = Path(cfg.model), 0, 0
+    with _Signals() as signals:
+        for i, stage in enumerate(cfg.stages):
+            sdir = stages_dir / f"{i:02d}-{stage.name}"
+            final = sdir / "final"
+            args = _training_args(cfg, stage, sdir, pre.ds_config)  # before loading: ZeRO-3 partitioned init
+            n_seq = stage.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+            if (final / DONE).is_file():
+                src, offset, step_offset = final, offset + n_seq, step_offset + stage.max_steps
+                continue
+            ckpt = newest_complete_checkpoint(sdir) if cfg.resume else None
+            if is_main():
+                rewind_metrics(out / "metrics.jsonl", i, step_offset + (ckpt[1] if ckpt else 0))
+            model = _load_model(src, cfg)
+            handles: list[Any] = []
+            if stage.kind == "embeddings":
+                handles = setup_embeddings_stage(model, pre.new_token_start)
+            elif stage.kind == "full":
+                setup_full_stage(model)
+            else:
+                model = setup_lora_stage(model, stage.lora, pre.new_token_start, cfg.seed)
+            metrics = MetricsCallback(out / "metrics.jsonl", stage_index=i, stage=stage, step_offset=step_offset,
+                                      tokens_per_step=n_seq // stage.max_steps * pre.seq_len,
+                                      validation=pre.validation, prefix_id=pre.prefix_id, max_length=pre.seq_len,
+                                      every=cfg.eval.every, batch_size=cfg.eval.batch_size, stride=cfg.eval.stride,
+                                      signals=signals, resumed=ckpt is not None)
+            trainer = _make_trainer(model, args, _stage_dataset(train, offset, n_seq),
+                                    [metrics, CheckpointCallback()])
+            trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
+            for h in handles:
+                h.remove()
+            if metrics.stopped_by_signal:
+                if is_main():
+                    print(f"kolm: stopped at step {step_offset + trainer.state.global_step} after a signal; the "
+                          f"checkpoint is saved. Continue with: kolm train cpt ... --resume", flush=True)
+                raise SystemExit(128 + (signals.received or 15))
+            _save_final(trainer, stage, src, final, cfg)
+            src, offset, step_offset = final, offset + n_seq, step_offset + stage.max_steps
+            del trainer, model
+    if is_main():
+        last = out / "final"
+        if last.exists():
+            shutil.rmtree(last)
+        shutil.copytree(src, last)
+        print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps -> {last}", flush=True)
+    return out / "final"
+
+
+def _make_trainer(model: Any, args: Any, dataset: Any, callbacks: list[Any]) -> Any:
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class _Trainer(Trainer):
+        """The data folder fixes the (seeded) order; read it sequentially so runs and resumes agree."""
+
+        def _get_train_sampler(self, *a: Any, **k: Any) -> Any:
+            return SequentialSampler(self.train_dataset)
+
+    return _Trainer(model=model, args=args, train_dataset=dataset, data_collator=_collate, callbacks=callbacks)
