@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -54,6 +55,13 @@ COMMANDS: list[Command] = [
             positional_is_config=True),
     Command(("data", "inspect"), "kolm.data.inspect", "InspectConfig", "run",
             "print a built data set's manifest as tables, with decoded samples per language", positional="dir"),
+    Command(("train", "sft"), "kolm.align.sft", "SftConfig", "run",
+            "LoRA instruction tuning with trl's SFTTrainer (loss on assistant turns only)", positional_is_config=True),
+    Command(("train", "dpo"), "kolm.align.dpo", "DpoConfig", "run",
+            "DPO preference tuning with a LoRA adapter (reference = the model with the adapter disabled)",
+            positional_is_config=True),
+    Command(("merge-lora",), "kolm.align.merge", "MergeConfig", "run",
+            "merge a LoRA adapter into its base model (refuses an adapter of another vocabulary size)"),
     Command(("upscale",), "kolm.model.upscale", "UpscaleConfig", "run",
             "depth up-scaling (SOLAR DUS): stack two trimmed copies of a model's layers into a deeper model",
             dry_run_func="dry_run"),
@@ -157,8 +165,23 @@ def resolve_command(argv: list[str]) -> tuple[Command, Any, bool]:
     return cmd, cfg, args.dry_run
 
 
+def _strip_launcher_args(argv: list[str]) -> list[str]:
+    """The deepspeed/torch launchers insert ``--local_rank=N`` (or ``--local-rank N``); kolm reads LOCAL_RANK."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith(("--local_rank", "--local-rank")):
+            value = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "0")
+            i += 1 if "=" in a else 2
+            os.environ.setdefault("LOCAL_RANK", value)
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _strip_launcher_args(list(sys.argv[1:] if argv is None else argv))
     try:
         cmd, cfg, dry_run = resolve_command(argv)
         if dry_run:

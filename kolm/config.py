@@ -25,14 +25,15 @@ class ConfigError(ValueError):
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,
-          cli: bool = True, flag: str | None = None, path: bool = False) -> Any:
+          cli: bool = True, flag: str | None = None, path: bool = False, hub: bool = False) -> Any:
     """A dataclass field with a help text (shown by ``--help``) and CLI options.
 
     ``flag`` overrides the long flag name; ``cli=False`` keeps a field out of the flags (it can still be
     set from YAML or a dotted override). ``path=True``: a relative path written in a recipe YAML is taken
     relative to the recipe's folder (on the command line, relative to the working directory as usual).
+    ``hub=True``: the value may also be a Hugging Face hub id (``org/name`` that is not a local path).
     """
-    meta = {"help": help, "cli": cli, "flag": flag, "path": path}
+    meta = {"help": help, "cli": cli, "flag": flag, "path": path, "hub": hub}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -182,10 +183,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def rebase_paths(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Make relative values of ``path=True`` fields (also in nested sections) relative to ``folder``."""
 
-    def rebase(v: Any) -> Any:
-        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute() and not _looks_like_hub_id(v, folder):
-            return os.path.normpath(folder / v)
-        return v
+    def rebase(v: Any, hub: bool) -> Any:
+        if not isinstance(v, str) or not v or Path(v).expanduser().is_absolute():
+            return v
+        if hub and _looks_like_hub_id(v, folder):
+            return v
+        return os.path.normpath(folder / v)
 
     out = dict(data)
     for f in dataclasses.fields(cls):
@@ -193,8 +196,8 @@ def rebase_paths(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any
             continue
         tp, _ = _strip_optional(_resolve_type(cls, f.name))
         if f.metadata.get("path"):
-            v = out[f.name]
-            out[f.name] = [rebase(x) for x in v] if isinstance(v, list) else rebase(v)
+            v, hub = out[f.name], bool(f.metadata.get("hub"))
+            out[f.name] = [rebase(x, hub) for x in v] if isinstance(v, list) else rebase(v, hub)
         elif dataclasses.is_dataclass(tp) and isinstance(out[f.name], dict):
             out[f.name] = rebase_paths(tp, out[f.name], folder)
         elif typing.get_origin(tp) is list and isinstance(out[f.name], list):

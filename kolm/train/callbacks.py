@@ -56,7 +56,9 @@ class MetricsCallback(TrainerCallback):
         return res
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if self.validation and self.every > 0 and not self.resumed:
+        # the first stage's step 0 is the input model (the forgetting reference); later stages start where the
+        # previous one ended, which was evaluated already
+        if self.validation and self.every > 0 and not self.resumed and self.stage_index == 0:
             self.evaluate(model, 0)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:

@@ -160,7 +160,7 @@ def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> A
         save_steps=cfg.checkpoint.every, save_total_limit=cfg.checkpoint.keep, report_to=cfg.report_to or "none",
         seed=cfg.seed, data_seed=cfg.seed, bf16=bf16, deepspeed=ds, remove_unused_columns=False,
         dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=cfg.gradient_checkpointing, disable_tqdm=False,
+        disable_tqdm=False, **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
     )
 
 
@@ -192,14 +192,13 @@ def _save_final(trainer: Any, stage: Any, src: Path, final: Path, cfg: CptConfig
     tmp = final.with_name(final.name + ".tmp")
     if is_main() and tmp.exists():
         shutil.rmtree(tmp)
-    trainer.save_model(str(tmp))  # gathers ZeRO-3 partitions; with LoRA: adapters (+ trained token rows)
+    adapter = final.with_name("adapter")
+    trainer.save_model(str(adapter if stage.kind == "lora" else tmp))  # gathers ZeRO-3 partitions
     if is_main():
-        if stage.kind == "lora":
+        if stage.kind == "lora":  # adapters (+ trained token rows) merged into a plain model on rank 0
             from peft import PeftModel
 
-            base = _load_model(src, cfg)
-            merged = PeftModel.from_pretrained(base, str(tmp)).merge_and_unload()
-            shutil.rmtree(tmp)
+            merged = PeftModel.from_pretrained(_load_model(src, cfg), str(adapter)).merge_and_unload()
             merged.save_pretrained(str(tmp))
         for name in TOKENIZER_FILES:
             if (src / name).is_file() and not (tmp / name).exists():
@@ -220,6 +219,15 @@ def run(cfg: CptConfig) -> Path:
     from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
 
     pre = preflight(cfg)
+    if pre.ds_config is not None:
+        import os
+
+        import deepspeed
+
+        if "WORLD_SIZE" not in os.environ:
+            raise KolmError("deepspeed is set in the recipe: launch with the `deepspeed` launcher (see train/cpt.sh), "
+                            "or set deepspeed: null for a plain single-process run")
+        deepspeed.init_distributed()  # before TrainingArguments: ZeRO-3 sizes batches and partitions by world size
     out = Path(cfg.output)
     stages_dir = out / "stages"
     if not cfg.resume and stages_dir.is_dir() and any(stages_dir.iterdir()):

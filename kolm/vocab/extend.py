@@ -47,7 +47,8 @@ from kolm.vocab.family import (
 class ExtendConfig:
     """Options of ``kolm vocab extend``."""
 
-    base: str = field(None, help="base tokenizer: a folder with tokenizer.json, or a hub id (online)", path=True)
+    base: str = field(None, help="base tokenizer: a folder with tokenizer.json, or a hub id (online)", path=True,
+                      hub=True)
     corpus: list[str] = field(default_factory=list, path=True,
                               help="Korean corpus files (.txt one document per line, .jsonl, .parquet)")
     num_new_tokens: int = field(0, help="how many new tokens to add (new single Hangul characters count too)")

@@ -1,0 +1,227 @@
+"""`kolm train cpt` for real on CPU: stages, frozen rows, LoRA merge, preflight errors, signals, ZeRO-3 resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import read_lines, real_tokenizer, tiny_llama
+
+from kolm.cli import main
+
+NEW = 300  # added tokens
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    """tok/ (Llama-2 + Korean), base/ (tiny Llama, old vocab), model/ (resized), data/ (ko 0.8 / en 0.2)."""
+    root = tmp_path_factory.mktemp("cpt")
+    ko, en = read_lines("ko_dev.txt"), read_lines("en_dev.txt", 1500)
+    (root / "ko.txt").write_text("\n".join(ko) + "\n", encoding="utf-8")
+    (root / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
+    assert main(["vocab", "extend", "--base", str(real_tokenizer("llama2")), "--corpus", str(root / "ko.txt"),
+                 "--num-new-tokens", str(NEW), "--output", str(root / "tok")]) == 0
+    model = tiny_llama(32000, hidden=32)
+    model.config.max_position_embeddings = 128
+    model.save_pretrained(str(root / "base"))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(real_tokenizer("llama2") / f, root / "base" / f)
+    assert main(["model", "resize", "--model", str(root / "base"), "--tokenizer", str(root / "tok"),
+                 "--output", str(root / "model")]) == 0
+    recipe = {"tokenizer": "tok", "seq_len": 64, "seed": 0, "mix": {"ko": 0.8, "en": 0.2},
+              "sources": [{"name": "ko", "lang": "ko", "paths": ["ko.txt"]},
+                          {"name": "en", "lang": "en", "paths": ["en.txt"]}],
+              "validation": {"fraction": 0.02, "max_docs": 50}, "num_proc": 1, "progress": False}
+    (root / "data.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["data", "build", str(root / "data.yaml"), "--output", str(root / "data")]) == 0
+    return root
+
+
+def recipe(root: Path, name: str, stages: list[dict], **extra) -> Path:
+    r = {"model": "model", "data": "data", "output": f"runs/{name}", "micro_batch_size": 2, "grad_accum": 2,
+         "optim": {"lr": 3e-3, "warmup_steps": 1}, "stages": stages, "eval": {"every": 2, "max_docs": 8},
+         "checkpoint": {"every": 2, "keep": 2}, **extra}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(r))
+    return path
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def safetensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def test_embeddings_then_full(pipeline):
+    r = recipe(pipeline, "emb_full", [{"name": "emb", "kind": "embeddings", "max_steps": 4, "lr": 1e-2},
+                                       {"name": "full", "kind": "full", "max_steps": 4}])
+    assert main(["train", "cpt", str(r)]) == 0
+    run = pipeline / "runs" / "emb_full"
+    before, emb = safetensors(pipeline / "model"), safetensors(run / "stages" / "00-emb" / "final")
+    start = json.loads((pipeline / "model" / "resize.json").read_text())["base_tokenizer_size"]
+    for k, v in before.items():
+        if k in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert emb[k][:start].equal(v[:start]), k  # old rows bit-identical (no weight decay either)
+            assert not emb[k][start:].equal(v[start:]), k  # new rows trained
+        else:
+            assert emb[k].equal(v), k  # everything else frozen
+    full = safetensors(run / "final")
+    assert not full["model.layers.0.mlp.up_proj.weight"].equal(before["model.layers.0.mlp.up_proj.weight"])
+    rows = metrics(run)
+    evals = [x for x in rows if x["kind"] == "eval"]
+    assert [x["step"] for x in evals] == [0, 2, 4, 6, 8]
+    assert set(evals[0]["eval"]) == {"ko", "en"} and evals[0]["eval"]["ko"]["docs"] == 8
+    assert evals[-1]["eval"]["ko"]["bpb"] < evals[0]["eval"]["ko"]["bpb"]
+    train = [x for x in rows if x["kind"] == "train"]
+    assert [x["step"] for x in train] == list(range(1, 9)) and train[-1]["tokens_seen"] == 8 * 4 * 64
+    assert (run / "recipe.yaml").is_file() and (run / "data_manifest.json").is_file()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = AutoModelForCausalLM.from_pretrained(str(run / "final"))
+    assert m.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(str(run / "final")))
+
+
+def test_lora_stage_merges_into_plain_model(pipeline):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    r = recipe(pipeline, "lora", [{"name": "lora", "kind": "lora", "max_steps": 4, "lr": 1e-2,
+                                   "lora": {"r": 4, "alpha": 8}}], eval={"every": 0})
+    assert main(["train", "cpt", str(r)]) == 0
+    run = pipeline / "runs" / "lora"
+    merged = AutoModelForCausalLM.from_pretrained(str(run / "final")).eval()
+    tok = AutoTokenizer.from_pretrained(str(run / "final"))
+    assert merged.config.vocab_size == len(tok) == merged.get_input_embeddings().weight.shape[0]
+    base = AutoModelForCausalLM.from_pretrained(str(pipeline / "model"))
+    with_adapter = PeftModel.from_pretrained(base, str(run / "stages" / "00-lora" / "adapter")).eval()
+    x = torch.tensor([tok("한국어 문장과 English text", add_special_tokens=True)["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x).logits, with_adapter(x).logits, atol=1e-4, rtol=1e-4)
+    plain = AutoModelForCausalLM.from_pretrained(str(pipeline / "model")).eval()
+    with torch.no_grad():
+        assert not torch.allclose(merged(x).logits, plain(x).logits)  # the adapter did something
+    # the added tokens' rows were trained (trainable_token_indices), the old rows were not
+    start = json.loads((pipeline / "model" / "resize.json").read_text())["base_tokenizer_size"]
+    w0, w1 = plain.get_input_embeddings().weight, merged.get_input_embeddings().weight
+    assert w1[:start].equal(w0[:start]) and not w1[start:].equal(w0[start:])
+
+
+def _fails(capsys, r: Path, *extra: str) -> str:
+    assert main(["train", "cpt", str(r), *extra]) == 2
+    return capsys.readouterr().err
+
+
+def test_preflight_errors(pipeline, tmp_path, capsys):
+    stages = [{"name": "full", "kind": "full", "max_steps": 1}]
+    # the base model (old vocabulary) with data built for the extended tokenizer
+    r = recipe(pipeline, "bad1", stages, model="base")
+    assert "another tokenizer" in _fails(capsys, r)
+    # vocab mismatch: extended tokenizer beside an un-resized model
+    shutil.copytree(pipeline / "base", tmp_path / "m")
+    shutil.copy(pipeline / "tok" / "tokenizer.json", tmp_path / "m" / "tokenizer.json")
+    r = recipe(pipeline, "bad2", stages, model=str(tmp_path / "m"))
+    assert "vocab mismatch" in _fails(capsys, r)
+    # seq_len above the model's limit
+    shutil.copytree(pipeline / "model", tmp_path / "short")
+    c = json.loads((tmp_path / "short" / "config.json").read_text())
+    c["max_position_embeddings"] = 32
+    (tmp_path / "short" / "config.json").write_text(json.dumps(c))
+    r = recipe(pipeline, "bad3", stages, model=str(tmp_path / "short"))
+    assert "max_position_embeddings" in _fails(capsys, r)
+    # missing validation split
+    shutil.copytree(pipeline / "data", tmp_path / "data")
+    shutil.rmtree(tmp_path / "data" / "validation" / "en")
+    r = recipe(pipeline, "bad4", stages, data=str(tmp_path / "data"))
+    assert "missing validation split" in _fails(capsys, r)
+    for name in ("bad1", "bad2", "bad3", "bad4"):
+        assert not (pipeline / "runs" / name / "stages").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    t = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before {path} appeared (rc {proc.returncode})"
+        assert time.time() - t < timeout, f"timed out waiting for {path}"
+        time.sleep(0.2)
+
+
+def test_sigterm_saves_and_resume_finishes(pipeline):
+    r = recipe(pipeline, "sig", [{"name": "full", "kind": "full", "max_steps": 40}], eval={"every": 0},
+               checkpoint={"every": 1000, "keep": 2})
+    run = pipeline / "runs" / "sig"
+    proc = subprocess.Popen([sys.executable, "-m", "kolm.cli", "train", "cpt", str(r)], cwd=pipeline,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(run / "metrics.jsonl", proc)  # training has started
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+    ckpts = list((run / "stages" / "00-full").glob("checkpoint-*/kolm_complete.json"))
+    assert len(ckpts) == 1, out[-2000:]
+    step = int(ckpts[0].parent.name.split("-")[1])
+    assert 0 < step < 40
+    assert main(["train", "cpt", str(r), "--resume"]) == 0
+    assert [x["step"] for x in metrics(run)] == list(range(1, 41))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_zero3_two_ranks_kill_and_resume_matches(pipeline):
+    """2 CPU ranks, ZeRO-3: a run killed (SIGKILL) after a checkpoint and resumed matches an uninterrupted one."""
+    stages = [{"name": "emb", "kind": "embeddings", "max_steps": 2, "lr": 1e-2},
+              {"name": "full", "kind": "full", "max_steps": 6}]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+
+    def launch(name: str, *extra: str) -> subprocess.Popen:
+        r = recipe(pipeline, name, stages, deepspeed="zero3", checkpoint={"every": 3, "keep": 2})
+        cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "kolm.cli",
+               "train", "cpt", str(r), *extra]
+        return subprocess.Popen(cmd, cwd=pipeline, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+    ref = launch("z3_ref")
+    out, _ = ref.communicate(timeout=900)
+    assert ref.returncode == 0, out[-3000:]
+    crash = launch("z3_crash")
+    _wait_for(pipeline / "runs" / "z3_crash" / "stages" / "01-full" / "checkpoint-3" / "kolm_complete.json", crash)
+    os.killpg(crash.pid, signal.SIGKILL)
+    crash.wait()
+    resumed = launch("z3_crash", "--resume")
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out[-3000:]
+    a, b = metrics(pipeline / "runs" / "z3_ref"), metrics(pipeline / "runs" / "z3_crash")
+    assert [(x["kind"], x["step"]) for x in a] == [(x["kind"], x["step"]) for x in b]
+    for x, y in zip(a, b, strict=True):
+        if x["kind"] == "train":
+            assert y["loss"] == pytest.approx(x["loss"], abs=1e-5), (x, y)
+        else:
+            for lang in x["eval"]:
+                assert y["eval"][lang]["bpb"] == pytest.approx(x["eval"][lang]["bpb"], abs=1e-5), (x, y)
+    losses = [x["loss"] for x in a if x["kind"] == "train"]
+    assert losses[-1] < losses[0]
+    ref_final, got_final = safetensors(pipeline / "runs" / "z3_ref" / "final"), safetensors(
+        pipeline / "runs" / "z3_crash" / "final")
+    for k in ref_final:
+        assert (ref_final[k] - got_final[k]).abs().max() < 1e-5, k
