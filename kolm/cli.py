@@ -48,6 +48,8 @@ COMMANDS: list[Command] = [
     Command(("train", "cpt"), "kolm.train.cpt", "CptConfig", "run",
             "continual pretraining (staged: embeddings / full / lora) on the HF Trainer, plain or DeepSpeed",
             positional_is_config=True),
+    Command(("model", "init"), "kolm.model.init", "InitConfig", "run",
+            "a small Llama built from config for a tokenizer (smoke runs, demos)"),
     Command(("model", "resize"), "kolm.model.resize", "ResizeConfig", "run",
             "resize a model's embeddings and LM head to an extended tokenizer"),
     Command(("data", "build"), "kolm.data.build", "DataBuildConfig", "run",
