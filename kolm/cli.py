@@ -41,6 +41,8 @@ class Command:
 # The registry. Command modules import only light dependencies at top level (torch & co inside functions),
 # so that `kolm --help` stays fast.
 COMMANDS: list[Command] = [
+    Command(("demo",), "kolm.demo.run", "DemoConfig", "run",
+            "the whole pipeline on a laptop CPU with embedded text, in minutes; ends with a dashboard"),
     Command(("vocab", "extend"), "kolm.vocab.extend", "ExtendConfig", "run",
             "learn Korean BPE merges and extend a base tokenizer (ids of the base stay fixed)"),
     Command(("vocab", "report"), "kolm.vocab.report", "ReportConfig", "run",
@@ -67,6 +69,14 @@ COMMANDS: list[Command] = [
     Command(("upscale",), "kolm.model.upscale", "UpscaleConfig", "run",
             "depth up-scaling (SOLAR DUS): stack two trimmed copies of a model's layers into a deeper model",
             dry_run_func="dry_run"),
+    Command(("eval",), "kolm.eval.run", "EvalConfig", "run",
+            "bits per byte per language (ko=FILE en=FILE) for causal LMs with their own tokenizers; lm-eval tasks"),
+    Command(("dashboard",), "kolm.dashboard", "DashboardConfig", "run",
+            "one self-contained HTML report: Korean gain vs English forgetting of CPT runs (+ JSON/CSV, --watch)",
+            positional="runs"),
+    Command(("push",), "kolm.hub", "PushConfig", "run",
+            "upload a model folder to the Hugging Face Hub with a generated model card (--dry-run: card + file list)",
+            positional="dir", dry_run_func="dry_run"),
 ]
 
 

@@ -1,0 +1,284 @@
+"""``kolm demo``: the whole kolm pipeline on a laptop CPU, on text that ships with the installed packages.
+
+    kolm demo                            # ~6 minutes on 2 cores, output in ./kolm-demo
+    kolm demo --output DIR --minutes 15  # longer runs, better numbers; a second run reuses finished steps
+
+Steps (each one a real kolm command, its output folder under DIR):
+
+1. a tiny Llama base: an English byte-fallback BPE and ``kolm model init``, briefly pretrained on English
+   (``kolm data build`` + ``kolm train cpt``), so that English forgetting is measurable;
+2. ``kolm vocab extend`` with Korean merges, ``kolm model resize`` (subword-mean);
+3. ``kolm data build`` twice: Korean only, and Korean with 20% English replay;
+4. ``kolm train cpt`` for both (embeddings stage, then full);
+5. ``kolm eval`` on held-out Korean and English; a short LoRA SFT and DPO on kolm's tiny Korean sets;
+6. ``kolm dashboard`` for both runs and ``kolm push --dry-run`` for the better one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kolm.config import ConfigError, field
+from kolm.errors import KolmError
+
+ALIGN_DATA = Path(__file__).resolve().parent / "data"
+
+
+@dataclass
+class DemoConfig:
+    output: str = field("kolm-demo", help="output folder (a second run reuses finished steps)", path=True)
+    minutes: float = field(6.0, help="rough time budget on 2 CPU cores; the step counts scale with it")
+    seed: int = field(0, help="seed for every step")
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.minutes <= 600:
+            raise ConfigError(f"minutes: must be in [0.5, 600], got {self.minutes}")
+
+
+class Steps:
+    """Runs named steps once: a step whose marker (with the same settings) exists is reused."""
+
+    def __init__(self, out: Path):
+        self.out, self.t0, self.lines = out, time.time(), []
+        (out / ".steps").mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, settings: dict[str, Any], fn: Any) -> Any:
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        marker = self.out / ".steps" / f"{name}.json"
+        if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+            summary = json.loads(marker.read_text())["summary"]
+            print(f"[kolm demo] {name}: reused ({summary})", flush=True)
+            return json.loads(marker.read_text()).get("result")
+        t = time.time()
+        print(f"\n[kolm demo] {name} ...", flush=True)
+        result, summary = fn()
+        marker.write_text(json.dumps({"key": key, "summary": summary, "result": result}, default=str))
+        line = f"[kolm demo] {name}: {summary} ({time.time() - t:.0f}s)"
+        self.lines.append(line)
+        print(line, flush=True)
+        return result
+
+
+def _kolm(*args: str) -> None:
+    from kolm.cli import main
+
+    rc = main([str(a) for a in args])
+    if rc != 0:
+        raise KolmError(f"step failed: kolm {' '.join(map(str, args))} (exit {rc})")
+
+
+def _write_lines(path: Path, docs: list[str]) -> None:
+    path.write_text("".join(d.replace("\n", " ") + "\n" for d in docs), encoding="utf-8")
+
+
+def _base_tokenizer(en: list[str], out: Path, vocab_size: int) -> None:
+    """An English-only SentencePiece-style BPE with byte fallback (Korean falls back to bytes, as in Llama-2)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    norm = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(("▁" + t.replace(" ", " ▁") for t in en), trainer)
+    tok.normalizer = norm
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    conf = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+            "unk_token": "<unk>", "pad_token": "</s>", "model_max_length": 1024}
+    (out / "tokenizer_config.json").write_text(json.dumps(conf, indent=2))
+
+
+def _data_recipe(path: Path, tokenizer: Path, sources: dict[str, Path], mix: dict[str, float], seq_len: int,
+                 seed: int) -> Path:
+    recipe = {"tokenizer": str(tokenizer), "seq_len": seq_len, "seed": seed, "mix": mix,
+              "sources": [{"name": lang, "lang": lang, "paths": [str(p)], "max_epochs": 20.0}
+                          for lang, p in sources.items()],
+              "cleaning": {"min_chars": 20}, "validation": {"fraction": 0.0, "min_docs": 0},
+              "num_proc": 1, "progress": False}
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    return path
+
+
+def _cpt_recipe(path: Path, model: Path, data: Path, output: Path, stages: list[dict], lr: float,
+                seed: int) -> Path:
+    recipe = {"model": str(model), "data": str(data), "output": str(output), "micro_batch_size": 8,
+              "grad_accum": 1, "seed": seed, "optim": {"lr": lr, "warmup_steps": 10}, "stages": stages,
+              "eval": {"every": max(10, stages[-1]["max_steps"] // 5), "max_docs": 64},
+              "checkpoint": {"every": 10_000, "keep": 2}, "logging_steps": 5}
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _scale(cfg: DemoConfig) -> dict[str, int]:
+    """Step counts for the time budget (calibrated on 2 CPU cores: ~6 minutes at minutes=6)."""
+    f = cfg.minutes / 6.0
+    return {"pretrain": max(20, int(300 * f)), "emb": max(5, int(40 * f)), "full": max(10, int(120 * f)),
+            "align_rows": 24 if f < 0.5 else 36}
+
+
+def _bpb_table(results: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    rows = []
+    base = results["rows"][0]["model"]
+    for r in results["rows"]:
+        rows.append(r)
+    by = {(r["model"], r["lang"]): r["bpb"] for r in rows}
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = [f"{'model':<28} {'Korean bpb':>11} {'English bpb':>12} {'ko vs base':>11} {'en vs base':>11}"]
+    for m in models:
+        ko, en = by[(m, "ko")], by[(m, "en")]
+        dko = (ko / by[(base, "ko")] - 1) * 100
+        den = (en / by[(base, "en")] - 1) * 100
+        lines.append(f"{m:<28} {ko:>11.4f} {en:>12.4f} {dko:>+10.1f}% {den:>+10.1f}%")
+    return rows, "\n".join(lines)
+
+
+def run(cfg: DemoConfig) -> dict[str, Any]:
+    from kolm.demo.text import english_documents, korean_documents, split
+
+    out = Path(cfg.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    steps = Steps(out)
+    n = _scale(cfg)
+    seed = cfg.seed
+    text = out / "text"
+
+    def make_text() -> tuple[Any, str]:
+        ko, ko_src = korean_documents()
+        en, en_src = english_documents()
+        text.mkdir(exist_ok=True)
+        for lang, docs in (("ko", ko), ("en", en)):
+            tr, ho = split(docs)
+            _write_lines(text / f"{lang}_train.txt", tr)
+            _write_lines(text / f"{lang}_heldout.txt", ho)
+        (text / "SOURCES.md").write_text(f"Korean: {ko_src}\nEnglish: {en_src}\n", encoding="utf-8")
+        return {"ko": ko_src, "en": en_src}, f"{len(ko)} Korean and {len(en)} English paragraphs"
+
+    sources = steps.run("text", {"v": 1}, make_text)
+    print(f"[kolm demo] Korean text: {sources['ko']}\n[kolm demo] English text: {sources['en']}")
+
+    def base_model() -> tuple[Any, str]:
+        en_train = (text / "en_train.txt").read_text(encoding="utf-8").splitlines()
+        _base_tokenizer(en_train, out / "tok-base", vocab_size=1500)
+        _kolm("model", "init", "--tokenizer", out / "tok-base", "--output", out / "base-init", "--hidden-size", 128,
+              "--layers", 4, "--max-position-embeddings", 256, "--seed", seed, "--overwrite")
+        _kolm("data", "build", _data_recipe(out / "data-en.yaml", out / "tok-base", {"en": text / "en_train.txt"},
+                                            {"en": 1.0}, 128, seed), "--output", out / "data-en", "--overwrite")
+        _kolm("train", "cpt", _cpt_recipe(out / "pretrain.yaml", out / "base-init", out / "data-en",
+                                          out / "run-pretrain-en",
+                                          [{"name": "full", "kind": "full", "max_steps": n["pretrain"]}], 3e-3, seed))
+        return None, f"tiny Llama (4 x 128) pretrained on English for {n['pretrain']} steps"
+
+    steps.run("base", {"n": n["pretrain"], "seed": seed}, base_model)
+    base = out / "run-pretrain-en" / "final"
+
+    def vocab() -> tuple[Any, str]:
+        _kolm("vocab", "extend", "--base", out / "tok-base", "--corpus", text / "ko_train.txt", "--num-new-tokens",
+              800, "--min-frequency", 2, "--allow-fewer", "--output", out / "tok-ko", "--overwrite")
+        _kolm("model", "resize", "--model", base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
+              "--overwrite")
+        info = json.loads((out / "tok-ko" / "extension.json").read_text())
+        c0, c1 = info["compression_base"], info["compression_extended"]
+        return None, (f"+{info['num_added']} Korean tokens, Korean chars/token {c0['korean_chars_per_token']} -> "
+                      f"{c1['korean_chars_per_token']}, English unchanged, {info['checks']['unreachable_tokens']} "
+                      "unreachable")
+
+    steps.run("vocab", {"seed": seed, "n": n["pretrain"]}, vocab)
+
+    runs = {}
+    for name, mix in (("ko", {"ko": 1.0}), ("ko-en", {"ko": 0.8, "en": 0.2})):
+        def data(name: str = name, mix: dict = mix) -> tuple[Any, str]:
+            srcs = {lang: text / f"{lang}_train.txt" for lang in mix}
+            _kolm("data", "build", _data_recipe(out / f"data-{name}.yaml", out / "tok-ko", srcs, mix, 128, seed),
+                  "--output", out / f"data-{name}", "--overwrite")
+            m = json.loads((out / f"data-{name}" / "manifest.json").read_text())
+            shares = ", ".join(f"{k} {v['achieved_share']:.3f}" for k, v in m["languages"].items())
+            return None, f"{m['train']['sequences']} sequences of 128 tokens, token shares {shares}"
+
+        steps.run(f"data-{name}", {"mix": mix, "seed": seed, "n": n["pretrain"]}, data)
+
+    for name in ("ko", "ko-en"):
+        def cpt(name: str = name) -> tuple[Any, str]:
+            stages = [{"name": "embeddings", "kind": "embeddings", "max_steps": n["emb"], "lr": 1e-2},
+                      {"name": "full", "kind": "full", "max_steps": n["full"]}]
+            _kolm("train", "cpt", _cpt_recipe(out / f"cpt-{name}.yaml", out / "model-ko", out / f"data-{name}",
+                                              out / f"run-{name}", stages, 1e-3, seed), "--no-resume")
+            return None, f"embeddings {n['emb']} + full {n['full']} steps"
+
+        if (out / f"run-{name}").exists() and not (out / ".steps" / f"cpt-{name}.json").is_file():
+            import shutil
+
+            shutil.rmtree(out / f"run-{name}")  # an interrupted earlier demo run: start this step again
+        steps.run(f"cpt-{name}", {"n": n, "seed": seed}, cpt)
+        runs[name] = out / f"run-{name}"
+    return _finish(cfg, out, steps, runs, base, n)
+
+
+def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], base: Path,
+            n: dict[str, int]) -> dict[str, Any]:
+    text = out / "text"
+    models = {"base (English)": base, "CPT ko, no replay": runs["ko"] / "final",
+              "CPT ko + 20% en replay": runs["ko-en"] / "final"}
+
+    def evaluate() -> tuple[Any, str]:
+        args = ["eval"]
+        for path in models.values():
+            args += ["--model", path]
+        _kolm(*args, "--text", f"ko={text / 'ko_heldout.txt'}", "--text", f"en={text / 'en_heldout.txt'}",
+              "--output", out / "eval")
+        return None, "bits-per-byte on held-out Korean and English"
+
+    steps.run("eval", {"n": n, "seed": cfg.seed}, evaluate)
+    results = json.loads((out / "eval" / "results.json").read_text())
+    by = {(Path(r["model"]).resolve(), r["lang"]): r["bpb"] for r in results["rows"]}
+    table = {name: {lang: by[(p.resolve(), lang)] for lang in ("ko", "en")} for name, p in models.items()}
+    b = table["base (English)"]
+
+    def score(name: str) -> float:  # Korean gain counts, English forgetting counts against
+        return table[name]["ko"] / b["ko"] + table[name]["en"] / b["en"]
+
+    best_name = min(("CPT ko, no replay", "CPT ko + 20% en replay"), key=score)
+    best = models[best_name]
+
+    def align() -> tuple[Any, str]:
+        common = {"chat_template": "auto", "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                  "train": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 4, "grad_accum": 1,
+                            "precision": "fp32", "gradient_checkpointing": False}}
+        sft = {**common, "model": str(best), "output": str(out / "sft"),
+               "data": {"train": [str(ALIGN_DATA / "ko_instruct.jsonl")], "max_length": 256}}
+        (out / "sft.yaml").write_text(yaml.safe_dump(sft, allow_unicode=True))
+        _kolm("train", "sft", out / "sft.yaml")
+        _kolm("merge-lora", "--base", best, "--adapter", out / "sft", "--output", out / "sft-merged", "--overwrite")
+        dpo = {**common, "model": str(out / "sft-merged"), "output": str(out / "dpo"), "beta": 0.1,
+               "data": {"train": [str(ALIGN_DATA / "ko_prefs.jsonl")], "max_length": 256}}
+        (out / "dpo.yaml").write_text(yaml.safe_dump(dpo, allow_unicode=True))
+        _kolm("train", "dpo", out / "dpo.yaml")
+        return None, f"LoRA SFT on {best_name}, merged, then LoRA DPO"
+
+    steps.run("sft-dpo", {"n": n, "seed": cfg.seed, "best": best_name}, align)
+
+    def report() -> tuple[Any, str]:
+        _kolm("dashboard", runs["ko"], runs["ko-en"], "--output", out / "report.html")
+        _kolm("push", best, "--repo-id", "kolm-demo/tiny-llama-ko", "--dry-run")
+        return None, f"dashboard {out / 'report.html'}; model card for {best_name} written (dry run, no upload)"
+
+    steps.run("report", {"n": n, "seed": cfg.seed, "best": best_name, "t": time.time()}, report)
+    lines = [f"{'model':<26} {'Korean bpb':>11} {'English bpb':>12} {'Korean':>8} {'English':>8}"]
+    for name, v in table.items():
+        lines.append(f"{name:<26} {v['ko']:>11.4f} {v['en']:>12.4f} {(v['ko'] / b['ko'] - 1) * 100:>+7.1f}% "
+                     f"{(v['en'] / b['en'] - 1) * 100:>+7.1f}%")
+    summary = "\n".join(lines)
+    (out / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+    print("\n" + "\n".join(steps.lines) + "\n\n" + summary)
+    print(f"\nbest: {best_name}\nreport: {out / 'report.html'}", flush=True)
+    return {"table": table, "best": best_name, "report": str(out / "report.html")}
