@@ -66,3 +66,25 @@ def test_shipped_vocab_recipes_validate(recipe):
     cfg = resolve(ExtendConfig, yaml_path=str(recipe))
     assert cfg.num_new_tokens > 0
     assert Path(cfg.base).is_absolute() and Path(cfg.output).is_absolute()
+
+
+CPT_RECIPES = sorted((REPO / "train").glob("cpt_*.yaml")) + [REPO / "train" / "solar_dus_cpt.yaml"]
+
+
+@pytest.mark.parametrize("recipe", CPT_RECIPES, ids=lambda p: p.name)
+def test_shipped_cpt_recipes_validate(recipe):
+    from kolm.train.config import CptConfig
+    from kolm.train.cpt import deepspeed_config
+
+    cfg = resolve(CptConfig, yaml_path=str(recipe))
+    assert cfg.stages and Path(cfg.output).is_absolute()
+    deepspeed_config(cfg.deepspeed)  # the preset exists and parses
+
+
+@pytest.mark.parametrize("preset", ["zero2", "zero3", "zero3_offload"])
+def test_deepspeed_presets_are_valid_json(preset):
+    from kolm.train.cpt import deepspeed_config
+
+    ds = deepspeed_config(preset)
+    assert ds["zero_optimization"]["stage"] in (2, 3)
+    assert ds["train_micro_batch_size_per_gpu"] == "auto"
