@@ -102,9 +102,9 @@ def _base_tokenizer(en: list[str], out: Path, vocab_size: int) -> None:
 def _data_recipe(path: Path, tokenizer: Path, sources: dict[str, Path], mix: dict[str, float], seq_len: int,
                  seed: int) -> Path:
     recipe = {"tokenizer": str(tokenizer), "seq_len": seq_len, "seed": seed, "mix": mix,
-              "sources": [{"name": lang, "lang": lang, "paths": [str(p)], "max_epochs": 20.0}
+              "sources": [{"name": lang, "lang": lang, "paths": [str(p)], "max_epochs": 1.0 if lang == "en" else 8.0}
                           for lang, p in sources.items()],
-              "cleaning": {"min_chars": 20}, "validation": {"fraction": 0.0, "min_docs": 0},
+              "cleaning": {"min_chars": 20}, "validation": {"fraction": 0.05, "min_docs": 4, "max_docs": 64},
               "num_proc": 1, "progress": False}
     path.write_text(yaml.safe_dump(recipe, allow_unicode=True))
     return path

@@ -265,6 +265,7 @@ def run(cfg: CptConfig) -> Path:
                                       signals=signals, resumed=ckpt is not None)
             trainer = _make_trainer(model, args, _stage_dataset(train, offset, n_seq),
                                     [metrics, CheckpointCallback()])
+            _check_distributed(trainer, pre.ds_config is not None)
             trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
             for h in handles:
                 h.remove()
@@ -283,6 +284,17 @@ def run(cfg: CptConfig) -> Path:
         shutil.copytree(src, last)
         print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps -> {last}", flush=True)
     return out / "final"
+
+
+def _check_distributed(trainer: Any, want_deepspeed: bool) -> None:
+    """Fail loudly rather than train every rank on the same data or without ZeRO."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if trainer.args.world_size != world:
+        raise KolmError(f"the Trainer sees {trainer.args.world_size} process(es) but WORLD_SIZE is {world}")
+    if want_deepspeed and not trainer.is_deepspeed_enabled:
+        raise KolmError("deepspeed is set in the recipe but the Trainer did not enable it")
 
 
 def _make_trainer(model: Any, args: Any, dataset: Any, callbacks: list[Any]) -> Any:
