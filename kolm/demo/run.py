@@ -28,7 +28,7 @@ import yaml
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
 
-ALIGN_DATA = Path(__file__).resolve().parent / "data"
+ALIGN_DATA = Path(__file__).resolve().parents[1] / "align" / "data"
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""``kolm train dpo RECIPE.yaml``: preference tuning with trl's DPOTrainer and a LoRA adapter.
+
+    kolm train dpo train/dpo_ko.yaml [model=../out/my-sft-merged] [beta=0.1] [loss_type=ipo] [--dry-run]
+    deepspeed --num_gpus 8 -m kolm.cli train dpo train/dpo_ko.yaml deepspeed=zero3
+
+Usually MODEL is the SFT model made standalone by ``kolm merge-lora``. The reference policy is that same model with
+the adapter disabled (trl does this for peft models), so no second copy is held in memory. Rows with
+``prompt``/``chosen``/``rejected`` (strings or chat messages) are validated and counted as in ``kolm train sft``
+(:mod:`kolm.align.data`) and rendered with the chat template (``auto``: the tokenizer's, else kolm's default).
+Output: the adapter and the same records as ``kolm train sft``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kolm.align.config import AlignConfig, TrainSection
+from kolm.align.data import dpo_examples, pick_chat_template
+from kolm.align.model import (
+    expose_head_bias,
+    prepare,
+    record_data,
+    template_path,
+    train_and_save,
+    trainer_args,
+    wrap_model,
+)
+from kolm.config import ConfigError, field
+
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@dataclass
+class DpoTrainSection(TrainSection):
+    """Optimisation for DPO: as for SFT, with a smaller default learning rate."""
+
+    learning_rate: float = field(5e-6, help="peak learning rate")
+
+
+@dataclass
+class DpoConfig(AlignConfig):
+    """Options of ``kolm train dpo``."""
+
+    train: DpoTrainSection = field(default_factory=DpoTrainSection, help="optimisation")
+    beta: float = field(0.1, help="strength of the pull towards the reference model (trl's beta)")
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"],
+                                 help=f"trl DPO loss(es), combined if several: {', '.join(LOSS_TYPES)}")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ConfigError(f"beta: must be > 0, got {self.beta}")
+        bad = sorted(set(self.loss_type) - set(LOSS_TYPES))
+        if bad or not self.loss_type:
+            raise ConfigError(f"loss_type: {bad or 'empty'}; known: {list(LOSS_TYPES)}")
+
+
+def build_trainer(cfg: DpoConfig, callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Validate the data, load and check the model, and return trl's DPOTrainer (not yet trained) and run info."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model_dir, tok_dir, tokenizer, bf16 = prepare(cfg, cfg.train)
+    template, _, tpl_source = pick_chat_template(tokenizer, cfg.chat_template, template_path(cfg), need_markers=False)
+    tokenizer.chat_template = template  # trl renders the rows with it
+    rows, report = dpo_examples(cfg.data.train, tokenizer, cfg.data.max_length, split=cfg.data.split,
+                                strict=cfg.data.strict, max_rows=cfg.data.max_rows)
+    record_data(cfg, report)
+    args = DPOConfig(**trainer_args(cfg, cfg.train, bf16), max_length=cfg.data.max_length, beta=cfg.beta,
+                     loss_type=list(cfg.loss_type))
+    model, peft_config, info = wrap_model(cfg, cfg.lora, model_dir, tok_dir, tokenizer, bf16)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=callbacks)
+    expose_head_bias(trainer.model)
+    info.update(kind="dpo", chat_template=tpl_source, data=report.to_dict())
+    return trainer, info
+
+
+def run(cfg: DpoConfig, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """``kolm train dpo``: train the adapter and save it (see the module docstring)."""
+    trainer, info = build_trainer(cfg, callbacks)
+    return train_and_save(trainer, cfg, info)

@@ -1,0 +1,254 @@
+"""What ``kolm train sft`` and ``kolm train dpo`` share around trl: loading the model and tokenizer safely, checking
+that they agree on the vocabulary, the peft LoRA config (with the rows of added tokens when asked), the trainer
+arguments, and writing the adapter with a record of the vocabulary it was trained on (``kolm_adapter.json``, which
+``kolm merge-lora`` checks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_process
+from kolm.config import save, to_dict
+from kolm.errors import KolmError
+from kolm.io import resolve_pretrained
+
+MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
+ADAPTER_META = "kolm_adapter.json"
+
+
+def log(msg: str) -> None:
+    if is_main_process():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def check_output(cfg: AlignConfig) -> Path:
+    """Refuse a non-empty output folder unless ``overwrite`` (only rank 0 looks: the others may already write)."""
+    out = Path(cfg.output)
+    if is_main_process() and out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise KolmError(f"output exists and is not empty: {out} (pass --overwrite to write into it)")
+    if out.exists() and not out.is_dir():
+        raise KolmError(f"output is a file, not a folder: {out}")
+    return out
+
+
+def model_folder(name: str, trust_remote_code: bool) -> Path:
+    return resolve_pretrained(name, allow_patterns=MODEL_PATTERNS + (["*.py"] if trust_remote_code else []))
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise KolmError(f"{path}: cannot load a tokenizer ({e})") from None
+    if not getattr(tok, "is_fast", False):
+        raise KolmError(f"{path}: a fast tokenizer (tokenizer.json) is needed for the assistant-token masks")
+    if tok.eos_token is None:
+        raise KolmError(f"{path}: the tokenizer has no eos_token; set it in tokenizer_config.json")
+    return tok
+
+
+def use_bf16(precision: str) -> bool:
+    import torch
+
+    if precision == "bf16":
+        return True
+    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_model(path: Path, bf16: bool, trust_remote_code: bool) -> Any:
+    """Load safetensors weights only. Call it after the trainer arguments exist: with ZeRO-3 they make
+    ``from_pretrained`` load the model partitioned (``zero.Init``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                    dtype=torch.bfloat16 if bf16 else torch.float32)
+    except OSError as e:
+        raise KolmError(f"{path}: cannot load the model from safetensors weights ({e})") from None
+
+
+def rows(module: Any) -> int:
+    """Rows of an embedding / LM head weight, also when ZeRO-3 has partitioned it."""
+    w = module.weight
+    return int(tuple(getattr(w, "ds_shape", w.shape))[0])
+
+
+def check_vocab(model: Any, tokenizer: Any, model_dir: Path, tok_dir: Path) -> int:
+    """The model's vocabulary size (embedding rows); raises when the tokenizer has ids the model has no rows for."""
+    n_in = rows(model.get_input_embeddings())
+    out = model.get_output_embeddings()
+    n_out = rows(out) if out is not None else n_in
+    n_cfg = getattr(model.config.get_text_config(), "vocab_size", n_in)
+    if len({n_in, n_out, n_cfg}) > 1:
+        raise KolmError(f"{model_dir}: input embeddings have {n_in} rows, the LM head {n_out}, config.json says "
+                        f"vocab_size {n_cfg}; the model is inconsistent (resize it with `kolm model resize`)")
+    if len(tokenizer) > n_in:
+        raise KolmError(f"tokenizer {tok_dir} has {len(tokenizer)} tokens but model {model_dir} has only {n_in} "
+                        "embedding rows: the tokenizer was extended and the model was not resized. Run `kolm model "
+                        "resize --model MODEL --tokenizer TOKENIZER --output NEW` and train NEW.")
+    return n_in
+
+
+def new_token_ids(lora: LoraSection, vocab: int, folders: list[Path]) -> list[int]:
+    """Ids whose embedding rows ``lora.train_new_tokens`` trains: explicit, else extension.json's ``added`` ids."""
+    if lora.new_token_ids:
+        ids = sorted(set(lora.new_token_ids))
+        source = "lora.new_token_ids"
+    else:
+        ext = next((f / "extension.json" for f in folders if (f / "extension.json").is_file()), None)
+        if ext is None:
+            raise KolmError("lora.train_new_tokens: no extension.json (from `kolm vocab extend`) next to the model "
+                            f"or tokenizer ({', '.join(map(str, folders))}); list the ids in lora.new_token_ids")
+        try:
+            ids = sorted({int(e["id"]) for e in json.loads(ext.read_text(encoding="utf-8"))["added"]})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise KolmError(f"{ext}: no valid `added` list of {{id: ...}} entries ({e})") from None
+        source = str(ext)
+    if not ids:
+        raise KolmError(f"lora.train_new_tokens: {source} lists no token ids")
+    if ids[-1] >= vocab:
+        raise KolmError(f"lora.train_new_tokens: id {ids[-1]} from {source} is outside the model's {vocab} rows")
+    return ids
+
+
+def _last_name(model: Any, module: Any) -> str:
+    return next(n for n, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+
+
+def lora_config(lora: LoraSection, model: Any, token_ids: list[int]) -> Any:
+    """peft LoraConfig. Added-token rows are trained in the input embeddings and, unless tied to them, the LM head
+    (trl reads ``lm_head.weight``, which peft's trainable-tokens wrapper returns with the trained rows in)."""
+    from peft import LoraConfig
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = sorted(set(lora.target_modules) - names - {"all-linear"})
+    if missing:
+        raise KolmError(f"lora.target_modules: {missing} not found in the model; it has e.g. "
+                        f"{sorted(n for n in names if n and not n.isdigit())[:20]}")
+    trainable = None
+    if token_ids:
+        trainable = {_last_name(model, model.get_input_embeddings()): token_ids}
+        out = model.get_output_embeddings()
+        if out is not None and not model.config.get_text_config().tie_word_embeddings:
+            trainable[_last_name(model, out)] = token_ids
+    targets = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM", trainable_token_indices=trainable)
+
+
+def trainer_args(cfg: AlignConfig, train: TrainSection, bf16: bool) -> dict[str, Any]:
+    """Keyword arguments shared by trl's SFTConfig and DPOConfig.
+
+    transformers 5 renamed gradient_checkpointing to activation_checkpointing and reads only the new name; trl still
+    sets the old one (reentrant checkpointing for peft under ZeRO-3), so kolm sets the new names itself.
+    """
+    ds = cfg.deepspeed_config()
+    return dict(**_cpu_deepspeed_state(ds), output_dir=str(cfg.output), learning_rate=train.learning_rate,
+                num_train_epochs=train.epochs, max_steps=train.max_steps, per_device_train_batch_size=train.batch_size,
+                gradient_accumulation_steps=train.grad_accum,
+                warmup_steps=int(train.warmup) if train.warmup >= 1 else train.warmup,
+                lr_scheduler_type=train.scheduler, weight_decay=train.weight_decay, max_grad_norm=train.max_grad_norm,
+                logging_steps=train.logging_steps, save_strategy="steps" if train.save_steps else "no",
+                save_steps=train.save_steps or 500, activation_checkpointing=train.gradient_checkpointing,
+                activation_checkpointing_kwargs={"use_reentrant": ds is not None},
+                bf16=bf16, fp16=False, seed=train.seed, data_seed=train.seed, report_to="none",
+                deepspeed=ds, trust_remote_code=cfg.trust_remote_code)
+
+
+def _cpu_deepspeed_state(ds: dict[str, Any] | None) -> dict[str, Any]:
+    """DeepSpeed ranks on CPU (``DS_ACCELERATOR=cpu``, as in the tests): accelerate finds no device backend and
+    counts one process, so the batch arithmetic disagrees with DeepSpeed's. Set up its state with gloo first and
+    tell the trainer to use it."""
+    import torch
+
+    if ds is None or torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return {}
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # as TrainingArguments does: one state per trainer
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # what TrainingArguments sets around the same call
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    return {"accelerator_config": {"use_configured_state": True}}
+
+
+def prepare(cfg: AlignConfig, train: TrainSection) -> tuple[Path, Path, Any, bool]:
+    """Checks that need no model: output folder, model and tokenizer folders, the tokenizer, the precision."""
+    check_output(cfg)
+    model_dir = model_folder(cfg.model, cfg.trust_remote_code)
+    tok_dir = model_folder(cfg.tokenizer, cfg.trust_remote_code) if cfg.tokenizer else model_dir
+    bf16 = use_bf16(train.precision)
+    cfg.deepspeed_config()  # a bad DeepSpeed file fails now, not after the data is tokenized
+    return model_dir, tok_dir, load_tokenizer(tok_dir, cfg.trust_remote_code), bf16
+
+
+def wrap_model(cfg: AlignConfig, lora: LoraSection, model_dir: Path, tok_dir: Path, tokenizer: Any,
+               bf16: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the model, check its vocabulary against the tokenizer, build the LoRA config; (model, peft config, info)."""
+    import torch
+
+    model = load_model(model_dir, bf16, cfg.trust_remote_code)
+    vocab = check_vocab(model, tokenizer, model_dir, tok_dir)
+    ids = new_token_ids(lora, vocab, [model_dir, tok_dir]) if lora.train_new_tokens else []
+    if ids and cfg.deepspeed and not torch.cuda.is_available():
+        raise KolmError("lora.train_new_tokens with DeepSpeed ZeRO needs CUDA: peft gathers the trained rows on GPU")
+    info = {"base_model": str(model_dir), "tokenizer": str(tok_dir), "vocab_size": vocab,
+            "tokenizer_len": len(tokenizer), "tie_word_embeddings": bool(model.config.get_text_config()
+                                                                          .tie_word_embeddings),
+            "trainable_token_ids": ids, "dtype": "bf16" if bf16 else "fp32"}
+    return model, lora_config(lora, model, ids), info
+
+
+def train_and_save(trainer: Any, cfg: AlignConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """Train, then save the adapter and tokenizer (all ranks take part under ZeRO-3) and, on rank 0, the training
+    log, the resolved config and ``kolm_adapter.json`` last: its presence marks a finished adapter."""
+    trainer.train()
+    out = Path(cfg.output)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n", encoding="utf-8")
+        save(cfg, out / "kolm_config.yaml")
+        meta = {**info, "steps": trainer.state.global_step, "config": to_dict(cfg)}
+        (out / ADAPTER_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    log(f"saved the {info['kind'].upper()} adapter ({trainer.state.global_step} steps) to {out}; make a standalone "
+        f"model with `kolm merge-lora --base {info['base_model']} --adapter {out} --output MERGED`")
+    return info
+
+
+def record_data(cfg: AlignConfig, report: Any) -> None:
+    """Write ``data_report.json`` into the output folder and print the summary (rank 0); fail when nothing is left."""
+    out = Path(cfg.output)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        report.write(out / "data_report.json")
+        log(f"data: {report.summary()} (details: {out / 'data_report.json'})")
+    if not report.kept:
+        raise KolmError(f"no usable rows in {', '.join(cfg.data.train)}: {report.summary()}")
+
+
+def template_path(cfg: AlignConfig) -> Path | None:
+    return None if cfg.chat_template in ("auto", "default") else cfg.resolve_path(cfg.chat_template)
+
+
+def expose_head_bias(model: Any) -> None:
+    """trl's fused LM head reads ``lm_head.weight`` and ``lm_head.bias``; peft's TrainableTokensWrapper (put on the
+    LM head by ``train_new_tokens``, also when it is tied to the embeddings) passes only ``weight`` through (with the
+    trained rows in). Give the wrapper the head's bias, which is absent in the models this supports."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    head = model.get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in head._parameters:
+        if getattr(head.token_adapter.get_base_layer(), "bias", None) is not None:
+            raise KolmError("lora.train_new_tokens: LM heads with a bias are not supported")
+        head.register_parameter("bias", None)
+

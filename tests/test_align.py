@@ -1,0 +1,332 @@
+"""LoRA SFT, DPO and merge-lora (kolm/align) on tiny Llama models: what trains and what stays frozen, the labels trl
+builds, merged logits, the preference margin, a vocabulary extended by `kolm vocab extend` + `kolm model resize`,
+and ZeRO-3 on two CPU ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import REPO, real_tokenizer, tiny_llama
+from test_align_data import INSTRUCT, PREFS, align_texts, sp_tokenizer
+from transformers import TrainerCallback
+
+from kolm.align import dpo, sft
+from kolm.align.data import DEFAULT_CHAT_TEMPLATE
+from kolm.cli import main
+from kolm.config import from_dict
+from kolm.errors import KolmError
+
+FAST = {"gradient_checkpointing": False, "logging_steps": 1, "warmup": 0, "scheduler": "constant"}
+
+
+def make_model(folder: Path, tok_dir: Path, hidden: int = 32, tie: bool = False) -> Path:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    if tok_dir != folder:
+        tok.save_pretrained(folder)
+    tiny_llama(len(tok), hidden=hidden, tie=tie).save_pretrained(folder)
+    return folder
+
+
+def sft_cfg(model: Path, out: Path, steps: int, **extra):
+    lora = {"r": 8, "alpha": 16, "dropout": 0.0, **extra.pop("lora", {})}
+    return from_dict(sft.SftConfig, {"model": str(model), "output": str(out), "lora": lora,
+                                     "data": {"train": [str(INSTRUCT)], "max_length": 128},
+                                     "train": {**FAST, "max_steps": steps, "batch_size": 4, "learning_rate": 5e-3},
+                                     **extra})
+
+
+class Snapshot(TrainerCallback):
+    """Copies every parameter when training starts and when it ends."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def base_name(peft_name: str) -> str:
+    """peft's parameter name -> the name in the base model's safetensors."""
+    return peft_name.removeprefix("base_model.model.").replace(".token_adapter.base_layer.", ".").replace(
+        ".base_layer.", ".")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("base")
+    return make_model(folder, sp_tokenizer(folder))
+
+
+@pytest.fixture(scope="module")
+def sft_run(base, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "adapter"
+    snap = Snapshot()
+    info = sft.run(sft_cfg(base, out, steps=8), callbacks=[snap])
+    return out, snap, info
+
+
+def extend_and_resize(base: Path, work: Path) -> Path:
+    """``base`` with Korean tokens added by `kolm vocab extend` and its rows grown by `kolm model resize`."""
+    (work / "ko.txt").write_text("\n".join(align_texts()) + "\n", encoding="utf-8")
+    assert main(["vocab", "extend", "--base", str(base), "--corpus", str(work / "ko.txt"), "--num-new-tokens", "40",
+                 "--min-frequency", "1", "--allow-fewer", "--output", str(work / "tok")]) == 0
+    assert main(["model", "resize", "--model", str(base), "--tokenizer", str(work / "tok"),
+                 "--output", str(work / "model")]) == 0
+    return work / "model"
+
+
+@pytest.fixture(scope="module")
+def extended(base, tmp_path_factory) -> Path:
+    return extend_and_resize(base, tmp_path_factory.mktemp("ext"))
+
+
+# ----------------------------------------------------------------------------------------------- SFT
+def test_sft_trains_lora_only(sft_run, base):
+    import torch
+    from safetensors.torch import load_file
+
+    out, snap, info = sft_run
+    original = load_file(str(base / "model.safetensors"))
+    lora = [n for n in snap.before if "lora_" in n]
+    frozen = [n for n in snap.before if "lora_" not in n]
+    assert lora and len(frozen) == len(original)
+    assert all(not torch.equal(snap.before[n], snap.after[n]) for n in lora)  # every LoRA matrix moved
+    for n in frozen:  # the base stays bit-identical, in memory and to the file it came from
+        assert torch.equal(snap.before[n], snap.after[n]) and torch.equal(snap.after[n], original[base_name(n)]), n
+    meta = json.loads((out / "kolm_adapter.json").read_text())
+    assert meta["vocab_size"] == meta["tokenizer_len"] == 700 and meta["steps"] == 8
+    assert meta["chat_template"].startswith("kolm default")
+    assert (out / "adapter_model.safetensors").is_file() and (out / "kolm_config.yaml").is_file()
+    assert json.loads((out / "data_report.json").read_text())["kept"] == 36
+    assert (out / "chat_template.jinja").read_text() == DEFAULT_CHAT_TEMPLATE
+    losses = [x["loss"] for x in json.loads((out / "train_log.json").read_text()) if "loss" in x]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("which", ["default", "llama3"])
+def test_trl_labels_cover_assistant_tokens_only(which, base, tmp_path):
+    """The labels trl builds from kolm's masks: -100 everywhere but the assistant turns (and their end token)."""
+    if which == "default":
+        model, end = base, "</s>"
+    else:
+        import trl
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(real_tokenizer("llama3"))
+        tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "llama3.jinja").read_text()
+        tok.save_pretrained(tmp_path / "m")
+        model, end = make_model(tmp_path / "m", tmp_path / "m", hidden=16), "<|eot_id|>"
+    cfg = sft_cfg(model, tmp_path / "out", steps=1, data={"train": [str(INSTRUCT)], "max_length": 256,
+                                                          "max_rows": 12})
+    trainer, info = sft.build_trainer(cfg)
+    tok = trainer.processing_class
+    rows = [json.loads(x) for x in INSTRUCT.read_text(encoding="utf-8").splitlines()][:12]
+    assert len(trainer.train_dataset) == 12
+    for row, ex in zip(rows, trainer.train_dataset):
+        answers = [m["content"] for m in row["messages"] if m["role"] == "assistant"] if "messages" in row \
+            else [row["output"]]
+        assert tok.decode([t for t in ex["labels"] if t != -100]) == "".join(a + end for a in answers)
+        assert [t for t in ex["labels"] if t != -100] == [t for t, lab in zip(ex["input_ids"], ex["labels"])
+                                                            if lab != -100]
+
+
+def test_packing_trains(base, tmp_path):
+    cfg = sft_cfg(base, tmp_path / "out", steps=2, packing=True)
+    trainer, _ = sft.build_trainer(cfg)
+    assert "seq_lengths" in trainer.train_dataset.column_names and len(trainer.train_dataset) < 36
+    trainer.train()
+    assert all(x["loss"] == x["loss"] for x in trainer.state.log_history if "loss" in x)  # finite, not NaN
+
+
+def test_merge_matches_adapter_and_generates(sft_run, base, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter, _, _ = sft_run
+    assert main(["merge-lora", "--base", str(base), "--adapter", str(adapter), "--output", str(tmp_path / "m")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "m", use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert not list((tmp_path / "m").glob("*.bin")) and (tmp_path / "m" / "merge.json").is_file()
+    assert merged.config.vocab_size == merged.get_input_embeddings().weight.shape[0] == len(tok) == 700
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    enc = tok.apply_chat_template([{"role": "user", "content": "한국의 수도는 어디인가요?"}],
+                                  add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        want, got = with_adapter(**enc).logits, merged(**enc).logits
+        with with_adapter.disable_adapter():
+            plain = with_adapter(**enc).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert (want - plain).abs().max() > 1e-3  # the adapter does change the model
+    gen = merged.generate(**enc, max_new_tokens=6, do_sample=False)
+    assert gen.shape[1] > enc["input_ids"].shape[1]
+    assert main(["merge-lora", "--base", str(base), "--adapter", str(adapter), "--output", str(tmp_path / "m")]) == 2
+
+
+# ----------------------------------------------------------------------------------------------- extended vocab
+def test_extended_vocabulary_sft_and_merge(extended, base, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    added = [e["id"] for e in json.loads((extended / "extension.json").read_text())["added"]]
+    n = len(AutoTokenizer.from_pretrained(extended))
+    assert n > 700 and added == list(range(700, n))
+    # a tokenizer with more ids than the model has rows is refused before training
+    with pytest.raises(KolmError, match="was not resized"):
+        sft.build_trainer(sft_cfg(base, tmp_path / "bad", steps=1, tokenizer=str(extended)))
+
+    snap, out = Snapshot(), tmp_path / "adapter"
+    sft.run(sft_cfg(extended, out, steps=4, lora={"train_new_tokens": True}), callbacks=[snap])
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["trainable_token_indices"] == {"embed_tokens": added, "lm_head": added}
+    deltas = [k for k in snap.after if "trainable_tokens_delta" in k]
+    assert len(deltas) == 2 and all(not torch.equal(snap.before[k], snap.after[k]) for k in deltas)
+    original = load_file(str(extended / "model.safetensors"))
+    for k in ("model.embed_tokens.weight", "lm_head.weight"):  # the full matrices are untouched; only deltas train
+        frozen = next(v for name, v in snap.after.items() if base_name(name) == k)
+        assert torch.equal(frozen, original[k])
+
+    merged_dir = tmp_path / "merged"
+    assert main(["merge-lora", "--base", str(extended), "--adapter", str(out), "--output", str(merged_dir)]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    tok = AutoTokenizer.from_pretrained(merged_dir)
+    assert merged.config.vocab_size == len(tok) == n == merged.lm_head.weight.shape[0]
+    assert (merged_dir / "extension.json").is_file()
+    emb = merged.get_input_embeddings().weight
+    delta = next(v for k, v in snap.after.items() if "embed_tokens.token_adapter.trainable_tokens_delta" in k)
+    assert torch.equal(emb[added], delta) and not torch.equal(emb[added], original["model.embed_tokens.weight"][added])
+    assert any(i >= 700 for i in tok("다음 문장을 존댓말로 바꾸세요.")["input_ids"])
+    merged.generate(**tok("안녕하세요", return_tensors="pt"), max_new_tokens=4, do_sample=False)
+
+    # the adapter belongs to the 740-row vocabulary: merging it into the 700-row base is refused, naming both
+    capsys.readouterr()
+    assert main(["merge-lora", "--base", str(base), "--adapter", str(out), "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"vocabulary of {n} rows" in err and "has 700" in err and not (tmp_path / "x").exists()
+    foreign = tmp_path / "foreign"  # without kolm's record, the tokenizer and the trained ids still tell
+    shutil.copytree(out, foreign)
+    (foreign / "kolm_adapter.json").unlink()
+    with pytest.raises(KolmError, match=f"{n}"):
+        from kolm.align.merge import MergeConfig, run
+
+        run(MergeConfig(base=str(base), adapter=str(foreign), output=str(tmp_path / "y")))
+
+
+def test_extended_vocabulary_tied_embeddings(tmp_path):
+    """With tied embeddings only the input rows are listed; peft ties the LM head to them, trl sees the trained
+    rows through it, and the merged model keeps the tie."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = make_model(tmp_path / "base", sp_tokenizer(tmp_path / "base"), tie=True)
+    model = extend_and_resize(base, tmp_path)
+    snap = Snapshot()
+    sft.run(sft_cfg(model, tmp_path / "out", steps=2, lora={"train_new_tokens": True}), callbacks=[snap])
+    cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert list(cfg["trainable_token_indices"]) == ["embed_tokens"]
+    (name, delta), = [(k, v) for k, v in snap.after.items() if "trainable_tokens_delta" in k]
+    assert not torch.equal(snap.before[name], delta)
+    assert main(["merge-lora", "--base", str(model), "--adapter", str(tmp_path / "out"),
+                 "--output", str(tmp_path / "merged")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    ids = cfg["trainable_token_indices"]["embed_tokens"]
+    assert merged.config.tie_word_embeddings and merged.lm_head.weight is merged.model.embed_tokens.weight
+    assert torch.equal(merged.model.embed_tokens.weight[ids], delta)
+
+
+# ----------------------------------------------------------------------------------------------- DPO
+def sequence_logps(model, tok, rows) -> list[float]:
+    """log p(chosen) - log p(rejected) per preference row, rendered with the tokenizer's chat template."""
+    import torch
+
+    margins = []
+    for r in rows:
+        prompt = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+        logps = []
+        for k in ("chosen", "rejected"):
+            ids = tok.apply_chat_template(r["prompt"] + r[k], return_dict=True)["input_ids"]
+            assert ids[:len(prompt)] == prompt
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+            lp = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+            logps.append(lp[len(prompt) - 1:].sum().item())
+        margins.append(logps[0] - logps[1])
+    return margins
+
+
+def test_dpo_margin_rises_on_extended_model(extended, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kolm.align.data import dpo_examples
+
+    out = tmp_path / "dpo"
+    cfg = from_dict(dpo.DpoConfig, {"model": str(extended), "output": str(out), "beta": 0.1,
+                                    "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                                    "data": {"train": [str(PREFS)], "max_length": 128},
+                                    "train": {**FAST, "max_steps": 30, "batch_size": 4, "learning_rate": 3e-3}})
+    dpo.run(cfg)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template == DEFAULT_CHAT_TEMPLATE  # the base has none: kolm's default, saved with the adapter
+    rows, _ = dpo_examples([str(PREFS)], tok, 128)
+    base_model = AutoModelForCausalLM.from_pretrained(extended).eval()
+    before = sequence_logps(base_model, tok, rows)
+    after = sequence_logps(PeftModel.from_pretrained(base_model, out).eval(), tok, rows)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    assert mean(after) > mean(before) + 1.0, (mean(before), mean(after))
+    assert sum(a > b for a, b in zip(after, before)) >= 0.8 * len(rows)
+    log = json.loads((out / "train_log.json").read_text())
+    margins = [x["rewards/margins"] for x in log if "rewards/margins" in x]
+    assert len(margins) == 30 and mean(margins[-5:]) > mean(margins[:5])
+    assert json.loads((out / "kolm_adapter.json").read_text())["vocab_size"] > 700
+
+
+# ----------------------------------------------------------------------------------------------- ZeRO-3
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_zero3_sft_and_dpo(base, tmp_path):
+    """SFT and DPO steps under ZeRO-3 on 2 CPU ranks: base weights partitioned, adapters saved and loadable."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if shutil.which("deepspeed") is None:
+        pytest.skip("the deepspeed launcher is not installed")
+    ds = json.loads((REPO / "train" / "deepspeed" / "zero3.json").read_text())
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition every parameter
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    (tmp_path / "job.json").write_text(json.dumps({"model": str(base), "sft_data": str(INSTRUCT),
+                                                   "dpo_data": str(PREFS), "out": str(tmp_path),
+                                                   "deepspeed": str(tmp_path / "ds.json")}))
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
+           str(REPO / "tests" / "dist_align_script.py"), str(tmp_path / "job.json")]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    for name in ("sft", "dpo"):
+        ranks = [json.loads((tmp_path / f"{name}_rank{r}.json").read_text()) for r in (0, 1)]
+        for held in ranks:  # every frozen weight partitioned: each rank holds about half
+            assert held["world"] == 2 and held["zero"] == held["frozen"] > 0 and held["local"] < 0.6 * held["full"]
+        out = tmp_path / name
+        meta = json.loads((out / "kolm_adapter.json").read_text())
+        assert meta["vocab_size"] == 700 and meta["steps"] == 3
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out)
+        lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+        assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # trained (B starts at zero)
+        with torch.no_grad():
+            model(input_ids=torch.tensor([[1, 5, 9]]))
