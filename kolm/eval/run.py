@@ -1,0 +1,325 @@
+"""``kolm eval``: bits per byte per language for causal LMs, so base and extended models compare fairly.
+
+    kolm eval --model base --model run/final --text ko=ko_dev.txt --text en=en_dev.txt --output eval/
+    kolm eval --model run/final --data data-ko-en --max-docs 200      # the data folder's validation splits
+    kolm eval --model run/final --text ko=ko.txt --tasks my_task --include-path tasks/   # + lm-eval-harness
+
+Every model is scored with its own tokenizer (loaded from the model folder) on the same documents; bits per byte
+(:mod:`kolm.eval.bpb`) does not depend on the tokenizer, so a model with an extended vocabulary is compared with
+its base directly. Text files: ``.txt`` (one document per line), ``.jsonl`` / ``.parquet`` (``--text-field``).
+Documents are NFC-normalised by default, as ``kolm data build`` does (``--no-nfc`` scores the bytes as read).
+
+Output: a table on stdout (model x language: bpb, change vs the first model, docs, bytes, tokens, bytes per
+token) and, with ``--output DIR``, ``DIR/results.json`` and ``DIR/results.md``. ``results.json`` of the base model
+saved as ``base_eval.json`` in a run folder is the reference line of ``kolm dashboard``.
+
+Downstream tasks (``--tasks``) run through lm-evaluation-harness when it is installed (``pip install lm-eval``),
+with task configs from ``--include-path`` (local data, nothing is downloaded by kolm).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from kolm.config import ConfigError, field, to_dict
+from kolm.errors import KolmError
+
+LANG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``kolm eval``."""
+
+    model: list[str] = field(default_factory=list, path=True, hub=True,
+                             help="model folder(s) (safetensors + tokenizer) or hub id(s); the first is the reference")
+    text: list[str] = field(default_factory=list,
+                            help="LANG=FILE (repeatable; several files per language are concatenated)")
+    data: str | None = field(None, path=True,
+                             help="a `kolm data build` folder: score its validation splits (same docs as training)")
+    output: str | None = field(None, path=True, help="folder for results.json and results.md")
+    max_docs: int | None = field(None, help="at most N documents per language (the first N)")
+    text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
+    nfc: bool = field(True, help="NFC-normalise documents (as `kolm data build` does)")
+    max_length: int | None = field(None, help="window in tokens (default: the data's seq_len with --data, else the "
+                                              "model's limit, at most 4096)")
+    stride: int | None = field(None, help="window stride for documents longer than the window (default: half)")
+    batch_size: int = field(8, help="windows per forward pass")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        "auto", help="auto: bfloat16 on a GPU that has it, else float32")
+    device: str = field("auto", help="auto | cpu | cuda | cuda:N")
+    tasks: list[str] = field(default_factory=list, help="lm-evaluation-harness tasks (needs `pip install lm-eval`)")
+    include_path: str | None = field(None, path=True, help="folder of local lm-eval task configs")
+    num_fewshot: int | None = field(None, help="lm-eval few-shot examples (default: the task's)")
+    task_limit: int | None = field(None, help="lm-eval: at most N examples per task")
+    trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
+    recipe_dir: str | None = field(None, cli=False, help="folder of the recipe (set by the CLI; LANG=FILE base)")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model: at least one model folder (--model DIR)")
+        if not self.text and not self.data:
+            raise ConfigError("text: give --text LANG=FILE (e.g. --text ko=ko.txt --text en=en.txt) or --data DIR")
+        self.text_files()  # validates the LANG=FILE syntax
+        if self.max_docs is not None and self.max_docs <= 0:
+            raise ConfigError(f"max_docs: must be > 0, got {self.max_docs}")
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size: must be > 0")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError("max_length: must be >= 2")
+
+    def text_files(self) -> dict[str, list[str]]:
+        """``{lang: [files]}`` from the ``LANG=FILE`` entries, in order."""
+        out: dict[str, list[str]] = {}
+        for i, item in enumerate(self.text):
+            lang, sep, path = item.partition("=")
+            lang, path = lang.strip(), path.strip()
+            if not sep or not path or not LANG_RE.match(lang):
+                raise ConfigError(f"text[{i}]: {item!r} is not LANG=FILE (e.g. ko=ko_dev.txt)")
+            if self.recipe_dir and not Path(path).expanduser().is_absolute():
+                path = str(Path(self.recipe_dir) / path)
+            out.setdefault(lang, []).append(path)
+        return out
+
+
+def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """``{lang: {"texts": [...], "source": [...]}}`` from the text files and/or the data folder."""
+    from kolm.io import check_corpus_files, iter_corpus
+
+    out: dict[str, dict[str, Any]] = {}
+    for lang, files in cfg.text_files().items():
+        texts = []
+        for doc in iter_corpus(check_corpus_files(files), cfg.text_field):
+            texts.append(doc)
+            if cfg.max_docs and len(texts) >= cfg.max_docs:
+                break
+        out[lang] = {"texts": texts, "source": files}
+    if cfg.data:
+        splits, seq_len = _validation_splits(Path(cfg.data), cfg.max_docs)
+        for lang, (texts, where) in splits.items():
+            if lang in out:
+                raise KolmError(f"language {lang!r} is given by --text and by --data {cfg.data}; choose one")
+            out[lang] = {"texts": texts, "source": [where], "seq_len": seq_len}
+    for lang, d in out.items():
+        if cfg.nfc:
+            d["texts"] = [unicodedata.normalize("NFC", t) for t in d["texts"]]
+        if not d["texts"]:
+            raise KolmError(f"{lang}: no documents in {', '.join(d['source'])}")
+    return out
+
+
+def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tuple[list[str], str]], int | None]:
+    """The validation documents per language and the data's seq_len (the window of the online evaluation)."""
+    manifest = data / "manifest.json"
+    if not manifest.is_file():
+        raise KolmError(f"data: {data} has no manifest.json (not a `kolm data build` folder)")
+    try:
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        langs, seq_len = m["languages"], m.get("seq_len")
+    except (ValueError, KeyError, TypeError) as e:
+        raise KolmError(f"{manifest}: not a kolm data manifest ({e})") from None
+    from datasets import load_from_disk
+
+    out = {}
+    for lang, info in langs.items():
+        path = data / info["validation"]["path"]
+        if not path.is_dir():
+            raise KolmError(f"data: missing validation split for {lang!r}: {path}")
+        ds = load_from_disk(str(path))
+        ds = ds.select(range(min(max_docs or len(ds), len(ds))))
+        out[lang] = (list(ds["text"]), str(path))
+    return out, int(seq_len) if isinstance(seq_len, int) else None
+
+
+def check_model_folder(spec: str) -> Path:
+    """A local model folder (or a cached/downloadable hub id) with config.json, safetensors and a tokenizer."""
+    from kolm.io import resolve_pretrained
+
+    folder = resolve_pretrained(spec, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+    if not (folder / "config.json").is_file():
+        raise KolmError(f"model: {folder} is not a model folder (no config.json)")
+    if not any(folder.glob("*.safetensors")):
+        raise KolmError(f"model: {folder} has no .safetensors weights (kolm loads safetensors only, never pickle)")
+    if not any((folder / m).is_file() for m in TOKENIZER_MARKERS):
+        raise KolmError(f"model: {folder} has no tokenizer (no {', '.join(TOKENIZER_MARKERS)}); bits per byte needs "
+                        f"the model's own tokenizer beside the weights (copy the tokenizer files into the folder)")
+    return folder
+
+
+def short_names(paths: list[str]) -> list[str]:
+    """Readable, unique labels: the folder name, with parents added where names collide (run1/final, ...)."""
+    parts = [Path(p.rstrip("/")).parts or (p,) for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
+        grow = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
+def _device_dtype(cfg: EvalConfig) -> tuple[Any, Any]:
+    import torch
+
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    if cfg.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    else:
+        dtype = getattr(torch, cfg.dtype)
+    return device, dtype
+
+
+def load_model(folder: Path, cfg: EvalConfig) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device, dtype = _device_dtype(cfg)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        raise KolmError(f"model: cannot load the tokenizer of {folder}: {e}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True,
+                                                     trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise KolmError(f"model: cannot load {folder}: {e}") from None
+    n_emb = model.get_input_embeddings().weight.shape[0]
+    if len(tok) > n_emb:
+        raise KolmError(f"model: {folder}: the tokenizer has {len(tok)} tokens but the model only {n_emb} embedding "
+                        f"rows; this is not the model's tokenizer (run `kolm model resize`?)")
+    return model.to(device).eval(), tok
+
+
+def score_model(model: Any, tok: Any, texts: dict[str, dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]:
+    from kolm.eval.bpb import bits_per_byte, prefix_token
+
+    try:
+        prefix = prefix_token(tok)
+    except ValueError as e:
+        raise KolmError(f"model: {e}") from None
+    max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
+    out = {}
+    for lang, d in texts.items():
+        # --data: the data's seq_len, the window `kolm train cpt` evaluates with, so the numbers match its metrics
+        max_length = cfg.max_length or min(d.get("seq_len") or max_pos, max_pos, 4096)
+        out[lang] = bits_per_byte(model, tok, d["texts"], prefix_id=prefix, max_length=max_length,
+                                  stride=cfg.stride, batch_size=cfg.batch_size).as_dict()
+        out[lang]["max_length"] = max_length
+    return out
+
+
+def require_lm_eval() -> Any:
+    try:
+        import lm_eval
+    except ImportError:
+        raise KolmError("--tasks needs lm-evaluation-harness, which is not installed (pip install lm-eval); "
+                        "bits per byte works without it") from None
+    return lm_eval
+
+
+def run_tasks(model: Any, tok: Any, cfg: EvalConfig) -> dict[str, dict[str, float]]:
+    """Downstream tasks through lm-evaluation-harness's Python API; ``{task: {metric: value}}``."""
+    lm_eval = require_lm_eval()
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=cfg.include_path) if cfg.include_path else TaskManager()
+    res = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size),
+                                  tasks=list(cfg.tasks), num_fewshot=cfg.num_fewshot, limit=cfg.task_limit,
+                                  task_manager=manager)
+    out: dict[str, dict[str, float]] = {}
+    for task, metrics in ((res or {}).get("results") or {}).items():
+        out[task] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return out
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows model x language with the change vs the first model (``model``: as given, ``name``: its label)."""
+    ref = result["models"][0]["bpb"]
+    out = []
+    for m in result["models"]:
+        for lang, r in m["bpb"].items():
+            base = ref.get(lang, {}).get("bpb")
+            out.append({"model": m["model"], "name": m["name"], "lang": lang, "bpb": r["bpb"], "docs": r["docs"],
+                        "bytes": r["bytes"], "tokens": r["tokens"], "bytes_per_token": r["bytes"] / max(r["tokens"], 1),
+                        "delta_bpb": None if m is result["models"][0] or base is None else r["bpb"] - base,
+                        "delta_pct": None if m is result["models"][0] or not base else 100 * (r["bpb"] - base) / base})
+    return out
+
+
+def format_table(rows_: list[dict[str, Any]]) -> str:
+    head = ["model", "lang", "bpb", "vs first", "docs", "bytes", "tokens", "bytes/token"]
+    body = [[r.get("name", r["model"]), r["lang"], f"{r['bpb']:.4f}",
+             "-" if r["delta_bpb"] is None else f"{r['delta_bpb']:+.4f} ({r['delta_pct']:+.1f}%)",
+             str(r["docs"]), str(r["bytes"]), str(r["tokens"]), f"{r['bytes_per_token']:.2f}"] for r in rows_]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(rows_: list[dict[str, Any]]) -> str:
+    out = ["| model | lang | bpb | vs first | docs | bytes | tokens | bytes/token |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows_:
+        delta = "" if r["delta_bpb"] is None else f"{r['delta_bpb']:+.4f} ({r['delta_pct']:+.1f}%)"
+        out.append(f"| {r.get('name', r['model'])} | {r['lang']} | {r['bpb']:.4f} | {delta} | {r['docs']} | "
+                   f"{r['bytes']} | {r['tokens']} | {r['bytes_per_token']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def run(cfg: EvalConfig) -> dict[str, Any]:
+    """Score every model on every language; print the table; write results.json/.md with ``--output``."""
+    import kolm
+
+    t0 = time.perf_counter()
+    folders = [check_model_folder(m) for m in cfg.model]  # all checked before any (slow) loading
+    if cfg.tasks:
+        require_lm_eval()
+    texts = load_texts(cfg)
+    names = short_names(cfg.model)
+    models = []
+    for spec, folder, name in zip(cfg.model, folders, names):
+        t = time.perf_counter()
+        model, tok = load_model(folder, cfg)
+        entry: dict[str, Any] = {"name": name, "model": spec, "path": str(folder), "tokenizer_size": len(tok),
+                                 "bpb": score_model(model, tok, texts, cfg)}
+        if cfg.tasks:
+            entry["tasks"] = run_tasks(model, tok, cfg)
+        entry["seconds"] = round(time.perf_counter() - t, 3)
+        models.append(entry)
+        del model
+    result: dict[str, Any] = {
+        "format": "kolm.eval/1", "kolm_version": kolm.__version__,
+        "texts": {lang: {"source": d["source"], "docs": len(d["texts"]),
+                         "bytes": sum(len(x.encode("utf-8")) for x in d["texts"])} for lang, d in texts.items()},
+        "models": models, "config": to_dict(cfg),
+    }
+    result["rows"] = rows(result)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    print(format_table(result["rows"]))
+    for m in models:
+        for task, metrics in m.get("tasks", {}).items():
+            print(f"{m['name']}  {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+    if cfg.output:
+        out = Path(cfg.output)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        _write_atomic(out / "results.md", format_markdown(result["rows"]))
+        print(f"kolm eval: {len(models)} model(s) x {len(texts)} language(s) -> {out / 'results.json'}")
+    return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

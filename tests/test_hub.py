@@ -1,0 +1,172 @@
+"""``kolm push``: the model card, the file list, the upload calls (mocked HfApi, no network), the token's secrecy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import huggingface_hub
+import pytest
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.utils import filter_repo_objects
+from test_dashboard import make_run
+
+from kolm.cli import main
+
+SECRET = "hf_kolmTestSecret0123456789abcdefABCDEF"
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # hermetic
+    r = make_run(tmp_path, "run-emb-full", ko=[4.69, 4.68, 4.65, 4.54, 4.40], en=[3.3268, 3.3267, 3.3266, 3.32, 3.35])
+    final = r / "final"
+    # training leftovers that must not be uploaded
+    (final / "training_args.bin").write_bytes(b"pickle")
+    (final / "KOLM_DONE").write_text("complete\n")
+    (final / "checkpoint-6").mkdir()
+    (final / "checkpoint-6" / "optimizer.pt").write_bytes(b"x")
+    (final / "pytorch_model.bin").write_bytes(b"pickle weights")
+    (final / "generation_config.json").write_text("{}")
+    # the base model: a hub snapshot in the HF cache layout, with its card
+    base = tmp_path / "hf" / "models--meta-llama--Llama-2-7b-hf" / "snapshots" / "abc123"
+    base.mkdir(parents=True)
+    (base / "README.md").write_text("---\nlicense: llama2\nlanguage: [en]\n---\n# Llama 2\n")
+    (final / "resize.json").write_text(json.dumps({"init": "subword-mean", "old_vocab_size": 32000,
+                                                   "new_vocab_size": 32500, "config": {"model": str(base)}}))
+    return r
+
+
+EXPECTED = ["config.json", "extension.json", "generation_config.json", "model.safetensors", "resize.json",
+            "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_dry_run_writes_card_and_lists_files(run, tmp_path, capsys):
+    card_path = tmp_path / "card" / "README.md"
+    assert main(["push", str(run), "--repo-id", "my-org/llama2-ko", "--dry-run", "--output", str(card_path)]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert listed == [*EXPECTED, "README.md"]
+    assert "left out (4)" in out and "training_args.bin" in out and "checkpoint-6/optimizer.pt" in out
+    assert not (run / "final" / "README.md").exists()  # --output: the model folder is left alone
+    card = ModelCard(card_path.read_text())
+    meta = card.data.to_dict()
+    assert meta["language"] == ["ko", "en"] and meta["pipeline_tag"] == "text-generation"
+    assert meta["license"] == "llama2"  # from the base model's card
+    assert meta["base_model"] == "meta-llama/Llama-2-7b-hf"
+    assert meta["datasets"] == ["org/ko-wiki"]  # hub sources of the data manifest
+    text = card.text
+    # how it was made: extension numbers, data mix, stages, steps, tokens
+    assert "| 32,000 | 32,500 | 500 | 125 | 375 | 0.709 → 1.415 |" in text
+    assert "| ko | 0.800 | 0.800 | 126,293 |" in text and "| ko-wiki" not in text and "| org/ko-wiki | ko |" in text
+    assert "| 0 | embeddings | embeddings | 6 | 0.01 | 2 |" in text and "| 1 | full | full | 6 | 0.003 | 2 |" in text
+    assert "12 optimizer steps, 6,144 tokens seen" in text
+    # the bits-per-byte table: reference (step 0) vs the last evaluation
+    assert "| model | ko bpb | en bpb |" in text
+    assert "| base (step 0) | 4.6900 | 3.3268 |" in text and "| this model (step 12) | 4.4000 | 3.3500 |" in text
+    assert 'AutoModelForCausalLM.from_pretrained("my-org/llama2-ko"' in text
+    # the card of a real push is the same; without --output it goes into the model folder
+    assert main(["push", str(run / "final"), "--repo-id", "my-org/llama2-ko", "--dry-run"]) == 0
+    assert (run / "final" / "README.md").read_text() == card_path.read_text()
+
+
+def test_eval_results_table_and_license_fallbacks(run, tmp_path, capsys):
+    res = {"texts": {"ko": {"docs": 20, "bytes": 4572}, "en": {"docs": 20, "bytes": 4207}},
+           "rows": [{"model": "/m/base", "name": "base", "lang": "ko", "bpb": 9.1761, "delta_bpb": None,
+                     "delta_pct": None, "docs": 20, "bytes": 4572, "tokens": 2793, "bytes_per_token": 1.64},
+                    {"model": "/m/final", "name": "final", "lang": "ko", "bpb": 4.3989, "delta_bpb": -4.7772,
+                     "delta_pct": -52.1, "docs": 20, "bytes": 4572, "tokens": 1426, "bytes_per_token": 3.21}]}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    (run / "final" / "resize.json").unlink()  # no base card: the license is unknown
+    card = tmp_path / "c.md"
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--output", str(card), "--eval",
+                 str(tmp_path / "results.json"), "--license", "apache-2.0"]) == 0
+    text = card.read_text()
+    assert ModelCard(text).data.license == "apache-2.0"
+    assert "| final | ko | 4.3989 | -4.7772 (-52.1%) | 20 | 4572 | 1426 | 3.21 |" in text
+    # extension.json names the base tokenizer's hub id: the base model
+    assert ModelCard(text).data.base_model == "meta-llama/Llama-2-7b-hf"
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--output", str(card)]) == 0
+    text = card.read_text()
+    assert ModelCard(text).data.license == "other" and "set it with --license" in text
+
+
+@pytest.mark.parametrize("repo_id", ["bad id/name", "org/na--me", "a/b/c", "org/name.git", "org/n@me"])
+def test_invalid_repo_id(run, repo_id, capsys):
+    assert main(["push", str(run), "--repo-id", repo_id, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "repo_id" in err and "not a valid Hub repo id" in err
+
+
+def test_model_without_tokenizer_or_weights(run, tmp_path, capsys):
+    unfinished = make_run(tmp_path, "unfinished", ko=[4.0], en=[3.0], finished=False)
+    assert main(["push", str(unfinished), "--repo-id", "o/n", "--dry-run"]) == 2
+    assert "no final/ model yet" in capsys.readouterr().err
+    (run / "final" / "tokenizer.json").unlink()
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run"]) == 2
+    assert "no tokenizer" in capsys.readouterr().err
+    (run / "final" / "model.safetensors").unlink()
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run"]) == 2
+    assert "safetensors" in capsys.readouterr().err
+
+
+def _patched():
+    return (mock.patch.object(HfApi, "create_repo", autospec=True,
+                              return_value="https://huggingface.co/my-org/llama2-ko"),
+            mock.patch.object(HfApi, "create_branch", autospec=True),
+            mock.patch.object(HfApi, "upload_folder", autospec=True,
+                              return_value=mock.Mock(commit_url="https://huggingface.co/my-org/llama2-ko/commit/1")))
+
+
+def test_push_calls_the_hub_api_and_never_leaks_the_token(run, tmp_path, monkeypatch, capsys, caplog):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    p1, p2, p3 = _patched()
+    with p1 as create_repo, p2 as create_branch, p3 as upload:
+        assert main(["push", str(run), "--repo-id", "my-org/llama2-ko", "--private", "--revision", "v1"]) == 0
+        assert main(["push", str(run), "--repo-id", "my-org/llama2-ko", "--dry-run"]) == 0
+    (api, repo), kw = create_repo.call_args
+    assert api.token == SECRET  # the token is used ...
+    assert repo == "my-org/llama2-ko" and kw["private"] is True and kw["exist_ok"] is True
+    assert create_branch.call_args.args[1] == "my-org/llama2-ko" and create_branch.call_args.kwargs["branch"] == "v1"
+    kw = upload.call_args.kwargs
+    assert kw["repo_id"] == "my-org/llama2-ko" and kw["revision"] == "v1"
+    assert Path(kw["folder_path"]) == run / "final"
+    everything = sorted(str(p.relative_to(run / "final")) for p in (run / "final").rglob("*") if p.is_file())
+    # huggingface_hub's own pattern filter picks exactly the intended files out of the folder
+    assert sorted(filter_repo_objects(everything, allow_patterns=kw["allow_patterns"])) == sorted(
+        [*EXPECTED, "README.md"])
+    assert ModelCard((run / "final" / "README.md").read_text()).data.base_model == "meta-llama/Llama-2-7b-hf"
+    # ... but never shown, logged or written
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err + caplog.text
+    assert "token: found" in out.out
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_push_to_main_without_branch_and_errors_are_scrubbed(run, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    p1, p2, p3 = _patched()
+    with p1, p2 as create_branch, p3 as upload:
+        assert main(["push", str(run / "final"), "--repo-id", "my-org/llama2-ko"]) == 0
+        assert not create_branch.called and upload.call_args.kwargs["revision"] is None
+        upload.side_effect = RuntimeError(f"401 Unauthorized: token {SECRET} is invalid")
+        assert main(["push", str(run), "--repo-id", "my-org/llama2-ko"]) == 2
+    err = capsys.readouterr().err
+    assert "push to my-org/llama2-ko failed" in err and "***" in err and SECRET not in err
+
+
+def test_no_token_and_foreign_readme(run, monkeypatch, capsys):
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    p1, p2, p3 = _patched()
+    with p1 as create_repo, p2, p3:
+        assert main(["push", str(run), "--repo-id", "o/n"]) == 2
+        assert "no Hugging Face token" in capsys.readouterr().err and not create_repo.called
+        monkeypatch.setattr(huggingface_hub, "get_token", lambda: SECRET)
+        (run / "final" / "README.md").write_text("# my own card\n")
+        assert main(["push", str(run), "--repo-id", "o/n"]) == 2
+        assert "--overwrite-card" in capsys.readouterr().err and not create_repo.called
+        assert main(["push", str(run), "--repo-id", "o/n", "--overwrite-card"]) == 0
+    assert "generated by kolm push" in (run / "final" / "README.md").read_text()
