@@ -90,6 +90,9 @@ def test_embeddings_then_full(pipeline):
     assert evals[-1]["eval"]["ko"]["bpb"] < evals[0]["eval"]["ko"]["bpb"]
     train = [x for x in rows if x["kind"] == "train"]
     assert [x["step"] for x in train] == list(range(1, 9)) and train[-1]["tokens_seen"] == 8 * 4 * 64
+    by_lang = train[-1]["tokens_seen_by_lang"]
+    assert set(by_lang) == {"ko", "en"} and sum(by_lang.values()) == train[-1]["tokens_seen"]
+    assert 0.6 < by_lang["ko"] / train[-1]["tokens_seen"] < 0.95  # ~80% Korean
     assert (run / "recipe.yaml").is_file() and (run / "data_manifest.json").is_file()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -225,3 +228,15 @@ def test_zero3_two_ranks_kill_and_resume_matches(pipeline):
         pipeline / "runs" / "z3_crash" / "final")
     for k in ref_final:
         assert (ref_final[k] - got_final[k]).abs().max() < 1e-5, k
+
+
+def test_data_folder_counts_tokens_per_language_per_sequence(pipeline):
+    import numpy as np
+
+    m = json.loads((pipeline / "data" / "manifest.json").read_text())
+    cum = np.load(pipeline / "data" / m["train"]["lang_tokens"]["path"])
+    langs = m["train"]["lang_tokens"]["languages"]
+    assert cum.shape == (m["train"]["sequences"] + 1, len(langs)) and (cum[0] == 0).all()
+    assert (np.diff(cum, axis=0).sum(axis=1) == m["seq_len"]).all()  # every sequence fully accounted for
+    assert {lang: int(cum[-1][j]) for j, lang in enumerate(langs)} == {
+        lang: info["train_tokens"] for lang, info in m["languages"].items()}

@@ -171,7 +171,7 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
     from tqdm.auto import tqdm
 
     from kolm.data.mix import check_shares, make_plan
-    from kolm.data.pack import TokenStore, fingerprint, write_train, write_validation
+    from kolm.data.pack import TokenStore, fingerprint, write_lang_tokens, write_train, write_validation
 
     langs = list(cfg.mix)
     val_rows: dict[str, list[dict[str, Any]]] = {}
@@ -191,6 +191,7 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
 
     try:
         train = write_train(out / "train", plan, stores, cfg.shard_size, fingerprint(key, "train"), progress=bar)
+        lang_tokens = write_lang_tokens(out / "train_lang_tokens.npy", plan, [s.lang for s in sources])
     finally:
         for st in stores:
             st.close()
@@ -216,6 +217,7 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
                       "bos_id": tok["bos_id"], "add_bos": cfg.add_bos},
         "seq_len": cfg.seq_len, "seed": cfg.seed,
         "train": {**{k: v for k, v in train.items() if k != "shards_written_now"}, "path": "train",
+                  "lang_tokens": lang_tokens,
                   "columns": {"input_ids": f"int32[{cfg.seq_len}]"}},
         "languages": {lang: {"target_share": cfg.mix[lang], "achieved_share": round(shares[lang], 6),
                              "train_tokens": plan.lang_tokens_packed[lang],

@@ -164,6 +164,30 @@ def write_train(folder: Path, plan: Plan, stores: list[TokenStore], shard_size: 
             "tail_tokens_dropped": int(plan.doc_end[-1]) - n_seq * L if len(plan.doc_end) else 0}
 
 
+def write_lang_tokens(path: Path, plan: Plan, source_langs: list[str]) -> dict[str, Any]:
+    """``path`` (.npy, int64, shape (n_sequences + 1, n_languages)): tokens of each language in the first k packed
+    sequences, so a trainer can report exactly how many tokens of each language it has seen."""
+    langs = sorted(set(source_langs))
+    L, n_seq = plan.seq_len, plan.n_sequences
+    lang_of_doc = np.array([langs.index(source_langs[s]) for s in range(len(source_langs))],
+                           dtype=np.int64)[plan.order_src] if len(plan.order_src) else np.zeros(0, np.int64)
+    doc_end = plan.doc_end.astype(np.int64)
+    doc_start = np.concatenate([[0], doc_end[:-1]]).astype(np.int64)
+    bounds = np.arange(n_seq + 1, dtype=np.int64) * L
+    d = np.searchsorted(doc_end, bounds, side="right")  # the document each boundary falls in
+    out = np.zeros((n_seq + 1, len(langs)), dtype=np.int64)
+    for j in range(len(langs)):
+        per_doc = np.where(lang_of_doc == j, doc_end - doc_start, 0)
+        before = np.concatenate([[0], np.cumsum(per_doc)])[np.minimum(d, len(per_doc))]
+        inside = np.where((d < len(per_doc)) & (lang_of_doc[np.minimum(d, len(per_doc) - 1)] == j),
+                          bounds - doc_start[np.minimum(d, len(per_doc) - 1)], 0) if len(per_doc) else 0
+        out[:, j] = before + inside
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, out)
+    os.replace(tmp, path)
+    return {"path": path.name, "languages": langs}
+
+
 def write_validation(folder: Path, rows: list[dict[str, Any]], fingerprint: str) -> dict[str, int]:
     """One shard of whole documents (rows from the validation spill, in stream order)."""
     import pyarrow as pa

@@ -36,6 +36,8 @@ class DemoConfig:
     output: str = field("kolm-demo", help="output folder (a second run reuses finished steps)", path=True)
     minutes: float = field(6.0, help="rough time budget on 2 CPU cores; the step counts scale with it")
     seed: int = field(0, help="seed for every step")
+    hidden_size: int = field(128, help="hidden size of the tiny Llama")
+    layers: int = field(4, help="decoder layers of the tiny Llama")
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.minutes <= 600:
@@ -170,16 +172,17 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     def base_model() -> tuple[Any, str]:
         en_train = (text / "en_train.txt").read_text(encoding="utf-8").splitlines()
         _base_tokenizer(en_train, out / "tok-base", vocab_size=1500)
-        _kolm("model", "init", "--tokenizer", out / "tok-base", "--output", out / "base-init", "--hidden-size", 128,
-              "--layers", 4, "--max-position-embeddings", 256, "--seed", seed, "--overwrite")
+        _kolm("model", "init", "--tokenizer", out / "tok-base", "--output", out / "base-init", "--hidden-size",
+              cfg.hidden_size, "--layers", cfg.layers, "--max-position-embeddings", 256, "--seed", seed, "--overwrite")
         _kolm("data", "build", _data_recipe(out / "data-en.yaml", out / "tok-base", {"en": text / "en_train.txt"},
                                             {"en": 1.0}, 128, seed), "--output", out / "data-en", "--overwrite")
         _kolm("train", "cpt", _cpt_recipe(out / "pretrain.yaml", out / "base-init", out / "data-en",
                                           out / "run-pretrain-en",
                                           [{"name": "full", "kind": "full", "max_steps": n["pretrain"]}], 3e-3, seed))
-        return None, f"tiny Llama (4 x 128) pretrained on English for {n['pretrain']} steps"
+        return None, f"tiny Llama ({cfg.layers} x {cfg.hidden_size}) pretrained on English for {n['pretrain']} steps"
 
-    steps.run("base", {"n": n["pretrain"], "seed": seed}, base_model)
+    size = {"hidden": cfg.hidden_size, "layers": cfg.layers}
+    steps.run("base", {"n": n["pretrain"], "seed": seed, **size}, base_model)
     base = out / "run-pretrain-en" / "final"
 
     def vocab() -> tuple[Any, str]:
@@ -193,7 +196,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                       f"{c1['korean_chars_per_token']}, English unchanged, {info['checks']['unreachable_tokens']} "
                       "unreachable")
 
-    steps.run("vocab", {"seed": seed, "n": n["pretrain"]}, vocab)
+    steps.run("vocab", {"seed": seed, "n": n["pretrain"], **size}, vocab)
 
     runs = {}
     for name, mix in (("ko", {"ko": 1.0}), ("ko-en", {"ko": 0.8, "en": 0.2})):
@@ -219,7 +222,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             import shutil
 
             shutil.rmtree(out / f"run-{name}")  # an interrupted earlier demo run: start this step again
-        steps.run(f"cpt-{name}", {"n": n, "seed": seed}, cpt)
+        steps.run(f"cpt-{name}", {"n": n, "seed": seed, **size}, cpt)
         runs[name] = out / f"run-{name}"
     return _finish(cfg, out, steps, runs, base, n)
 
@@ -238,7 +241,8 @@ def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], bas
               "--output", out / "eval")
         return None, "bits-per-byte on held-out Korean and English"
 
-    steps.run("eval", {"n": n, "seed": cfg.seed}, evaluate)
+    size = {"hidden": cfg.hidden_size, "layers": cfg.layers}
+    steps.run("eval", {"n": n, "seed": cfg.seed, **size}, evaluate)
     results = json.loads((out / "eval" / "results.json").read_text())
     by = {(Path(r["model"]).resolve(), r["lang"]): r["bpb"] for r in results["rows"]}
     table = {name: {lang: by[(p.resolve(), lang)] for lang in ("ko", "en")} for name, p in models.items()}
@@ -265,7 +269,7 @@ def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], bas
         _kolm("train", "dpo", out / "dpo.yaml")
         return None, f"LoRA SFT on {best_name}, merged, then LoRA DPO"
 
-    steps.run("sft-dpo", {"n": n, "seed": cfg.seed, "best": best_name}, align)
+    steps.run("sft-dpo", {"n": n, "seed": cfg.seed, "best": best_name, **size}, align)
 
     def report() -> tuple[Any, str]:
         _kolm("dashboard", runs["ko"], runs["ko-en"], "--output", out / "report.html")

@@ -3,7 +3,8 @@
 ``metrics.jsonl`` in the run folder gets one JSON object per line (written by rank 0):
 
 - ``{"kind": "train", "stage": "full", "stage_index": 1, "step": 120, "stage_step": 20, "loss": 2.31,
-  "lr": 1e-4, "grad_norm": 0.9, "tokens_seen": 491520}``
+  "lr": 1e-4, "grad_norm": 0.9, "tokens_seen": 491520, "tokens_seen_by_lang": {"en": 98304, "ko": 393216}}``
+  (``tokens_seen_by_lang`` is exact: it comes from the data folder's ``train_lang_tokens.npy``)
 - ``{"kind": "eval", "stage": ..., "stage_index": ..., "step": ..., "stage_step": ..., "tokens_seen": ...,
   "eval": {"ko": {"bpb": 1.21, "loss": 2.3, "nats": ..., "bytes": ..., "tokens": ..., "docs": ...}, "en": {...}}}``
 
@@ -28,12 +29,14 @@ from kolm.train.run_state import is_main
 class MetricsCallback(TrainerCallback):
     def __init__(self, path: Path, *, stage_index: int, stage: Any, step_offset: int, tokens_per_step: int,
                  validation: dict[str, tuple[list[list[int]], int]], prefix_id: int, max_length: int, every: int,
-                 batch_size: int, stride: int | None, signals: Any, resumed: bool):
+                 batch_size: int, stride: int | None, signals: Any, resumed: bool,
+                 lang_tokens: tuple[list[str], Any] | None = None, seq_offset: int = 0):
         self.path, self.stage_index, self.stage = path, stage_index, stage
         self.step_offset, self.tokens_per_step = step_offset, tokens_per_step
         self.validation, self.prefix_id, self.max_length = validation, prefix_id, max_length
         self.every, self.batch_size, self.stride = every, batch_size, stride
         self.signals, self.resumed = signals, resumed
+        self.lang_tokens, self.seq_offset = lang_tokens, seq_offset
         self.stopped_by_signal = False
         self._last_eval = -1
 
@@ -43,9 +46,23 @@ class MetricsCallback(TrainerCallback):
                 fh.write(json.dumps(row) + "\n")
 
     def _base(self, step: int) -> dict[str, Any]:
-        return {"stage": self.stage.name, "stage_index": self.stage_index, "step": self.step_offset + step,
-                "stage_step": step, "tokens_seen": (self.step_offset + step) * self.tokens_per_step,
-                "time": round(time.time(), 3)}
+        row = {"stage": self.stage.name, "stage_index": self.stage_index, "step": self.step_offset + step,
+               "stage_step": step, "tokens_seen": (self.step_offset + step) * self.tokens_per_step,
+               "time": round(time.time(), 3)}
+        if self.lang_tokens is not None:
+            row["tokens_seen_by_lang"] = self._by_lang(self.seq_offset + step * self.seqs_per_step)
+        return row
+
+    @property
+    def seqs_per_step(self) -> int:
+        return self.tokens_per_step // self.max_length
+
+    def _by_lang(self, consumed: int) -> dict[str, int]:
+        """Exact tokens per language in the first ``consumed`` sequences (wrapping into later epochs)."""
+        langs, cum = self.lang_tokens  # type: ignore[misc]
+        n = len(cum) - 1
+        full, rem = divmod(consumed, n)
+        return {lang: int(full * cum[n][j] + cum[rem][j]) for j, lang in enumerate(langs)}
 
     def evaluate(self, model: Any, step: int) -> dict[str, Any]:
         res = {lang: score_documents(model, docs, n_bytes, self.prefix_id, max_length=self.max_length,

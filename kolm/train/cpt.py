@@ -42,6 +42,7 @@ class Preflight:
     prefix_id: int
     validation: dict[str, tuple[list[list[int]], int]]  # lang -> (documents' ids, total bytes)
     ds_config: dict[str, Any] | None
+    lang_tokens: tuple[list[str], Any] | None  # languages, cumulative tokens per language per packed sequence
 
 
 def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
@@ -116,7 +117,14 @@ def preflight(cfg: CptConfig) -> Preflight:
     prefix = tk.get("bos_id") if tk.get("bos_id") is not None else tk.get("eos_id")
     if prefix is None:
         raise KolmError("data: the tokenizer has neither BOS nor EOS; bits-per-byte needs one to start documents")
-    return Preflight(manifest, seq_len, new_start, int(prefix), validation, deepspeed_config(cfg.deepspeed))
+    lang_tokens = None
+    lt = manifest["train"].get("lang_tokens")
+    if lt and (data / lt["path"]).is_file():
+        import numpy as np
+
+        lang_tokens = (lt["languages"], np.load(data / lt["path"]))
+    return Preflight(manifest, seq_len, new_start, int(prefix), validation, deepspeed_config(cfg.deepspeed),
+                     lang_tokens)
 
 
 class _Signals:
@@ -262,7 +270,8 @@ def run(cfg: CptConfig) -> Path:
                                       tokens_per_step=n_seq // stage.max_steps * pre.seq_len,
                                       validation=pre.validation, prefix_id=pre.prefix_id, max_length=pre.seq_len,
                                       every=cfg.eval.every, batch_size=cfg.eval.batch_size, stride=cfg.eval.stride,
-                                      signals=signals, resumed=ckpt is not None)
+                                      signals=signals, resumed=ckpt is not None, lang_tokens=pre.lang_tokens,
+                                      seq_offset=offset)
             trainer = _make_trainer(model, args, _stage_dataset(train, offset, n_seq),
                                     [metrics, CheckpointCallback()])
             _check_distributed(trainer, pre.ds_config is not None)
