@@ -38,8 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("KOLM_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, SHARED, print_json  # noqa: E402
 
 
 def make_corpus(folder: Path, size_mb: float, distinct: bool) -> list[Path]:
@@ -220,8 +220,8 @@ def main() -> None:
                   f"input: worst {worst:.2f}x -> {'PASS' if worst >= 2 else 'FAIL'}")
         print("peak RSS = main process + largest worker. tok/s: run_clm = grouped tokens, kolm = tokens of kept "
               "documents (duplicates are dropped before tokenizing)")
-        print(json.dumps({"bench": "kolm.data", "size_mb": args.size_mb, "tokenizer": args.tokenizer,
-                          "worst_bar_ratio": round(worst, 3), "rows": results}))
+        print_json("data", {"size_mb": args.size_mb, "tokenizer": args.tokenizer,
+                            "worst_bar_ratio": round(worst, 3), "rows": results})
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
