@@ -36,7 +36,6 @@ EXCLUDE_DIRS = ("checkpoint-*", "global_step*", "runs", ".git", ".cache", "__pyc
 EXCLUDE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin",
                  "KOLM_DONE", "kolm_complete.json", "zero_to_fp32.py", "latest", "*.tmp", "*.pt", "*.pth", "*.bin",
                  "*.pkl", "*.pickle", "*.ckpt", ".*")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
 @dataclass
@@ -93,14 +92,9 @@ def locate(cfg: PushConfig) -> tuple[Path, Path | None]:
         run = Path(cfg.run)
         if not run.is_dir():
             raise KolmError(f"run: {run} is not a folder")
-    if not (model / "config.json").is_file():
-        raise KolmError(f"{model}: not a model folder (no config.json)")
-    if not any(model.glob("*.safetensors")):
-        raise KolmError(f"{model}: no .safetensors weights (kolm publishes safetensors only)")
-    if not any((model / t).is_file() for t in TOKENIZER_FILES):
-        raise KolmError(f"{model}: no tokenizer ({', '.join(TOKENIZER_FILES)}); a Hub model without its tokenizer "
-                        f"cannot be used (copy the tokenizer files into the folder)")
-    return model, run
+    from kolm.io import check_model_folder
+
+    return check_model_folder(model), run
 
 
 def upload_files(model: Path) -> tuple[list[Path], list[str]]:

@@ -101,6 +101,21 @@ TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "generation_config.json", "config.json"]
 
 
+TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(folder: Path, what: str = "model") -> Path:
+    """A loadable model folder: config.json, safetensors weights (never pickle) and a tokenizer beside them."""
+    if not (folder / "config.json").is_file():
+        raise KolmError(f"{what}: {folder} is not a model folder (no config.json)")
+    if not any(folder.glob("*.safetensors")):
+        raise KolmError(f"{what}: {folder} has no .safetensors weights (kolm loads safetensors only, never pickle)")
+    if not any((folder / m).is_file() for m in TOKENIZER_MARKERS):
+        raise KolmError(f"{what}: {folder} has no tokenizer (no {', '.join(TOKENIZER_MARKERS)}); a model is used "
+                        f"with its own tokenizer: copy the tokenizer files into the folder")
+    return folder
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -31,7 +31,6 @@ from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 
 LANG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
-TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
 @dataclass
@@ -140,16 +139,10 @@ def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tupl
 
 def check_model_folder(spec: str) -> Path:
     """A local model folder (or a cached/downloadable hub id) with config.json, safetensors and a tokenizer."""
-    from kolm.io import resolve_pretrained
+    from kolm.io import check_model_folder, resolve_pretrained
 
     folder = resolve_pretrained(spec, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
-    if not (folder / "config.json").is_file():
-        raise KolmError(f"model: {folder} is not a model folder (no config.json)")
-    if not any(folder.glob("*.safetensors")):
-        raise KolmError(f"model: {folder} has no .safetensors weights (kolm loads safetensors only, never pickle)")
-    if not any((folder / m).is_file() for m in TOKENIZER_MARKERS):
-        raise KolmError(f"model: {folder} has no tokenizer (no {', '.join(TOKENIZER_MARKERS)}); bits per byte needs "
-                        f"the model's own tokenizer beside the weights (copy the tokenizer files into the folder)")
+    check_model_folder(folder)
     return folder
 
 

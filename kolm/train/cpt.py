@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
-from kolm.io import file_sha256
+from kolm.io import check_model_folder, file_sha256
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
 from kolm.train.run_state import (
     DONE,
@@ -62,10 +62,7 @@ def preflight(cfg: CptConfig) -> Preflight:
     from datasets import load_from_disk
 
     model, data = Path(cfg.model), Path(cfg.data)
-    if not (model / "config.json").is_file():
-        raise KolmError(f"model: {model} is not a model folder (no config.json)")
-    if not any(model.glob("*.safetensors")):
-        raise KolmError(f"model: {model} has no .safetensors weights (kolm loads safetensors only, never pickle)")
+    check_model_folder(model)
     if not (model / "tokenizer.json").is_file():
         raise KolmError(f"model: {model} has no tokenizer.json beside the weights")
     if not (data / "manifest.json").is_file():
