@@ -125,7 +125,8 @@ def _cpt_recipe(path: Path, model: Path, data: Path, output: Path, stages: list[
 def _scale(cfg: DemoConfig) -> dict[str, int]:
     """Step counts for the time budget (calibrated on 2 CPU cores: ~6 minutes at minutes=6)."""
     f = cfg.minutes / 6.0
-    return {"pretrain": max(20, int(300 * f)), "emb": max(5, int(40 * f)), "full": max(10, int(120 * f)),
+    # a long full stage matters: with replay, English bpb first rises, then recovers as training goes on
+    return {"pretrain": max(20, int(400 * f)), "emb": max(5, int(40 * f)), "full": max(10, int(600 * f)),
             "align_rows": 24 if f < 0.5 else 36}
 
 
