@@ -80,18 +80,16 @@ COMMANDS: list[Command] = [
 ]
 
 
-def _flag_type(tp: Any) -> tuple[dict[str, Any], bool]:
+def _flag_type(tp: Any) -> dict[str, Any]:
     tp, _ = _strip_optional(tp)
     origin = typing.get_origin(tp)
     if tp is bool:
-        return {"action": argparse.BooleanOptionalAction}, False
+        return {"action": argparse.BooleanOptionalAction}
     if origin in (list, tuple):
-        return {"nargs": "+", "action": "extend"}, True
+        return {"nargs": "+", "action": "extend"}
     if origin is typing.Literal:
-        return {"choices": list(typing.get_args(tp))}, False
-    if dataclasses.is_dataclass(tp) or origin is dict:
-        return {}, False  # nested sections are set by YAML or dotted overrides only
-    return {}, False
+        return {"choices": list(typing.get_args(tp))}
+    return {}  # plain scalars; nested sections never get flags (see _add_config_flags)
 
 
 def _add_config_flags(p: argparse.ArgumentParser, cls: type, positional: str | None) -> None:
@@ -102,7 +100,7 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, positional: str | N
         base_tp, _ = _strip_optional(tp)
         if dataclasses.is_dataclass(base_tp) or typing.get_origin(base_tp) is dict:
             continue
-        kwargs, _ = _flag_type(tp)
+        kwargs = _flag_type(tp)
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]

@@ -104,6 +104,24 @@ TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
+# What a model folder carries beside its weights: the tokenizer, and kolm's records of how its vocabulary was
+# extended (extension.json) and resized (resize.json), which later stages read.
+MODEL_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                         "extension.json", "resize.json")
+
+
+def copy_tokenizer_files(src: Path, dst: Path, *, keep_existing: bool = False) -> list[str]:
+    """Copy the :data:`MODEL_TOKENIZER_FILES` that ``src`` has into ``dst``; returns the names copied."""
+    import shutil
+
+    copied = []
+    for name in MODEL_TOKENIZER_FILES:
+        if (src / name).is_file() and not (keep_existing and (dst / name).exists()):
+            shutil.copy2(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
 def check_model_folder(folder: Path, what: str = "model") -> Path:
     """A loadable model folder: config.json, safetensors weights (never pickle) and a tokenizer beside them."""
     if not (folder / "config.json").is_file():

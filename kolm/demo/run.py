@@ -130,22 +130,6 @@ def _scale(cfg: DemoConfig) -> dict[str, int]:
             "align_rows": 24 if f < 0.5 else 36}
 
 
-def _bpb_table(results: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    rows = []
-    base = results["rows"][0]["model"]
-    for r in results["rows"]:
-        rows.append(r)
-    by = {(r["model"], r["lang"]): r["bpb"] for r in rows}
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    lines = [f"{'model':<28} {'Korean bpb':>11} {'English bpb':>12} {'ko vs base':>11} {'en vs base':>11}"]
-    for m in models:
-        ko, en = by[(m, "ko")], by[(m, "en")]
-        dko = (ko / by[(base, "ko")] - 1) * 100
-        den = (en / by[(base, "en")] - 1) * 100
-        lines.append(f"{m:<28} {ko:>11.4f} {en:>12.4f} {dko:>+10.1f}% {den:>+10.1f}%")
-    return rows, "\n".join(lines)
-
-
 def run(cfg: DemoConfig) -> dict[str, Any]:
     from kolm.demo.text import english_documents, korean_documents, split
 

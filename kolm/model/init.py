@@ -9,15 +9,12 @@ weights are random (seeded); the tokenizer files are copied beside them so the f
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "extension.json")
+from kolm.io import copy_tokenizer_files
 
 
 @dataclass
@@ -68,9 +65,7 @@ def build(cfg: InitConfig, out: Path) -> int:
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(mc)
     model.save_pretrained(str(out))
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, out / name)
+    copy_tokenizer_files(src, out)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -31,13 +31,11 @@ from typing import Any, Literal
 
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import atomic_output_dir, resolve_pretrained
+from kolm.io import MODEL_TOKENIZER_FILES, atomic_output_dir, resolve_pretrained
 
 INITS = ("subword-mean", "mean", "random")
-# Copied from the new tokenizer folder into the output (tokenizer.model is left out on purpose: it is the
-# base SentencePiece model and would disagree with the extended vocabulary).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "extension.json")
+# The new tokenizer folder's files are copied into the output (kolm.io.MODEL_TOKENIZER_FILES; tokenizer.model is
+# left out on purpose: it is the base SentencePiece model and would disagree with the extended vocabulary).
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.jinja", "tokenizer*"]
 
 
@@ -353,7 +351,7 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
                                                      trust_remote_code=cfg.trust_remote_code)
         stats = resize_model(model, new, base, cfg.init, cfg.pad_to_multiple_of, cfg.seed, plan=plan)
         model.save_pretrained(tmp)  # transformers 5 always writes safetensors
-        for name in TOKENIZER_FILES:
+        for name in MODEL_TOKENIZER_FILES:
             src = new_file.parent / name
             if not src.is_file() and name in ("tokenizer_config.json", "special_tokens_map.json"):
                 src = base_file.parent / name  # the special tokens of an extension are the base's

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
-from kolm.io import check_model_folder, file_sha256
+from kolm.io import check_model_folder, copy_tokenizer_files, file_sha256
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
 from kolm.train.run_state import (
     DONE,
@@ -30,8 +30,6 @@ from kolm.train.run_state import (
 )
 
 REPO_DS = Path(__file__).resolve().parents[2] / "train" / "deepspeed"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "extension.json", "resize.json")
 
 
 @dataclass
@@ -205,9 +203,7 @@ def _save_final(trainer: Any, stage: Any, src: Path, final: Path, cfg: CptConfig
 
             merged = PeftModel.from_pretrained(_load_model(src, cfg), str(adapter)).merge_and_unload()
             merged.save_pretrained(str(tmp))
-        for name in TOKENIZER_FILES:
-            if (src / name).is_file() and not (tmp / name).exists():
-                shutil.copy2(src / name, tmp / name)
+        copy_tokenizer_files(src, tmp, keep_existing=True)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
