@@ -1,12 +1,16 @@
 """Throughput of `kolm train cpt` against a bare PyTorch loop (CPU), same model, batch and sequence length.
 
-    python bench/train.py [--steps 30] [--hidden 256] [--layers 4] [--seq-len 256] [--batch 8]
+    python bench/train.py [--steps 30] [--rounds 3] [--hidden 256] [--layers 4] [--seq-len 256] [--batch 8]
 
 Both train the same Llama from the same packed data for the same number of steps with AdamW; the bare loop is
 `loss.backward(); clip; opt.step(); sched.step()` with nothing else. kolm's step times come from the
 `metrics.jsonl` timestamps (median of the steps after the first few, so start-up does not count); online
 evaluation and checkpoints are switched off for this comparison (their cost is reported separately by a run with
 eval every 10 steps). Bar: kolm >= 0.9x the bare loop's tokens/s.
+
+Load from other processes on a small machine moves step times by tens of percent within a minute, so the two
+are measured in alternating rounds (kolm, bare, kolm, bare, ...) and the bar is judged on the median of the
+per-round ratios.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def kolm_run(root: Path, steps: int, batch: int, lr: float, eval_every: int, nam
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating kolm / bare rounds")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=256)
@@ -86,8 +91,14 @@ def main() -> None:
                  f"seq_len={args.seq_len}", "progress=false"]) == 0
     skip = 3
     lr = 1e-3
-    kolm_t = kolm_run(root, args.steps, args.batch, lr, 0, "run")[skip:]
-    bare_t = bare_loop(root / "model", root / "data", args.steps, args.batch, lr)[skip:]
+    kolm_t, bare_t, ratios = [], [], []
+    for r in range(args.rounds):
+        k = kolm_run(root, args.steps, args.batch, lr, 0, f"run{r}")[skip:]
+        b = bare_loop(root / "model", root / "data", args.steps, args.batch, lr)[skip:]
+        ratios.append(statistics.median(b) / statistics.median(k))
+        kolm_t += k
+        bare_t += b
+        print(f"round {r + 1}: kolm / bare tokens/s = {ratios[-1]:.3f}x", flush=True)
     eval_t = kolm_run(root, args.steps, args.batch, lr, 10, "run_eval")[skip:]
     tokens = args.batch * args.seq_len
     rows = []
@@ -97,10 +108,11 @@ def main() -> None:
         rows.append({"run": name, "median step s": round(statistics.median(t), 4), "tokens/s": round(tps, 1),
                      "vs bare": f"{tps / base:.3f}x", "mean step s": round(statistics.mean(t), 4)})
     print_table(rows, f"CPU, Llama {args.layers}x{args.hidden}, vocab 32000, batch {args.batch} x {args.seq_len} "
-                      f"tokens, {args.steps} steps (first {skip} not counted)")
-    ratio = float(rows[1]["vs bare"][:-1])
-    print(f"\nbar: kolm >= 0.9x bare -> {ratio:.3f}x {'PASS' if ratio >= 0.9 else 'FAIL'}")
-    print_json("train", {"rows": rows, "ratio": ratio})
+                      f"tokens, {args.steps} steps x {args.rounds} rounds (first {skip} of each not counted)")
+    ratio = statistics.median(ratios)
+    print(f"\nper-round ratios: {', '.join(f'{x:.3f}x' for x in ratios)}")
+    print(f"bar: kolm >= 0.9x bare (median of rounds) -> {ratio:.3f}x {'PASS' if ratio >= 0.9 else 'FAIL'}")
+    print_json("train", {"rows": rows, "ratio": ratio, "round_ratios": ratios})
 
 
 if __name__ == "__main__":

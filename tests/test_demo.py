@@ -38,3 +38,32 @@ def test_short_demo_end_to_end(tmp_path, capsys):
         assert f"{step}: reused" in again
     results = json.loads((out / "eval" / "results.json").read_text())
     assert {r["lang"] for r in results["rows"]} == {"ko", "en"}
+    # changed training settings: the data steps are reused, the CPT runs start again in their old folders
+    assert main(["demo", "--output", str(out), "--minutes", "0.5", "--lr", "5e-4", "--no-align"]) == 0
+    third = capsys.readouterr().out
+    assert "data-ko-en: reused" in third and "cpt-ko: reused" not in third and "sft-dpo" not in third
+    assert json.loads((out / "eval" / "results.json").read_text()) != results
+
+
+def test_demo_text_files_are_checked_and_key_the_steps(tmp_path, capsys):
+    from kolm.demo.run import DemoConfig, _read_docs, _settings
+    from kolm.errors import KolmError
+
+    # a missing file is refused before anything runs, naming the option
+    assert main(["demo", "--output", str(tmp_path / "d"), "--ko-text", str(tmp_path / "nope.txt")]) != 0
+    assert "ko_text" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    short = tmp_path / "short.txt"
+    short.write_text("한국어 문장입니다.\n" * 5, encoding="utf-8")
+    with pytest.raises(KolmError, match="at least 20 documents"):
+        _read_docs(str(short))
+    ko = tmp_path / "ko.txt"
+    ko.write_text("".join(f"한국어 문서 {i}번입니다.\n\n" for i in range(30)), encoding="utf-8")
+    docs, src = _read_docs(str(ko))
+    assert len(docs) == 30 and src == str(ko)  # empty lines are not documents
+    # every step after the text depends on which text files were used, and on their content
+    builtin = _settings(DemoConfig(output=str(tmp_path / "d")))
+    given = _settings(DemoConfig(output=str(tmp_path / "d"), ko_text=str(ko)))
+    assert builtin != given
+    ko.write_text(ko.read_text(encoding="utf-8") + "새 문서가 하나 더 있습니다.\n", encoding="utf-8")
+    assert _settings(DemoConfig(output=str(tmp_path / "d"), ko_text=str(ko))) != given

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,21 @@ class DemoConfig:
     seed: int = field(0, help="seed for every step")
     hidden_size: int = field(128, help="hidden size of the tiny Llama")
     layers: int = field(4, help="decoder layers of the tiny Llama")
+    ko_text: str = field(None, path=True, help="Korean text file (one document per line) to use instead of the "
+                                              "text shipped with the installed packages")
+    en_text: str = field(None, path=True, help="English text file (one document per line), likewise")
+    align: bool = field(True, help="run the LoRA SFT + DPO step")
+    lr: float = field(1e-3, help="peak learning rate of the continual-pretraining full stage")
 
     def __post_init__(self) -> None:
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr: must be in (0, 1), got {self.lr}")
         if not 0.5 <= self.minutes <= 600:
             raise ConfigError(f"minutes: must be in [0.5, 600], got {self.minutes}")
+        for name in ("ko_text", "en_text"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name}: no such file: {path}")
 
 
 class Steps:
@@ -74,6 +86,34 @@ def _kolm(*args: str) -> None:
     rc = main([str(a) for a in args])
     if rc != 0:
         raise KolmError(f"step failed: kolm {' '.join(map(str, args))} (exit {rc})")
+
+
+def _read_docs(path: str) -> tuple[list[str], str]:
+    docs = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    if len(docs) < 20:
+        raise KolmError(f"{path}: {len(docs)} non-empty lines; the demo needs at least 20 documents")
+    return docs, str(path)
+
+
+def _file_key(path: str | None) -> str | None:
+    """What identifies a text file for step reuse: its path and size and modification time."""
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _settings(cfg: DemoConfig) -> dict[str, Any]:
+    """What every step after the text depends on (a change re-runs them)."""
+    return {"hidden": cfg.hidden_size, "layers": cfg.layers, "ko": _file_key(cfg.ko_text),
+            "en": _file_key(cfg.en_text)}
+
+
+def _fresh(run_dir: Path) -> None:
+    """A training step that runs starts from scratch: drop what an interrupted run, or a run with other settings
+    (another --minutes, --lr, ...), left in its folder."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
 
 
 def _write_lines(path: Path, docs: list[str]) -> None:
@@ -141,8 +181,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     text = out / "text"
 
     def make_text() -> tuple[Any, str]:
-        ko, ko_src = korean_documents()
-        en, en_src = english_documents()
+        ko, ko_src = _read_docs(cfg.ko_text) if cfg.ko_text else korean_documents()
+        en, en_src = _read_docs(cfg.en_text) if cfg.en_text else english_documents()
         text.mkdir(exist_ok=True)
         for lang, docs in (("ko", ko), ("en", en)):
             tr, ho = split(docs)
@@ -151,7 +191,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         (text / "SOURCES.md").write_text(f"Korean: {ko_src}\nEnglish: {en_src}\n", encoding="utf-8")
         return {"ko": ko_src, "en": en_src}, f"{len(ko)} Korean and {len(en)} English paragraphs"
 
-    sources = steps.run("text", {"v": 1}, make_text)
+    sources = steps.run("text", {"v": 1, "ko": _file_key(cfg.ko_text), "en": _file_key(cfg.en_text)}, make_text)
+    size = _settings(cfg)
     print(f"[kolm demo] Korean text: {sources['ko']}\n[kolm demo] English text: {sources['en']}")
 
     def base_model() -> tuple[Any, str]:
@@ -161,12 +202,12 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
               cfg.hidden_size, "--layers", cfg.layers, "--max-position-embeddings", 256, "--seed", seed, "--overwrite")
         _kolm("data", "build", _data_recipe(out / "data-en.yaml", out / "tok-base", {"en": text / "en_train.txt"},
                                             {"en": 1.0}, 128, seed), "--output", out / "data-en", "--overwrite")
+        _fresh(out / "run-pretrain-en")
         _kolm("train", "cpt", _cpt_recipe(out / "pretrain.yaml", out / "base-init", out / "data-en",
                                           out / "run-pretrain-en",
                                           [{"name": "full", "kind": "full", "max_steps": n["pretrain"]}], 3e-3, seed))
         return None, f"tiny Llama ({cfg.layers} x {cfg.hidden_size}) pretrained on English for {n['pretrain']} steps"
 
-    size = {"hidden": cfg.hidden_size, "layers": cfg.layers}
     steps.run("base", {"n": n["pretrain"], "seed": seed, **size}, base_model)
     base = out / "run-pretrain-en" / "final"
 
@@ -193,21 +234,18 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             shares = ", ".join(f"{k} {v['achieved_share']:.3f}" for k, v in m["languages"].items())
             return None, f"{m['train']['sequences']} sequences of 128 tokens, token shares {shares}"
 
-        steps.run(f"data-{name}", {"mix": mix, "seed": seed, "n": n["pretrain"]}, data)
+        steps.run(f"data-{name}", {"mix": mix, "seed": seed, "n": n["pretrain"], **size}, data)
 
     for name in ("ko", "ko-en"):
         def cpt(name: str = name) -> tuple[Any, str]:
             stages = [{"name": "embeddings", "kind": "embeddings", "max_steps": n["emb"], "lr": 1e-2},
                       {"name": "full", "kind": "full", "max_steps": n["full"]}]
+            _fresh(out / f"run-{name}")
             _kolm("train", "cpt", _cpt_recipe(out / f"cpt-{name}.yaml", out / "model-ko", out / f"data-{name}",
-                                              out / f"run-{name}", stages, 1e-3, seed), "--no-resume")
+                                              out / f"run-{name}", stages, cfg.lr, seed), "--no-resume")
             return None, f"embeddings {n['emb']} + full {n['full']} steps"
 
-        if (out / f"run-{name}").exists() and not (out / ".steps" / f"cpt-{name}.json").is_file():
-            import shutil
-
-            shutil.rmtree(out / f"run-{name}")  # an interrupted earlier demo run: start this step again
-        steps.run(f"cpt-{name}", {"n": n, "seed": seed, **size}, cpt)
+        steps.run(f"cpt-{name}", {"n": n, "seed": seed, "lr": cfg.lr, **size}, cpt)
         runs[name] = out / f"run-{name}"
     return _finish(cfg, out, steps, runs, base, n)
 
@@ -226,8 +264,8 @@ def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], bas
               "--output", out / "eval")
         return None, "bits-per-byte on held-out Korean and English"
 
-    size = {"hidden": cfg.hidden_size, "layers": cfg.layers}
-    steps.run("eval", {"n": n, "seed": cfg.seed, **size}, evaluate)
+    size = _settings(cfg)
+    steps.run("eval", {"n": n, "seed": cfg.seed, "lr": cfg.lr, **size}, evaluate)
     results = json.loads((out / "eval" / "results.json").read_text())
     by = {(Path(r["model"]).resolve(), r["lang"]): r["bpb"] for r in results["rows"]}
     table = {name: {lang: by[(p.resolve(), lang)] for lang in ("ko", "en")} for name, p in models.items()}
@@ -254,14 +292,15 @@ def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], bas
         _kolm("train", "dpo", out / "dpo.yaml")
         return None, f"LoRA SFT on {best_name}, merged, then LoRA DPO"
 
-    steps.run("sft-dpo", {"n": n, "seed": cfg.seed, "best": best_name, **size}, align)
+    if cfg.align:
+        steps.run("sft-dpo", {"n": n, "seed": cfg.seed, "lr": cfg.lr, "best": best_name, **size}, align)
 
     def report() -> tuple[Any, str]:
         _kolm("dashboard", runs["ko"], runs["ko-en"], "--output", out / "report.html")
         _kolm("push", best, "--repo-id", "kolm-demo/tiny-llama-ko", "--dry-run")
         return None, f"dashboard {out / 'report.html'}; model card for {best_name} written (dry run, no upload)"
 
-    steps.run("report", {"n": n, "seed": cfg.seed, "best": best_name, "t": time.time()}, report)
+    steps.run("report", {"n": n, "seed": cfg.seed, "best": best_name, "t": time.time(), **size}, report)
     lines = [f"{'model':<26} {'Korean bpb':>11} {'English bpb':>12} {'Korean':>8} {'English':>8}"]
     for name, v in table.items():
         lines.append(f"{name:<26} {v['ko']:>11.4f} {v['en']:>12.4f} {(v['ko'] / b['ko'] - 1) * 100:>+7.1f}% "

@@ -1,6 +1,7 @@
 """Online evaluation and metrics of ``kolm train cpt``.
 
-``metrics.jsonl`` in the run folder gets one JSON object per line (written by rank 0):
+``metrics.jsonl`` in the run folder gets one JSON object per line (written by rank 0; training rows carry rank 0's
+peak GPU memory when there is a GPU):
 
 - ``{"kind": "train", "stage": "full", "stage_index": 1, "step": 120, "stage_step": 20, "loss": 2.31,
   "lr": 1e-4, "grad_norm": 0.9, "tokens_seen": 491520, "tokens_seen_by_lang": {"en": 98304, "ko": 393216}}``
@@ -91,8 +92,20 @@ class MetricsCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs:
             return
-        self._write({"kind": "train", **self._base(state.global_step), "loss": logs["loss"],
-                     "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")})
+        row = {"kind": "train", **self._base(state.global_step), "loss": logs["loss"],
+               "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
+        row.update(_gpu_memory())
+        self._write(row)
+
+
+def _gpu_memory() -> dict[str, float]:
+    """Peak GPU memory of this process so far (GiB, allocated by tensors and reserved by the allocator)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"gpu_max_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+            "gpu_max_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
 
 
 def _any_rank(flag: bool) -> bool:
