@@ -3,8 +3,9 @@
     python bench/run_all.py [--quick]
 
 Each benchmark is its own script (run them alone for their full tables); this runs them one after another in
-subprocesses, reads the `BENCH_JSON` line each prints, and summarises. About 15 minutes on 2 CPU cores
-(--quick: smaller sizes, about 8). Needs ../shared (or KOLM_SHARED). No GPU benchmark runs here.
+subprocesses, reads the `BENCH_JSON` line each prints, and summarises. --quick (smaller sizes, the forgetting
+bench at --minutes 3) took 12 minutes on 2 CPU cores; the full run is about twice that. Needs ../shared (or
+KOLM_SHARED). No GPU benchmark runs here (bench/mfu.py is the GPU one).
 """
 
 from __future__ import annotations
