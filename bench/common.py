@@ -35,6 +35,17 @@ def median_time(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def train_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The training rows of a `kolm train cpt` run folder's metrics.jsonl, in order."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "train"]
+
+
+def step_times(rows: list[dict[str, Any]]) -> list[float]:
+    """Seconds between consecutive training rows (one per step with logging_steps=1)."""
+    return [b["time"] - a["time"] for a, b in zip(rows, rows[1:])]
+
+
 def print_table(rows: list[dict[str, Any]], title: str = "") -> None:
     if title:
         print(f"\n{title}")

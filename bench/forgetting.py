@@ -1,6 +1,7 @@
 """Forgetting at small scale on CPU: Korean CPT of an English-pretrained tiny Llama, with 0% and 20% replay.
 
-    python bench/forgetting.py [--minutes 6] [--hidden-size 128] [--layers 4] [--seeds 0,1,2] [--text shared|builtin] [--output DIR]
+    python bench/forgetting.py [--minutes 6] [--hidden-size 128] [--layers 4] [--seeds 0,1,2]
+                               [--text shared|builtin] [--lr LR] [--output DIR]
 
 Runs the `kolm demo` pipeline without its SFT/DPO step (English pretraining, `kolm vocab extend`, `kolm model
 resize`, `kolm data build` Korean-only and Korean + 20% English, `kolm train cpt` embeddings then full, `kolm eval`

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, need_shared, print_json, print_table  # noqa: E402
+from common import REPO, need_shared, print_json, print_table, step_times, train_rows  # noqa: E402
 
 LLAMA_1B = {"hidden_size": 2048, "layers": 16, "heads": 32, "kv_heads": 8, "intermediate_size": 8192}
 TINY = {"hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate_size": 192}
@@ -105,9 +105,8 @@ def main() -> None:
     env_launch = None if args.smoke else ["deepspeed", "--num_gpus", "1", "--module"]
     kolm("train", "cpt", root / "cpt.yaml", launcher=env_launch)
 
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["kind"] == "train"]
-    times = [b["time"] - a["time"] for a, b in zip(train, train[1:])][args.skip:]
+    train = train_rows(run_dir)
+    times = step_times(train)[args.skip:]
     if not times:
         sys.exit(f"too few steps to time: {len(train)} training rows, --skip {args.skip}")
     step_s = statistics.median(times)

@@ -16,7 +16,6 @@ per-round ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import need_shared, print_json, print_table  # noqa: E402
+from common import need_shared, print_json, print_table, step_times, train_rows  # noqa: E402
 
 
 def bare_loop(model_dir: Path, data_dir: Path, steps: int, batch: int, lr: float) -> list[float]:
@@ -63,9 +62,7 @@ def kolm_run(root: Path, steps: int, batch: int, lr: float, eval_every: int, nam
               "eval": {"every": eval_every, "max_docs": 16}, "checkpoint": {"every": 10 * steps, "keep": 2}}
     (root / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["train", "cpt", str(root / f"{name}.yaml")]) == 0
-    rows = [json.loads(x) for x in (root / name / "metrics.jsonl").read_text().splitlines()]
-    t = [r["time"] for r in rows if r["kind"] == "train"]
-    return [b - a for a, b in zip(t, t[1:])]
+    return step_times(train_rows(root / name))
 
 
 def main() -> None:

@@ -95,9 +95,9 @@ def main() -> None:
         src = corpus if k == 1 else tmp / f"ko_train_x{k}.txt"
         if k > 1:
             src.write_text(corpus.read_text(encoding="utf-8") * k, encoding="utf-8")
-        t_bare, _ = median_time(lambda: bare_bpe_file(src, args.new_tokens, tmp / "bare.json"), args.repeat)
-        t_kolm, got = median_time(lambda: extend(args.new_tokens, "ext" if k == 1 else "ext_scaled", src=src),
-                                  args.repeat)
+        out = "ext" if k == 1 else "ext_scaled"
+        t_bare, _ = median_time(lambda src=src: bare_bpe_file(src, args.new_tokens, tmp / "bare.json"), args.repeat)
+        t_kolm, got = median_time(lambda src=src, out=out: extend(args.new_tokens, out, src=src), args.repeat)
         info = got if k == 1 else info
         sec = got["seconds"]
         timing.append({"corpus": f"x{k}", "MB": round(src.stat().st_size / 1e6, 1), "bare s": t_bare,
