@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kolm.config import ConfigError, field
+from kolm.model.lora import LLAMA_TARGETS
 from kolm.train.config import DEEPSPEED_PRESETS
-
-LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """What ``kolm train sft`` and ``kolm train dpo`` share around trl: loading the model and tokenizer safely, checking
-that they agree on the vocabulary, the peft LoRA config (with the rows of added tokens when asked), the trainer
-arguments, and writing the adapter with a record of the vocabulary it was trained on (``kolm_adapter.json``, which
-``kolm merge-lora`` checks).
+that they agree on the vocabulary, the peft LoRA config (:mod:`kolm.model.lora`, shared with the CPT ``lora``
+stage; with the rows of added tokens when asked), the trainer arguments, and writing the adapter with a record
+of the vocabulary it was trained on (``kolm_adapter.json``, which ``kolm merge-lora`` checks).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_pr
 from kolm.config import save, to_dict
 from kolm.errors import KolmError
 from kolm.io import resolve_pretrained
+from kolm.model.lora import peft_lora_config
 
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
 ADAPTER_META = "kolm_adapter.json"
@@ -119,31 +120,6 @@ def new_token_ids(lora: LoraSection, vocab: int, folders: list[Path]) -> list[in
     return ids
 
 
-def _last_name(model: Any, module: Any) -> str:
-    return next(n for n, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
-
-
-def lora_config(lora: LoraSection, model: Any, token_ids: list[int]) -> Any:
-    """peft LoraConfig. Added-token rows are trained in the input embeddings and, unless tied to them, the LM head
-    (trl reads ``lm_head.weight``, which peft's trainable-tokens wrapper returns with the trained rows in)."""
-    from peft import LoraConfig
-
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = sorted(set(lora.target_modules) - names - {"all-linear"})
-    if missing:
-        raise KolmError(f"lora.target_modules: {missing} not found in the model; it has e.g. "
-                        f"{sorted(n for n in names if n and not n.isdigit())[:20]}")
-    trainable = None
-    if token_ids:
-        trainable = {_last_name(model, model.get_input_embeddings()): token_ids}
-        out = model.get_output_embeddings()
-        if out is not None and not model.config.get_text_config().tie_word_embeddings:
-            trainable[_last_name(model, out)] = token_ids
-    targets = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM", trainable_token_indices=trainable)
-
-
 def trainer_args(cfg: AlignConfig, train: TrainSection, bf16: bool) -> dict[str, Any]:
     """Keyword arguments shared by trl's SFTConfig and DPOConfig.
 
@@ -206,7 +182,8 @@ def wrap_model(cfg: AlignConfig, lora: LoraSection, model_dir: Path, tok_dir: Pa
             "tokenizer_len": len(tokenizer), "tie_word_embeddings": bool(model.config.get_text_config()
                                                                           .tie_word_embeddings),
             "trainable_token_ids": ids, "dtype": "bf16" if bf16 else "fp32"}
-    return model, lora_config(lora, model, ids), info
+    return model, peft_lora_config(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                                   target_modules=lora.target_modules, token_ids=ids), info
 
 
 def train_and_save(trainer: Any, cfg: AlignConfig, info: dict[str, Any]) -> dict[str, Any]:

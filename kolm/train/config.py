@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kolm.config import ConfigError, field
+from kolm.model.lora import LLAMA_TARGETS
 
 DEEPSPEED_PRESETS = ("zero2", "zero3", "zero3_offload")
 
@@ -53,9 +54,7 @@ class LoraConfig:
     r: int = field(64, help="rank")
     alpha: int = field(128, help="scaling alpha")
     dropout: float = field(0.0, help="dropout on the LoRA input (0 keeps runs reproducible)")
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        help="modules that get adapters")
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_TARGETS), help="modules that get adapters")
     train_new_embeddings: bool = field(True, help="also train the embedding/LM-head rows of the added tokens")
 
     def __post_init__(self) -> None:

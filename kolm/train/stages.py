@@ -63,20 +63,17 @@ def setup_full_stage(model: Any) -> None:
 def setup_lora_stage(model: Any, lora: Any, new_token_start: int | None, seed: int) -> Any:
     """Wrap ``model`` with peft LoRA (and trainable added-token rows); returns the PeftModel."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    from kolm.model.lora import peft_lora_config
 
     torch.manual_seed(seed)
-    kwargs: dict[str, Any] = {}
     rows = _rows(model)
+    ids: list[int] = []
     if lora.train_new_embeddings and new_token_start is not None and new_token_start < rows:
         ids = list(range(new_token_start, rows))
-        names = {"embed_tokens": ids}
-        head = model.get_output_embeddings()
-        if head is not None and head.weight is not model.get_input_embeddings().weight:
-            names["lm_head"] = ids
-        kwargs["trainable_token_indices"] = names
-    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                     target_modules=list(lora.target_modules), task_type="CAUSAL_LM", **kwargs)
+    cfg = peft_lora_config(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
+                           target_modules=lora.target_modules, token_ids=ids)
     return get_peft_model(model, cfg)
 
 
