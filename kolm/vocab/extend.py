@@ -318,10 +318,11 @@ def unreachable(tok: Any, tokens: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: list[str], lines: list[str]) -> dict[str, Any]:
+def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: list[str], lines: list[str]
+                     ) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
     """Measure the guarantees on ``lines``: ids kept, non-Hangul identity, round trip (``unreachable_tokens``: the
-    result of :func:`unreachable` on ``new_tok``, passed through); and the
-    compression of both tokenizers on the same lines (``compression_base`` / ``compression_extended``)."""
+    result of :func:`unreachable` on ``new_tok``, passed through). Also returns the compression of both tokenizers
+    on the same encodings (``compression_base`` / ``compression_extended``)."""
     bv, nv = base_tok.get_vocab(with_added_tokens=True), new_tok.get_vocab(with_added_tokens=True)
     moved = [t for t, i in bv.items() if nv.get(t) != i]
     korean = [has_hangul(x) for x in lines]
@@ -337,6 +338,7 @@ def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: list[str],
         "roundtrip_lines_checked": len(lines),
         "roundtrip_failures": len(bad_rt),
         "unreachable_tokens": len(unreachable_tokens),
+    }, {
         "compression_base": compression(lines, korean, ids_base),
         "compression_extended": compression(lines, korean, ids_new),
     }
@@ -410,8 +412,7 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
                                               allow_fewer=cfg.allow_fewer, base=base_tok)
     t_learn = time.perf_counter()
     sample = texts[:: max(1, len(texts) // cfg.check_lines)][: cfg.check_lines]
-    checks = check_invariants(base_tok, new_tok, ext.unreachable_left, sample)
-    comp = {k: checks.pop(k) for k in ("compression_base", "compression_extended")}
+    checks, comp = check_invariants(base_tok, new_tok, ext.unreachable_left, sample)
     t_check = time.perf_counter()
     if checks["base_tokens_moved"] or checks["non_hangul_lines_changed"] or checks["unreachable_tokens"]:
         raise KolmError(f"internal invariant violated, nothing written (please report): {checks}")
