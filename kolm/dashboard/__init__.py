@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts import RunFolder
 from kolm.config import ConfigError, field
 
 __all__ = ["DashboardConfig", "run", "collect_all"]
@@ -121,9 +122,9 @@ def _signature(cfg: DashboardConfig) -> tuple[Any, ...]:
     """What a re-render depends on: metrics.jsonl size/mtime and whether final/ exists, per run."""
     sig = []
     for p in cfg.runs:
-        m = Path(p) / "metrics.jsonl"
-        st = m.stat() if m.is_file() else None
-        sig.append((st.st_size if st else -1, st.st_mtime_ns if st else -1, (Path(p) / "final").is_dir()))
+        run = RunFolder(p)
+        st = run.metrics.stat() if run.metrics.is_file() else None
+        sig.append((st.st_size if st else -1, st.st_mtime_ns if st else -1, run.final.is_dir()))
     return tuple(sig)
 
 

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts import EXTENSION_FILE, DataManifest, RunFolder, TokenizerExtension
 from kolm.errors import KolmError
 
 MAX_LISTED = 20  # broken line numbers listed per run
@@ -94,19 +95,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any] | None:
     return data
 
 
-def _read_recipe(run: Path) -> dict[str, Any]:
-    import yaml
-
-    path = run / "recipe.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise KolmError(f"{path}: not valid YAML ({e})") from None
-    return data if isinstance(data, dict) else {}
-
-
 def read_base_eval(path: Path) -> dict[str, Any]:
     """The first model of a ``kolm eval`` results.json: ``{"model", "path", "bpb": {lang}, "bytes": {lang}}``."""
     data = _read_json(path, "base_eval (kolm eval results.json)")
@@ -119,7 +107,7 @@ def read_base_eval(path: Path) -> dict[str, Any]:
         raise KolmError(f"{path}: not a `kolm eval` results.json (no models[0].bpb: {e})") from None
 
 
-def _stages(recipe: dict[str, Any], run: Path, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _stages(recipe: dict[str, Any], run: RunFolder, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The recipe's stages with their step range, progress (from eval and train points) and completion marker."""
     optim = recipe.get("optim") or {}
     out, offset = [], 0
@@ -129,7 +117,7 @@ def _stages(recipe: dict[str, Any], run: Path, points: list[dict[str, Any]]) -> 
         steps = [e["step"] for e in points if e["stage_index"] == i]
         max_steps = int(s.get("max_steps") or 0)
         name = str(s.get("name", f"stage{i}"))
-        done = (run / "stages" / f"{i:02d}-{name}" / "final" / "KOLM_DONE").is_file()
+        done = run.stage(i, name).done
         lora = s.get("lora") or {}
         out.append({"index": i, "name": name, "kind": s.get("kind", "full"), "max_steps": max_steps,
                     "first_step": offset, "last_step": offset + max_steps,
@@ -143,40 +131,34 @@ def _stages(recipe: dict[str, Any], run: Path, points: list[dict[str, Any]]) -> 
     return out
 
 
-def _data_mix(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not manifest:
+def _data_mix(manifest: DataManifest | None) -> dict[str, Any] | None:
+    if manifest is None:
         return None
-    langs = {lang: {k: v.get(k) for k in ("target_share", "achieved_share", "train_tokens")}
-             for lang, v in (manifest.get("languages") or {}).items() if isinstance(v, dict)}
-    hub = {s.get("name"): s.get("hub") for s in (manifest.get("recipe") or {}).get("sources") or []
-           if isinstance(s, dict)}
+    langs = {lang: {"target_share": v.target_share, "achieved_share": v.achieved_share,
+                    "train_tokens": v.train_tokens} for lang, v in manifest.languages.items()}
+    raw = manifest.raw
+    hub = {s.get("name"): s.get("hub") for s in (raw.get("recipe") or {}).get("sources") or [] if isinstance(s, dict)}
     sources = [{"name": name, "lang": s.get("lang"), "kept_docs": s.get("kept"), "tokens_kept": s.get("tokens_kept"),
                 "train_tokens": s.get("train_tokens_sampled"), "epochs": s.get("epochs"), "hub": hub.get(name)}
-               for name, s in (manifest.get("sources") or {}).items() if isinstance(s, dict)]
-    tok = manifest.get("tokenizer") or {}
-    train = manifest.get("train") or {}
-    return {"seq_len": manifest.get("seq_len"), "train_tokens": train.get("tokens"),
-            "train_sequences": train.get("sequences"), "tokenizer_vocab_size": tok.get("vocab_size"),
+               for name, s in (raw.get("sources") or {}).items() if isinstance(s, dict)]
+    return {"seq_len": manifest.seq_len, "train_tokens": manifest.train_tokens,
+            "train_sequences": manifest.train_sequences, "tokenizer_vocab_size": manifest.vocab_size,
             "languages": langs, "sources": sources}
 
 
-EXTENSION_KEYS = ("base", "family", "base_vocab_size", "vocab_size", "num_added", "num_new_chars",
-                  "num_new_merge_tokens", "morpheme_aware", "corpus_documents")
-
-
-def find_extension(run: Path, recipe: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def find_extension(run: RunFolder, recipe: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """``extension.json`` of the run's model: final/, a stage's final/, or the recipe's input model folder."""
-    cands = [run / "final" / "extension.json", *sorted(run.glob("stages/*/final/extension.json"))]
-    if recipe.get("model"):
-        cands.append(Path(str(recipe["model"])) / "extension.json")
-    for p in cands:
-        data = _read_json(p, "extension.json") if p.is_file() else None
-        if data is not None:
-            out = {k: data.get(k) for k in EXTENSION_KEYS}
-            cb, ce = data.get("compression_base") or {}, data.get("compression_extended") or {}
-            out["ko_chars_per_token_base"] = cb.get("korean_chars_per_token")
-            out["ko_chars_per_token_extended"] = ce.get("korean_chars_per_token")
-            return out, str(p)
+    cands = [run.final, *run.stage_finals()] + ([Path(str(recipe["model"]))] if recipe.get("model") else [])
+    for folder in cands:
+        ext = TokenizerExtension.read(folder) if folder.is_dir() else None
+        if ext is not None:
+            ko_base, ko_ext = ext.korean_chars_per_token()
+            out = {"base": ext.base, "family": ext.family, "base_vocab_size": ext.base_vocab_size,
+                   "vocab_size": ext.vocab_size, "num_added": ext.num_added, "num_new_chars": ext.num_new_chars,
+                   "num_new_merge_tokens": ext.num_new_merge_tokens, "morpheme_aware": ext.morpheme_aware,
+                   "corpus_documents": ext.corpus_documents, "ko_chars_per_token_base": ko_base,
+                   "ko_chars_per_token_extended": ko_ext}
+            return out, str(folder / EXTENSION_FILE)
     return None, None
 
 
@@ -190,10 +172,11 @@ def _bytes_of(evals: list[dict[str, Any]]) -> dict[str, Any]:
 def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain_lang: str = "ko",
              forget_lang: str = "en", allow_missing_metrics: bool = False) -> dict[str, Any]:
     """Everything the dashboard shows about one run folder."""
-    run = Path(path)
+    rf = RunFolder(path)
+    run = rf.path
     if not run.is_dir():
         raise KolmError(f"run folder not found: {run}")
-    mpath = run / "metrics.jsonl"
+    mpath = rf.metrics
     warnings: list[str] = []
     if mpath.is_file():
         metrics = read_metrics(mpath)
@@ -201,7 +184,7 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
         metrics = {"evals": [], "train": [], "lines": 0, "skipped": 0, "skipped_lines": [], "nonfinite": 0}
         warnings.append("no metrics.jsonl yet")
     else:
-        what = "it has recipe.yaml, so training has not logged yet" if (run / "recipe.yaml").is_file() else \
+        what = "it has recipe.yaml, so training has not logged yet" if rf.recipe.is_file() else \
             "is this a `kolm train cpt` run folder?"
         raise KolmError(f"{run}: no metrics.jsonl ({what})")
     if metrics["skipped"]:
@@ -213,16 +196,16 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
     evals = metrics["evals"]
     if mpath.is_file() and not evals:
         warnings.append("no evaluations in metrics.jsonl yet (eval.every: 0, or the run just started)")
-    recipe = _read_recipe(run)
-    manifest = _read_json(run / "data_manifest.json", "data_manifest.json")
-    extension, ext_path = find_extension(run, recipe)
+    recipe = rf.read_recipe()
+    manifest = DataManifest.read(rf.data_manifest) if rf.data_manifest.is_file() else None
+    extension, ext_path = find_extension(rf, recipe)
     order = {gain_lang: 0, forget_lang: 1}
     langs = sorted({lang for e in evals for lang in e["bpb"]}, key=lambda x: (order.get(x, 2), x))
 
     step0 = next((e for e in evals if e["step"] == 0 and e["stage_index"] == 0), None)
     reference = {"source": "step 0", "bpb": dict(step0["bpb"])} if step0 else None
     base = None
-    be_path = base_eval or (run / "base_eval.json" if (run / "base_eval.json").is_file() else None)
+    be_path = base_eval or (rf.base_eval if rf.base_eval.is_file() else None)
     if be_path is not None:
         base = read_base_eval(Path(be_path))
         run_bytes = _bytes_of(evals)
@@ -237,10 +220,10 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
                             f"as the reference (run `kolm eval --data DATA --max-docs N` on the base model)")
     latest = next((e for e in reversed(evals) if all(v is not None for v in e["bpb"].values())), None)
     summary = summarize(reference, latest, gain_lang, forget_lang)
-    stages = _stages(recipe, run, evals + metrics["train"])
+    stages = _stages(recipe, rf, evals + metrics["train"])
     last_train = metrics["train"][-1] if metrics["train"] else None
     steps_done = max([e["step"] for e in evals] + ([last_train["step"]] if last_train else []), default=0)
-    finished = (run / "final").is_dir()
+    finished = rf.final.is_dir()
     times = [x["time"] for x in evals + metrics["train"] if x.get("time")]
     return {
         "name": name, "path": str(run.resolve()), "status": "finished" if finished else "in progress",

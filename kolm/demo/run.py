@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from kolm.artifacts import DataFolder, TokenizerExtension
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
 
@@ -216,11 +217,10 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
               800, "--min-frequency", 2, "--allow-fewer", "--output", out / "tok-ko", "--overwrite")
         _kolm("model", "resize", "--model", base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
               "--overwrite")
-        info = json.loads((out / "tok-ko" / "extension.json").read_text())
-        c0, c1 = info["compression_base"], info["compression_extended"]
-        return None, (f"+{info['num_added']} Korean tokens, Korean chars/token {c0['korean_chars_per_token']} -> "
-                      f"{c1['korean_chars_per_token']}, English unchanged, {info['checks']['unreachable_tokens']} "
-                      "unreachable")
+        ext = TokenizerExtension.read(out / "tok-ko")
+        ko_base, ko_ext = ext.korean_chars_per_token()
+        return None, (f"+{ext.num_added} Korean tokens, Korean chars/token {ko_base} -> {ko_ext}, English "
+                      f"unchanged, {ext.checks['unreachable_tokens']} unreachable")
 
     steps.run("vocab", {"seed": seed, "n": n["pretrain"], **size}, vocab)
 
@@ -230,9 +230,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             srcs = {lang: text / f"{lang}_train.txt" for lang in mix}
             _kolm("data", "build", _data_recipe(out / f"data-{name}.yaml", out / "tok-ko", srcs, mix, 128, seed),
                   "--output", out / f"data-{name}", "--overwrite")
-            m = json.loads((out / f"data-{name}" / "manifest.json").read_text())
-            shares = ", ".join(f"{k} {v['achieved_share']:.3f}" for k, v in m["languages"].items())
-            return None, f"{m['train']['sequences']} sequences of 128 tokens, token shares {shares}"
+            m = DataFolder(out / f"data-{name}").manifest
+            shares = ", ".join(f"{k} {v.achieved_share:.3f}" for k, v in m.languages.items())
+            return None, f"{m.train_sequences} sequences of 128 tokens, token shares {shares}"
 
         steps.run(f"data-{name}", {"mix": mix, "seed": seed, "n": n["pretrain"], **size}, data)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from kolm.artifacts import DataFolder
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 
@@ -116,25 +117,12 @@ def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
 
 def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tuple[list[str], str]], int | None]:
     """The validation documents per language and the data's seq_len (the window of the online evaluation)."""
-    manifest = data / "manifest.json"
-    if not manifest.is_file():
-        raise KolmError(f"data: {data} has no manifest.json (not a `kolm data build` folder)")
-    try:
-        m = json.loads(manifest.read_text(encoding="utf-8"))
-        langs, seq_len = m["languages"], m.get("seq_len")
-    except (ValueError, KeyError, TypeError) as e:
-        raise KolmError(f"{manifest}: not a kolm data manifest ({e})") from None
-    from datasets import load_from_disk
-
+    folder = DataFolder(data)
     out = {}
-    for lang, info in langs.items():
-        path = data / info["validation"]["path"]
-        if not path.is_dir():
-            raise KolmError(f"data: missing validation split for {lang!r}: {path}")
-        ds = load_from_disk(str(path))
-        ds = ds.select(range(min(max_docs or len(ds), len(ds))))
-        out[lang] = (list(ds["text"]), str(path))
-    return out, int(seq_len) if isinstance(seq_len, int) else None
+    for lang in folder.manifest.languages:
+        split = folder.validation(lang, max_docs)
+        out[lang] = (split.texts, str(split.path))
+    return out, folder.manifest.seq_len
 
 
 def check_model_folder(spec: str) -> Path:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts import DataFolder, RunFolder, StageFolder, find_new_token_start
 from kolm.errors import KolmError
 from kolm.io import check_model_folder, copy_tokenizer_files, file_sha256
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
 from kolm.train.run_state import (
-    DONE,
     CheckpointCallback,
     is_main,
     newest_complete_checkpoint,
@@ -34,7 +34,7 @@ REPO_DS = Path(__file__).resolve().parents[2] / "train" / "deepspeed"
 
 @dataclass
 class Preflight:
-    manifest: dict[str, Any]
+    data: DataFolder
     seq_len: int
     new_token_start: int | None
     prefix_id: int
@@ -57,20 +57,16 @@ def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
 
 def preflight(cfg: CptConfig) -> Preflight:
     """Refuse a bad run before any training: vocab/tokenizer/data mismatches, missing splits, seq_len limits."""
-    from datasets import load_from_disk
-
-    model, data = Path(cfg.model), Path(cfg.data)
+    model, data = Path(cfg.model), DataFolder(cfg.data)
     check_model_folder(model)
     if not (model / "tokenizer.json").is_file():
         raise KolmError(f"model: {model} has no tokenizer.json beside the weights")
-    if not (data / "manifest.json").is_file():
-        raise KolmError(f"data: {data} has no manifest.json (build it with `kolm data build`)")
-    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    manifest = data.manifest
     mcfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
     tok_hash = file_sha256(model / "tokenizer.json")
-    if manifest["tokenizer"]["sha256"] != tok_hash:
-        raise KolmError(f"data: {data} was built with another tokenizer (manifest sha256 "
-                        f"{manifest['tokenizer']['sha256'][:12]}..., model tokenizer {tok_hash[:12]}...); rebuild "
+    if manifest.tokenizer_sha256 != tok_hash:
+        raise KolmError(f"data: {data.path} was built with another tokenizer (manifest sha256 "
+                        f"{manifest.tokenizer_sha256[:12]}..., model tokenizer {tok_hash[:12]}...); rebuild "
                         f"the data with the model's tokenizer")
     from tokenizers import Tokenizer
 
@@ -79,47 +75,24 @@ def preflight(cfg: CptConfig) -> Preflight:
     if vocab < n_tok:
         raise KolmError(f"model/tokenizer vocab mismatch: the model has {vocab} embedding rows, the tokenizer "
                         f"{n_tok} tokens; run `kolm model resize` first")
-    seq_len = int(manifest["seq_len"])
     max_pos = int(mcfg.get("max_position_embeddings") or 0)
-    if max_pos and seq_len > max_pos:
-        raise KolmError(f"seq_len {seq_len} of the data is above the model's limit (max_position_embeddings "
+    if max_pos and manifest.seq_len > max_pos:
+        raise KolmError(f"seq_len {manifest.seq_len} of the data is above the model's limit (max_position_embeddings "
                         f"{max_pos}); rebuild the data with a smaller seq_len")
-    if not (data / manifest["train"]["path"]).is_dir():
-        raise KolmError(f"data: missing train split {data / manifest['train']['path']}")
-    new_start = cfg.new_token_start
-    if new_start is None:
-        for name, key in (("resize.json", "base_tokenizer_size"), ("extension.json", "base_vocab_size")):
-            if (model / name).is_file():
-                new_start = json.loads((model / name).read_text()).get(key)
-                if new_start is not None:
-                    break
-    kinds = {s.kind for s in cfg.stages}
-    if "embeddings" in kinds and new_start is None:
+    data.check_splits(validation=cfg.eval.every > 0)
+    new_start = cfg.new_token_start if cfg.new_token_start is not None else find_new_token_start(model)
+    if "embeddings" in {s.kind for s in cfg.stages} and new_start is None:
         raise KolmError("embeddings stage: cannot tell which rows are new (no resize.json/extension.json in the "
                         "model folder); set new_token_start")
     validation: dict[str, tuple[list[list[int]], int]] = {}
     if cfg.eval.every > 0:
-        for lang, info in manifest["languages"].items():
-            path = data / info["validation"]["path"]
-            if not path.is_dir():
-                raise KolmError(f"data: missing validation split for {lang!r}: {path}")
-            ds = load_from_disk(str(path))
-            ds = ds.select(range(min(cfg.eval.max_docs, len(ds))))
-            if len(ds) == 0:
-                raise KolmError(f"data: the validation split for {lang!r} is empty: {path}")
-            validation[lang] = ([list(x) for x in ds["input_ids"]], int(sum(ds["n_bytes"])))
-    tk = manifest["tokenizer"]
-    prefix = tk.get("bos_id") if tk.get("bos_id") is not None else tk.get("eos_id")
-    if prefix is None:
+        for lang in manifest.languages:
+            split = data.validation(lang, cfg.eval.max_docs)
+            validation[lang] = (split.input_ids, split.n_bytes)
+    if manifest.prefix_id is None:
         raise KolmError("data: the tokenizer has neither BOS nor EOS; bits-per-byte needs one to start documents")
-    lang_tokens = None
-    lt = manifest["train"].get("lang_tokens")
-    if lt and (data / lt["path"]).is_file():
-        import numpy as np
-
-        lang_tokens = (lt["languages"], np.load(data / lt["path"]))
-    return Preflight(manifest, seq_len, new_start, int(prefix), validation, deepspeed_config(cfg.deepspeed),
-                     lang_tokens)
+    return Preflight(data, manifest.seq_len, new_start, int(manifest.prefix_id), validation,
+                     deepspeed_config(cfg.deepspeed), data.lang_tokens())
 
 
 class _Signals:
@@ -188,38 +161,33 @@ def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"input_ids": x, "labels": x.clone()}
 
 
-def _save_final(trainer: Any, stage: Any, src: Path, final: Path, cfg: CptConfig) -> None:
+def _save_final(trainer: Any, stage: Any, src: Path, sf: StageFolder, cfg: CptConfig) -> None:
     """Write the stage's final plain model (LoRA merged) with the tokenizer files beside it."""
     import torch.distributed as dist
 
+    final = sf.final
     tmp = final.with_name(final.name + ".tmp")
     if is_main() and tmp.exists():
         shutil.rmtree(tmp)
-    adapter = final.with_name("adapter")
-    trainer.save_model(str(adapter if stage.kind == "lora" else tmp))  # gathers ZeRO-3 partitions
+    trainer.save_model(str(sf.adapter if stage.kind == "lora" else tmp))  # gathers ZeRO-3 partitions
     if is_main():
         if stage.kind == "lora":  # adapters (+ trained token rows) merged into a plain model on rank 0
             from peft import PeftModel
 
-            merged = PeftModel.from_pretrained(_load_model(src, cfg), str(adapter)).merge_and_unload()
+            merged = PeftModel.from_pretrained(_load_model(src, cfg), str(sf.adapter)).merge_and_unload()
             merged.save_pretrained(str(tmp))
         copy_tokenizer_files(src, tmp, keep_existing=True)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        (final / DONE).write_text("complete\n")
+        StageFolder.mark_done(final)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
-def run(cfg: CptConfig) -> Path:
-    from datasets import load_from_disk
-
-    from kolm.config import save
-    from kolm.train.callbacks import MetricsCallback
-    from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
-
-    pre = preflight(cfg)
+def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
+    """Initialise distributed training if the recipe asks for DeepSpeed, refuse a used run folder, write the recipe
+    and the data manifest beside the run."""
     if pre.ds_config is not None:
         import os
 
@@ -229,63 +197,76 @@ def run(cfg: CptConfig) -> Path:
             raise KolmError("deepspeed is set in the recipe: launch with the `deepspeed` launcher (see train/cpt.sh), "
                             "or set deepspeed: null for a plain single-process run")
         deepspeed.init_distributed()  # before TrainingArguments: ZeRO-3 sizes batches and partitions by world size
-    out = Path(cfg.output)
-    stages_dir = out / "stages"
-    if not cfg.resume and stages_dir.is_dir() and any(stages_dir.iterdir()):
-        raise KolmError(f"output: {out} already has a run; pass --resume to continue it or choose a new folder")
+    run = RunFolder(cfg.output)
+    if not cfg.resume and run.has_started():
+        raise KolmError(f"output: {run.path} already has a run; pass --resume to continue it or choose a new folder")
     if is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        save(cfg, out / "recipe.yaml")
-        shutil.copy2(Path(cfg.data) / "manifest.json", out / "data_manifest.json")
-    train = load_from_disk(str(Path(cfg.data) / pre.manifest["train"]["path"]))
+        from kolm.config import save
+
+        run.path.mkdir(parents=True, exist_ok=True)
+        save(cfg, run.recipe)
+        shutil.copy2(pre.data.manifest_path, run.data_manifest)
+    return run
+
+
+def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Path, train: Any, offset: int,
+                 step_offset: int, args: Any, n_seq: int, signals: _Signals) -> None:
+    """Run stage ``i`` from model ``src`` (resuming from its newest complete checkpoint with ``--resume``) and write
+    its final model; exits with 128+signal after a checkpoint when a signal arrived."""
+    from kolm.train.callbacks import MetricsCallback
+    from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
+
+    stage, sf = cfg.stages[i], run.stage(i, cfg.stages[i].name)
+    ckpt = newest_complete_checkpoint(sf.path) if cfg.resume else None
+    if is_main():
+        rewind_metrics(run.metrics, i, step_offset + (ckpt[1] if ckpt else 0))
+    model = _load_model(src, cfg)
+    handles: list[Any] = []
+    if stage.kind == "embeddings":
+        handles = setup_embeddings_stage(model, pre.new_token_start)
+    elif stage.kind == "full":
+        setup_full_stage(model)
+    else:
+        model = setup_lora_stage(model, stage.lora, pre.new_token_start, cfg.seed)
+    metrics = MetricsCallback(run.metrics, stage_index=i, stage=stage, step_offset=step_offset,
+                              tokens_per_step=n_seq // stage.max_steps * pre.seq_len,
+                              validation=pre.validation, prefix_id=pre.prefix_id, max_length=pre.seq_len,
+                              every=cfg.eval.every, batch_size=cfg.eval.batch_size, stride=cfg.eval.stride,
+                              signals=signals, resumed=ckpt is not None, lang_tokens=pre.lang_tokens,
+                              seq_offset=offset)
+    trainer = _make_trainer(model, args, _stage_dataset(train, offset, n_seq), [metrics, CheckpointCallback()])
+    _check_distributed(trainer, pre.ds_config is not None)
+    trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
+    for h in handles:
+        h.remove()
+    if metrics.stopped_by_signal:
+        if is_main():
+            print(f"kolm: stopped at step {step_offset + trainer.state.global_step} after a signal; the "
+                  f"checkpoint is saved. Continue with: kolm train cpt ... --resume", flush=True)
+        raise SystemExit(128 + (signals.received or 15))
+    _save_final(trainer, stage, src, sf, cfg)
+
+
+def run(cfg: CptConfig) -> Path:
+    pre = preflight(cfg)
+    run_dir = _start_run(cfg, pre)
+    train = pre.data.load_train()
     src, offset, step_offset = Path(cfg.model), 0, 0
     with _Signals() as signals:
         for i, stage in enumerate(cfg.stages):
-            sdir = stages_dir / f"{i:02d}-{stage.name}"
-            final = sdir / "final"
-            args = _training_args(cfg, stage, sdir, pre.ds_config)  # before loading: ZeRO-3 partitioned init
+            sf = run_dir.stage(i, stage.name)
+            args = _training_args(cfg, stage, sf.path, pre.ds_config)  # before loading: ZeRO-3 partitioned init
             n_seq = stage.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-            if (final / DONE).is_file():
-                src, offset, step_offset = final, offset + n_seq, step_offset + stage.max_steps
-                continue
-            ckpt = newest_complete_checkpoint(sdir) if cfg.resume else None
-            if is_main():
-                rewind_metrics(out / "metrics.jsonl", i, step_offset + (ckpt[1] if ckpt else 0))
-            model = _load_model(src, cfg)
-            handles: list[Any] = []
-            if stage.kind == "embeddings":
-                handles = setup_embeddings_stage(model, pre.new_token_start)
-            elif stage.kind == "full":
-                setup_full_stage(model)
-            else:
-                model = setup_lora_stage(model, stage.lora, pre.new_token_start, cfg.seed)
-            metrics = MetricsCallback(out / "metrics.jsonl", stage_index=i, stage=stage, step_offset=step_offset,
-                                      tokens_per_step=n_seq // stage.max_steps * pre.seq_len,
-                                      validation=pre.validation, prefix_id=pre.prefix_id, max_length=pre.seq_len,
-                                      every=cfg.eval.every, batch_size=cfg.eval.batch_size, stride=cfg.eval.stride,
-                                      signals=signals, resumed=ckpt is not None, lang_tokens=pre.lang_tokens,
-                                      seq_offset=offset)
-            trainer = _make_trainer(model, args, _stage_dataset(train, offset, n_seq),
-                                    [metrics, CheckpointCallback()])
-            _check_distributed(trainer, pre.ds_config is not None)
-            trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
-            for h in handles:
-                h.remove()
-            if metrics.stopped_by_signal:
-                if is_main():
-                    print(f"kolm: stopped at step {step_offset + trainer.state.global_step} after a signal; the "
-                          f"checkpoint is saved. Continue with: kolm train cpt ... --resume", flush=True)
-                raise SystemExit(128 + (signals.received or 15))
-            _save_final(trainer, stage, src, final, cfg)
-            src, offset, step_offset = final, offset + n_seq, step_offset + stage.max_steps
-            del trainer, model
+            if not sf.done:
+                _train_stage(cfg, pre, run_dir, i, src, train, offset, step_offset, args, n_seq, signals)
+            src, offset, step_offset = sf.final, offset + n_seq, step_offset + stage.max_steps
     if is_main():
-        last = out / "final"
+        last = run_dir.final
         if last.exists():
             shutil.rmtree(last)
         shutil.copytree(src, last)
         print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps -> {last}", flush=True)
-    return out / "final"
+    return run_dir.final
 
 
 def _check_distributed(trainer: Any, want_deepspeed: bool) -> None:

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-DONE = "KOLM_DONE"
 MARKER = "kolm_complete.json"
 
 

@@ -1,0 +1,124 @@
+"""``extension.json``: what ``kolm vocab extend`` added to a base tokenizer (written beside the new tokenizer).
+
+Later stages read it: ``kolm model resize`` (the base pieces of every new token, for the embedding init),
+``kolm train cpt`` (where the added ids start), SFT/DPO (which rows ``lora.train_new_tokens`` trains), the
+dashboard and the model card (the numbers). Model folders carry it unchanged
+(see :data:`kolm.io.MODEL_TOKENIZER_FILES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kolm.artifacts._json import folder_file, read_object, write_text_atomic
+from kolm.errors import KolmError
+
+EXTENSION_FILE = "extension.json"
+
+
+@dataclass
+class AddedToken:
+    """One added vocabulary entry: its id, string, readable text, kind (``char`` or ``merge``) and the base ids the
+    base tokenizer cuts its string into."""
+
+    id: int
+    token: str
+    text: str
+    kind: str
+    base_ids: list[int]
+
+
+@dataclass
+class TokenizerExtension:
+    """The record of one ``kolm vocab extend`` run. ``details`` keeps what no stage reads back (checks, timings...)."""
+
+    added: list[AddedToken]
+    family: str = ""
+    base: str = ""
+    base_vocab_size: int | None = None  # ids below this belong to the base tokenizer
+    vocab_size: int | None = None
+    base_tokenizer_sha256: str = ""
+    base_tokenizer_class: str | None = None
+    num_new_tokens_requested: int = 0
+    morpheme_aware: bool = False
+    min_frequency: int = 2
+    corpus: list[str] = field(default_factory=list)
+    corpus_documents: int = 0
+    compression_base: dict[str, float | None] = field(default_factory=dict)
+    compression_extended: dict[str, float | None] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    kolm_version: str = ""
+    stored_counts: dict[str, int] = field(default_factory=dict, repr=False)  # counts as read from a file
+
+    # ------------------------------------------------------------------------------------------- derived
+    # (a file may state the counts without listing every token: then the stated counts are reported)
+    @property
+    def num_added(self) -> int:
+        return self.stored_counts.get("num_added", len(self.added))
+
+    @property
+    def num_new_chars(self) -> int:
+        return self.stored_counts.get("num_new_chars", sum(a.kind == "char" for a in self.added))
+
+    @property
+    def num_new_merge_tokens(self) -> int:
+        return self.stored_counts.get("num_new_merge_tokens", sum(a.kind == "merge" for a in self.added))
+
+    def added_ids(self) -> list[int]:
+        return sorted(a.id for a in self.added)
+
+    def korean_chars_per_token(self) -> tuple[float | None, float | None]:
+        """Korean characters per token on the check sample: (base, extended)."""
+        return (self.compression_base.get("korean_chars_per_token"),
+                self.compression_extended.get("korean_chars_per_token"))
+
+    # ------------------------------------------------------------------------------------------- I/O
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("added", "details", "stored_counts")}
+        out.update(num_added=self.num_added, num_new_chars=self.num_new_chars,
+                   num_new_merge_tokens=self.num_new_merge_tokens, **self.details)
+        out["added"] = [dataclasses.asdict(a) for a in self.added]
+        return out
+
+    def write(self, folder: str | Path) -> Path:
+        """``folder/extension.json``: indented, one line per added token (json's indenting encoder is slow on 100k
+        entries)."""
+        data = self.to_json()
+        added = data.pop("added")
+        head = json.dumps(data, ensure_ascii=False, indent=2)
+        rows = ",\n".join("    " + json.dumps(a, ensure_ascii=False) for a in added)
+        path = Path(folder) / EXTENSION_FILE
+        write_text_atomic(path, head[:-2] + ',\n  "added": [\n' + rows + "\n  ]\n}\n")
+        return path
+
+    @classmethod
+    def read(cls, folder_or_file: str | Path) -> TokenizerExtension | None:
+        """The record in a folder (or the file itself); None when there is none. A broken file is a KolmError."""
+        path = folder_file(folder_or_file, EXTENSION_FILE)
+        if not path.is_file():
+            return None
+        return cls.from_json(read_object(path, EXTENSION_FILE), path)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str | Path = EXTENSION_FILE) -> TokenizerExtension:
+        derived = {"num_added", "num_new_chars", "num_new_merge_tokens"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"details", "stored_counts"}
+        try:
+            added = [AddedToken(id=int(a["id"]), token=str(a["token"]), text=str(a.get("text", a["token"])),
+                                kind=str(a.get("kind", "merge")), base_ids=[int(x) for x in a.get("base_ids", [])])
+                     for a in data["added"]]
+            kwargs = {k: v for k, v in data.items() if k in names and k != "added"}
+            ext = cls(added=added, details={k: v for k, v in data.items() if k not in names | derived},
+                      stored_counts={k: int(data[k]) for k in derived if data.get(k) is not None}, **kwargs)
+            for name in ("base_vocab_size", "vocab_size"):
+                if getattr(ext, name) is not None:
+                    setattr(ext, name, int(getattr(ext, name)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise KolmError(f"{where}: not a valid {EXTENSION_FILE} (missing or malformed {e})") from None
+        return ext
