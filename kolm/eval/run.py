@@ -222,7 +222,7 @@ def run_tasks(model: Any, tok: Any, cfg: EvalConfig) -> dict[str, dict[str, floa
     return out
 
 
-def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+def result_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows model x language with the change vs the first model (``model``: as given, ``name``: its label)."""
     ref = result["models"][0]["bpb"]
     out = []
@@ -285,7 +285,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
                          "bytes": sum(len(x.encode("utf-8")) for x in d["texts"])} for lang, d in texts.items()},
         "models": models, "config": to_dict(cfg),
     }
-    result["rows"] = rows(result)
+    result["rows"] = result_rows(result)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     print(format_table(result["rows"]))
     for m in models:

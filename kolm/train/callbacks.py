@@ -24,7 +24,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from kolm.eval.bpb import score_documents
-from kolm.train.run_state import is_main
+from kolm.train.run_state import barrier, is_main, write_marker
 
 
 class MetricsCallback(TrainerCallback):
@@ -120,3 +120,15 @@ def _any_rank(flag: bool) -> bool:
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+class CheckpointCallback(TrainerCallback):
+    """Marks a checkpoint complete once every rank has finished writing it (see :mod:`kolm.train.run_state`)."""
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        barrier()
+        if is_main():
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                write_marker(ckpt, state.global_step)
+        barrier()

@@ -48,7 +48,7 @@ class OptimConfig:
 
 
 @dataclass
-class LoraConfig:
+class LoraStageConfig:
     """peft LoRA for the ``lora`` stage."""
 
     r: int = field(64, help="rank")
@@ -71,7 +71,7 @@ class StageConfig:
     max_steps: int = field(100, help="optimizer steps of this stage")
     lr: float | None = field(None, help="peak lr of this stage (default: optim.lr)")
     warmup_steps: int | None = field(None, help="warm-up of this stage (default: optim.warmup_steps)")
-    lora: LoraConfig = field(default_factory=LoraConfig, help="LoRA settings (kind: lora)")
+    lora: LoraStageConfig = field(default_factory=LoraStageConfig, help="LoRA settings (kind: lora)")
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
@@ -81,7 +81,7 @@ class StageConfig:
 
 
 @dataclass
-class EvalConfig:
+class OnlineEvalConfig:
     """Online evaluation on the data folder's validation splits (bits per byte over whole documents)."""
 
     every: int = field(50, help="evaluate every N optimizer steps (and at the start and end of each stage); 0: off")
@@ -110,7 +110,7 @@ class CptConfig:
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(name="full", kind="full")],
                                       help="stages in order")
     optim: OptimConfig = field(default_factory=OptimConfig, help="optimiser and schedule")
-    eval: EvalConfig = field(default_factory=EvalConfig, help="online evaluation")
+    eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig, help="online evaluation")
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, help="checkpointing")
     micro_batch_size: int = field(1, help="sequences per device per forward")
     grad_accum: int = field(1, help="gradient accumulation steps")

@@ -23,7 +23,6 @@ from kolm.errors import KolmError
 from kolm.io import check_model_folder, copy_tokenizer_files, file_sha256
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
 from kolm.train.run_state import (
-    CheckpointCallback,
     is_main,
     newest_complete_checkpoint,
     rewind_metrics,
@@ -213,7 +212,7 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
                  step_offset: int, args: Any, n_seq: int, signals: _Signals) -> None:
     """Run stage ``i`` from model ``src`` (resuming from its newest complete checkpoint with ``--resume``) and write
     its final model; exits with 128+signal after a checkpoint when a signal arrived."""
-    from kolm.train.callbacks import MetricsCallback
+    from kolm.train.callbacks import CheckpointCallback, MetricsCallback
     from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
 
     stage, sf = cfg.stages[i], run.stage(i, cfg.stages[i].name)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 MARKER = "kolm_complete.json"
 
@@ -83,21 +82,3 @@ def rewind_metrics(path: Path, stage_index: int, step: int) -> None:
                                                         and row.get("step", 0) <= step):
             keep.append(line)
     path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-
-
-class CheckpointCallback:
-    """Marks a checkpoint complete once every rank has finished writing it."""
-
-    def __new__(cls) -> Any:
-        from transformers import TrainerCallback
-
-        class _CheckpointCallback(TrainerCallback):
-            def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                barrier()
-                if is_main():
-                    ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                    if ckpt.is_dir():
-                        write_marker(ckpt, state.global_step)
-                barrier()
-
-        return _CheckpointCallback()

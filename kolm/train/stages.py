@@ -75,9 +75,3 @@ def setup_lora_stage(model: Any, lora: Any, new_token_start: int | None, seed: i
     cfg = peft_lora_config(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                            target_modules=lora.target_modules, token_ids=ids)
     return get_peft_model(model, cfg)
-
-
-def merge_lora(peft_model: Any) -> Any:
-    """Merge adapters (and trained token rows) into a plain ``transformers`` model."""
-    merged = peft_model.merge_and_unload()
-    return merged
