@@ -16,7 +16,6 @@ import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kolm import __version__
@@ -168,9 +167,6 @@ def resolve_command(argv: list[str]) -> tuple[Command, Any, bool]:
             del flags[cmd.positional]
         else:
             flags[cmd.positional] = val
-    if args.config and "recipe_dir" in {f.name for f in dataclasses.fields(cls)}:
-        # Paths inside a recipe are relative to the recipe file, not to the working directory.
-        flags.setdefault("recipe_dir", str(Path(args.config).resolve().parent))
     cfg = resolve(cls, yaml_path=args.config, flags=flags, overrides=parse_overrides(rest))
     return cmd, cfg, args.dry_run
 

@@ -2,20 +2,22 @@
 
 Each subcommand maps to one dataclass. A config is resolved in this order, later wins:
 field defaults < ``--config recipe.yaml`` < explicit command-line flags < dotted overrides
-(``optim.lr=1e-4`` or ``--optim.lr 1e-4``). Checks live in each dataclass's ``__post_init__``.
+(``optim.lr=1e-4`` or ``--optim.lr 1e-4``). Checks live in each dataclass's ``__post_init__``. Relative paths in a
+recipe are relative to the recipe's folder (:mod:`kolm.paths`, applied once here by :func:`rebase_paths`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from kolm.paths import rebase
 
 T = TypeVar("T")
 
@@ -25,15 +27,18 @@ class ConfigError(ValueError):
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,
-          cli: bool = True, flag: str | None = None, path: bool = False, hub: bool = False) -> Any:
+          cli: bool = True, flag: str | None = None, path: bool = False, hub: bool = False,
+          keywords: tuple[str, ...] = (), sep: str | None = None) -> Any:
     """A dataclass field with a help text (shown by ``--help``) and CLI options.
 
     ``flag`` overrides the long flag name; ``cli=False`` keeps a field out of the flags (it can still be
     set from YAML or a dotted override). ``path=True``: a relative path written in a recipe YAML is taken
-    relative to the recipe's folder (on the command line, relative to the working directory as usual).
-    ``hub=True``: the value may also be a Hugging Face hub id (``org/name`` that is not a local path).
+    relative to the recipe's folder (on the command line, relative to the working directory as usual; the
+    rule is :mod:`kolm.paths`). ``hub=True``: the value may also be a Hugging Face hub id (``ORG/NAME``, see
+    :func:`kolm.paths.is_hub_id`). ``keywords``: values that are names, not paths (``auto``, ``zero3``).
+    ``sep``: the path is the part after this separator in each value (``ko=ko.txt`` with ``sep="="``).
     """
-    meta = {"help": help, "cli": cli, "flag": flag, "path": path, "hub": hub}
+    meta = {"help": help, "cli": cli, "flag": flag, "path": path, "hub": hub, "keywords": keywords, "sep": sep}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -182,39 +187,32 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def rebase_paths(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Make relative values of ``path=True`` fields (also in nested sections) relative to ``folder``."""
-
-    def rebase(v: Any, hub: bool) -> Any:
-        if not isinstance(v, str) or not v or Path(v).expanduser().is_absolute():
-            return v
-        if hub and _looks_like_hub_id(v, folder):
-            return v
-        return os.path.normpath(folder / v)
-
     out = dict(data)
     for f in dataclasses.fields(cls):
         if f.name not in out:
             continue
         tp, _ = _strip_optional(_resolve_type(cls, f.name))
+        v = out[f.name]
         if f.metadata.get("path"):
-            v, hub = out[f.name], bool(f.metadata.get("hub"))
-            out[f.name] = [rebase(x, hub) for x in v] if isinstance(v, list) else rebase(v, hub)
-        elif dataclasses.is_dataclass(tp) and isinstance(out[f.name], dict):
-            out[f.name] = rebase_paths(tp, out[f.name], folder)
-        elif typing.get_origin(tp) is list and isinstance(out[f.name], list):
+            kw = {"hub": bool(f.metadata.get("hub")), "keywords": f.metadata.get("keywords", ()),
+                  "sep": f.metadata.get("sep")}
+            out[f.name] = [rebase(x, folder, **kw) for x in v] if isinstance(v, list) else rebase(v, folder, **kw)
+        elif dataclasses.is_dataclass(tp) and isinstance(v, dict):
+            out[f.name] = rebase_paths(tp, v, folder)
+        elif typing.get_origin(tp) is list and isinstance(v, list):
             (item,) = typing.get_args(tp) or (Any,)
             if dataclasses.is_dataclass(item):
-                out[f.name] = [rebase_paths(item, x, folder) if isinstance(x, dict) else x for x in out[f.name]]
+                out[f.name] = [rebase_paths(item, x, folder) if isinstance(x, dict) else x for x in v]
     return out
-
-
-def _looks_like_hub_id(v: str, folder: Path) -> bool:
-    """``org/name`` that is not a local path (relative to the recipe) is left alone: it may be a hub id."""
-    return v.count("/") == 1 and not v.startswith(".") and not (folder / v).exists()
 
 
 def resolve(cls: type[T], *, yaml_path: str | None = None, flags: dict[str, Any] | None = None,
             overrides: list[tuple[str, Any]] | None = None) -> T:
-    """Merge defaults, a YAML recipe, explicit flags and dotted overrides into a validated ``cls``."""
+    """Merge defaults, a YAML recipe, explicit flags and dotted overrides into a validated ``cls``.
+
+    Relative paths in the recipe are made relative to its folder (:mod:`kolm.paths`); flags and overrides are
+    taken as given (relative to the working directory).
+    """
     data: dict[str, Any] = load_yaml(yaml_path) if yaml_path else {}
     if yaml_path:
         data = rebase_paths(cls, data, Path(yaml_path).resolve().parent)
