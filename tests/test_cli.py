@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -179,12 +180,11 @@ def test_split_args_keeps_flag_values_and_orders_overrides():
 
 
 def test_launcher_local_rank_is_taken_out(monkeypatch):
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # so that monkeypatch removes what main() sets: later tests run one rank
+    monkeypatch.delenv("LOCAL_RANK")
     argv = ["--local_rank=1", "vocab", "extend", "--base", "b", "--corpus", "c.txt", "--num-new-tokens", "5",
             "--output", "o", "--local-rank", "1", "--dry-run"]
     assert main(argv) == 0
-    import os
-
     assert os.environ["LOCAL_RANK"] == "1"
 
 
