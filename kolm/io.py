@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kolm.errors import KolmError
+from kolm.paths import is_hub_id
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
@@ -80,14 +81,15 @@ def iter_corpus(paths: list[str] | list[Path], text_field: str = "text") -> Iter
 
 
 def resolve_pretrained(name_or_path: str, allow_patterns: list[str] | None = None) -> Path:
-    """A local folder as is; otherwise a Hugging Face hub id, downloaded (or read from the HF cache).
+    """A local folder as is; otherwise a Hugging Face hub id (``ORG/NAME``, :func:`kolm.paths.is_hub_id`), downloaded
+    (or read from the HF cache).
 
     Offline (``HF_HUB_OFFLINE=1`` or no network) an id that is not cached fails with a clear error.
     """
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         return p
-    if p.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+    if not is_hub_id(name_or_path):
         raise KolmError(f"not a folder: {name_or_path}")
     from huggingface_hub import snapshot_download
 

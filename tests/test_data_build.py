@@ -392,14 +392,15 @@ def test_errors_name_the_culprit_before_work_starts(tok, tmp_path, case, msg, mo
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         src = {"name": "s", "lang": "ko", "hub": "someone/korean-web"}
     out = tmp_path / "out"
-    cfg = cfg_for(tokenizer, out, [src], {"ko": 1.0}, recipe_dir=str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # relative source paths are relative to the working directory
+    cfg = cfg_for(tokenizer, out, [src], {"ko": 1.0})
     with pytest.raises(KolmError, match=msg):
         run(cfg)
     assert not out.exists()  # nothing started
 
 
 # -- formats ------------------------------------------------------------------------------------------------------
-def test_all_input_formats(tok, tmp_path):
+def test_all_input_formats(tok, tmp_path, monkeypatch):
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -420,7 +421,8 @@ def test_all_input_formats(tok, tmp_path):
             {"name": "parquet", "lang": "ko", "paths": ["c.parquet"]},
             {"name": "saved", "lang": "ko", "paths": ["d_saved"]},
             {"name": "para", "lang": "ko", "paths": ["e.txt"], "txt_mode": "paragraph"}]
-    m = build(tok, tmp_path / "out", srcs, {"ko": 1.0}, recipe_dir=str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    m = build(tok, tmp_path / "out", srcs, {"ko": 1.0})
     check_invariants(m)
     got = {k: (v["read"], v["kept"]) for k, v in m["sources"].items()}
     assert got == {"jsonl": (20, 20), "parquet": (11, 10), "saved": (10, 10), "para": (10, 10)}
@@ -444,7 +446,7 @@ def test_cli_build_and_inspect_with_relative_recipe_paths(tok, tmp_path, capsys)
     assert main(["data", "build", str(recipe), "--output", str(out), "num_proc=0"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     check_invariants(m)
-    assert m["recipe"]["recipe_dir"] == str(rdir.resolve())
+    assert m["recipe"]["sources"][0]["paths"] == [str(rdir.resolve() / "data" / "ko.txt")]  # relative to the recipe
     capsys.readouterr()
     assert main(["data", "inspect", str(out), "--samples", "1"]) == 0
     shown = capsys.readouterr().out

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kolm.config import ConfigError, from_dict, load_yaml
+from kolm.config import ConfigError, from_dict, resolve
 from kolm.data import clean
 from kolm.data.config import CleaningConfig, DataBuildConfig, DedupConfig, optimal_lsh_params
 from kolm.data.dedup import KeySet, MinHasher, ngram_hashes
@@ -348,7 +348,7 @@ def test_shipped_recipe_parses_and_validates(path):
     from kolm.data.sources import resolve_sources
     from tests.helpers import need_shared
 
-    cfg = from_dict(DataBuildConfig, {**load_yaml(path), "recipe_dir": str(path.parent)}, path.name)
+    cfg = resolve(DataBuildConfig, yaml_path=str(path))
     assert abs(sum(cfg.mix.values()) - 1) < 1e-9
     need_shared()  # the files they name live in ../shared
     resolved = resolve_sources(cfg.sources, path.parent)

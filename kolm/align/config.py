@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from kolm.config import ConfigError, field
@@ -22,7 +21,7 @@ from kolm.train.config import DEEPSPEED_PRESETS
 class DataSection:
     """Training data: local files or hub datasets, validated row by row before training."""
 
-    train: list[str] = field(default_factory=list, path=True,
+    train: list[str] = field(default_factory=list, path=True, hub=True,
                              help="training files (.jsonl, .parquet; relative to the recipe) or hub dataset ids "
                                   "(online only)")
     split: str = field("train", help="split of hub datasets")
@@ -111,18 +110,18 @@ class TrainSection:
 class AlignConfig:
     """Top-level fields of both ``kolm train sft`` and ``kolm train dpo``."""
 
-    model: str = field(None, path=True, help="model folder (safetensors weights) or hub id; e.g. the output of "
-                                             "`kolm model resize` after continual pretraining")
+    model: str = field(None, path=True, hub=True, help="model folder (safetensors weights) or hub id; e.g. the "
+                                                        "output of `kolm model resize` after continual pretraining")
     output: str = field(None, path=True, help="output folder: the adapter, its tokenizer, checkpoints, reports")
-    tokenizer: str | None = field(None, path=True, help="tokenizer folder (default: the one in MODEL)")
-    chat_template: str = field("auto", help="auto (the tokenizer's own, else kolm's default), default (kolm's "
-                                            "default, see kolm.align.data), or a .jinja file")
-    deepspeed: str | None = field(None, help=f"{' | '.join(DEEPSPEED_PRESETS)} (presets of `kolm train cpt`) or "
-                                             "a DeepSpeed JSON file (relative to the recipe)")
+    tokenizer: str | None = field(None, path=True, hub=True, help="tokenizer folder (default: the one in MODEL)")
+    chat_template: str = field("auto", path=True, keywords=("auto", "default"),
+                               help="auto (the tokenizer's own, else kolm's default), default (kolm's default, see "
+                                    "kolm.align.data), or a .jinja file")
+    deepspeed: str | None = field(None, path=True, keywords=DEEPSPEED_PRESETS,
+                                  help=f"{' | '.join(DEEPSPEED_PRESETS)} (presets of `kolm train cpt`) or a DeepSpeed "
+                                       "JSON file (relative to the recipe)")
     trust_remote_code: bool = field(False, help="allow custom model/tokenizer code from the hub (off by default)")
     overwrite: bool = field(False, help="write into an output folder that is not empty")
-    recipe_dir: str | None = field(None, cli=False, help="folder that relative chat_template/deepspeed paths are "
-                                                         "resolved against (set by the CLI)")
     data: DataSection = field(default_factory=DataSection, help="training data")
     lora: LoraSection = field(default_factory=LoraSection, help="the LoRA adapter")
     train: TrainSection = field(default_factory=TrainSection, help="optimisation")
@@ -132,16 +131,11 @@ class AlignConfig:
             if not getattr(self, name):
                 raise ConfigError(f"{name}: required")
 
-    def resolve_path(self, value: str) -> Path:
-        p = Path(value).expanduser()
-        return p if p.is_absolute() or not self.recipe_dir else Path(self.recipe_dir) / p
-
     def deepspeed_config(self) -> dict[str, Any] | None:
         """The DeepSpeed config dict named by ``deepspeed`` (None: no DeepSpeed)."""
         from kolm.train.cpt import deepspeed_config
 
-        spec = self.deepspeed
-        return deepspeed_config(spec if not spec or spec in DEEPSPEED_PRESETS else str(self.resolve_path(spec)))
+        return deepspeed_config(self.deepspeed)
 
 
 def is_main_process() -> bool:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
+from kolm.paths import is_hub_id
 
 DEFAULT_CHAT_TEMPLATE = (
     "{% if bos_token %}{{ bos_token }}{% endif %}"
@@ -106,7 +107,7 @@ def check_sources(sources: list[str]) -> list[tuple[str, str]]:
             if not p.name.endswith(SUFFIXES):
                 raise KolmError(f"{p}: unsupported data format (use .jsonl or .parquet, or a hub dataset id)")
             out.append(("file", str(p)))
-        elif s.count("/") == 1 and not s.startswith((".", "/", "~")) and not p.suffix:
+        elif is_hub_id(s):
             out.append(("hub", s))
         else:
             raise KolmError(f"data file not found: {s}")

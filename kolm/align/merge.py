@@ -33,7 +33,7 @@ EMBEDDING_KEYS = ("embed_tokens.weight", "lm_head.weight", "wte.weight", "embed_
 class MergeConfig:
     """Options of ``kolm merge-lora``."""
 
-    base: str = field(None, path=True, help="the base model folder (or hub id) the adapter was trained on")
+    base: str = field(None, path=True, hub=True, help="the base model folder (or hub id) the adapter was trained on")
     adapter: str = field(None, path=True, help="adapter folder (output of `kolm train sft` / `kolm train dpo`)")
     output: str = field(None, path=True, help="output model folder")
     dtype: Literal["auto", "fp32", "bf16"] = field("auto", help="weights dtype of the output (auto: the base's)")

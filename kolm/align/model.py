@@ -214,7 +214,7 @@ def record_data(cfg: AlignConfig, report: Any) -> None:
 
 
 def template_path(cfg: AlignConfig) -> Path | None:
-    return None if cfg.chat_template in ("auto", "default") else cfg.resolve_path(cfg.chat_template)
+    return None if cfg.chat_template in ("auto", "default") else Path(cfg.chat_template).expanduser()
 
 
 def expose_head_bias(model: Any) -> None:

@@ -43,14 +43,14 @@ from kolm.config import dump_yaml, to_dict
 from kolm.data.config import DataBuildConfig
 from kolm.errors import KolmError
 from kolm.io import TOKENIZER_FILES, file_sha256, resolve_pretrained
+from kolm.paths import is_hub_id
 
 __all__ = ["DataBuildConfig", "run", "load_tokenizer"]
 
 MEMORY_BOUND = ("<= (4*num_proc+1) x batch_bytes of text in flight + max_record_bytes; dedup runs < 2^20 keys in "
                 "memory per key set, larger runs memory-mapped (8 B x (bands+2) per kept doc on disk); "
                 "~16 B per kept doc + ~36 B per sampled doc for mixing; one ~8 MB record batch while packing")
-_NOT_OUTPUT = ("output", "resume", "overwrite", "keep_work", "progress", "num_proc", "batch_bytes", "checkpoint_mb",
-               "recipe_dir")
+_NOT_OUTPUT = ("output", "resume", "overwrite", "keep_work", "progress", "num_proc", "batch_bytes", "checkpoint_mb")
 
 
 def load_tokenizer(spec: str, base: Path) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def load_tokenizer(spec: str, base: Path) -> dict[str, Any]:
         folder = cand
     elif cand.exists():
         raise KolmError(f"tokenizer: {cand} is a file; give the tokenizer folder (with tokenizer.json)")
-    elif spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+    elif not is_hub_id(spec, base):
         raise KolmError(f"tokenizer folder not found: {cand}")
     else:
         folder = resolve_pretrained(spec, allow_patterns=TOKENIZER_FILES)
@@ -138,7 +138,7 @@ def run(cfg: DataBuildConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     if not cfg.output:
         raise KolmError("--output DIR is required")
-    base = Path(cfg.recipe_dir) if cfg.recipe_dir else Path.cwd()
+    base = Path.cwd()  # recipe paths were made relative to the recipe's folder when it was read
     out = Path(cfg.output).expanduser().resolve()
     tok = load_tokenizer(cfg.tokenizer, base)
     if cfg.add_bos and tok["bos_id"] is None:

@@ -1,7 +1,7 @@
 """Typed configs of ``kolm data build``: sources, cleaning, PII, dedup, validation split, mix and packing.
 
 A recipe YAML in ``data_recipes/`` maps onto :class:`DataBuildConfig`; relative paths in it are resolved against
-the recipe's folder (``recipe_dir``, filled in by the CLI). Checks that need no I/O live in ``__post_init__``;
+the recipe's folder when it is read (the rule of :mod:`kolm.paths`). Checks that need no I/O live in ``__post_init__``;
 checks that touch files (paths exist, tokenizer loads, text fields present) run in
 :func:`kolm.data.sources.resolve_sources` before any long work starts.
 """
@@ -29,7 +29,8 @@ class SourceConfig:
     """One input source: files (or a saved ``datasets`` folder, or a hub dataset id) in one language."""
 
     lang: str = field(help="language tag of every document in this source, e.g. ko or en")
-    paths: list[str] = field(default_factory=list, help="files, globs or datasets folders (relative to the recipe)")
+    paths: list[str] = field(default_factory=list, path=True,
+                             help="files, globs or datasets folders (relative to the recipe)")
     name: str = field("", help="name used in the manifest (default: <lang>_<index>)")
     format: SourceFormat = field("auto", help="input format; auto detects it from the file suffix")
     text_field: str = field("text", help="JSON key / column holding the text (a.b for nested JSON)")
@@ -181,10 +182,11 @@ class ValidationConfig:
 class DataBuildConfig:
     """``kolm data build RECIPE.yaml --output DIR``: clean, deduplicate, mix, tokenize and pack."""
 
-    tokenizer: str = field(help="tokenizer folder (e.g. the output of `kolm vocab extend`) or hub id")
+    tokenizer: str = field(path=True, hub=True,
+                           help="tokenizer folder (e.g. the output of `kolm vocab extend`) or hub id")
     sources: list[SourceConfig] = field(default_factory=list, cli=False, help="input sources")
     mix: dict[str, float] = field(default_factory=dict, help="target share of train tokens per language")
-    output: str = field("", help="output folder")
+    output: str = field("", path=True, help="output folder")
     seq_len: int = field(2048, help="tokens per packed train sequence")
     add_bos: bool = field(False, help="start every document with BOS (documents always end with EOS)")
     seed: int = field(0, help="seed of sampling, shuffling and the validation split")
@@ -200,8 +202,6 @@ class DataBuildConfig:
     overwrite: bool = field(False, help="replace an existing output folder")
     keep_work: bool = field(False, help="keep the intermediate work folder (<output>/.work)")
     progress: bool = field(True, help="show progress bars")
-    recipe_dir: str | None = field(None, cli=False, help="folder relative paths are resolved against "
-                                                         "(set by the CLI to the recipe's folder)")
 
     def __post_init__(self) -> None:
         if not self.tokenizer:

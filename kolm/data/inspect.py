@@ -21,7 +21,7 @@ from kolm.errors import KolmError
 class InspectConfig:
     """``kolm data inspect DIR``."""
 
-    dir: str = field("", help="output folder of `kolm data build`")
+    dir: str = field("", path=True, help="output folder of `kolm data build`")
     samples: int = field(2, help="decoded samples per language (validation) and of train sequences")
     chars: int = field(300, help="characters shown per sample")
 

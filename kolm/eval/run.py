@@ -40,7 +40,7 @@ class EvalConfig:
 
     model: list[str] = field(default_factory=list, path=True, hub=True,
                              help="model folder(s) (safetensors + tokenizer) or hub id(s); the first is the reference")
-    text: list[str] = field(default_factory=list,
+    text: list[str] = field(default_factory=list, path=True, sep="=",
                             help="LANG=FILE (repeatable; several files per language are concatenated)")
     data: str | None = field(None, path=True,
                              help="a `kolm data build` folder: score its validation splits (same docs as training)")
@@ -60,7 +60,6 @@ class EvalConfig:
     num_fewshot: int | None = field(None, help="lm-eval few-shot examples (default: the task's)")
     task_limit: int | None = field(None, help="lm-eval: at most N examples per task")
     trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
-    recipe_dir: str | None = field(None, cli=False, help="folder of the recipe (set by the CLI; LANG=FILE base)")
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -83,8 +82,6 @@ class EvalConfig:
             lang, path = lang.strip(), path.strip()
             if not sep or not path or not LANG_RE.match(lang):
                 raise ConfigError(f"text[{i}]: {item!r} is not LANG=FILE (e.g. ko=ko_dev.txt)")
-            if self.recipe_dir and not Path(path).expanduser().is_absolute():
-                path = str(Path(self.recipe_dir) / path)
             out.setdefault(lang, []).append(path)
         return out
 

@@ -43,12 +43,13 @@ MODEL_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.jinja", "tokenizer*"]
 class ResizeConfig:
     """Options of ``kolm model resize``."""
 
-    model: str = field(None, help="model folder (safetensors weights) or hub id")
-    tokenizer: str = field(None, help="extended tokenizer folder (output of `kolm vocab extend`)")
-    output: str = field(None, help="output model folder")
+    model: str = field(None, path=True, hub=True, help="model folder (safetensors weights) or hub id")
+    tokenizer: str = field(None, path=True, hub=True, help="extended tokenizer folder (output of `kolm vocab extend`)")
+    output: str = field(None, path=True, help="output model folder")
     init: Literal["subword-mean", "mean", "random"] = field("subword-mean", help="how new rows are initialised")
     pad_to_multiple_of: int | None = field(None, help="pad the vocabulary dimension to a multiple of this")
-    base_tokenizer: str | None = field(None, help="the model's tokenizer (default: the tokenizer files in MODEL)")
+    base_tokenizer: str | None = field(None, path=True, hub=True,
+                                       help="the model's tokenizer (default: the tokenizer files in MODEL)")
     seed: int = field(0, help="random seed for the `mean` and `random` inits")
     trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
     overwrite: bool = field(False, help="replace an existing output folder")

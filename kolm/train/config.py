@@ -114,7 +114,8 @@ class CptConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, help="checkpointing")
     micro_batch_size: int = field(1, help="sequences per device per forward")
     grad_accum: int = field(1, help="gradient accumulation steps")
-    deepspeed: str | None = field(None, help="zero2 | zero3 | zero3_offload | path to a DeepSpeed JSON (or null)")
+    deepspeed: str | None = field(None, path=True, keywords=DEEPSPEED_PRESETS,
+                                  help="zero2 | zero3 | zero3_offload | path to a DeepSpeed JSON (or null)")
     precision: Literal["auto", "bf16", "fp32"] = field("auto", help="auto: bf16 where the GPU has it, else fp32")
     gradient_checkpointing: bool = field(False, help="recompute activations to save memory")
     new_token_start: int | None = field(

@@ -52,9 +52,10 @@ BATCH_DOCS = 512
 class ReportConfig:
     """Compare tokenizers on text files."""
 
-    tokenizer: list[str] = field(default_factory=list,
+    tokenizer: list[str] = field(default_factory=list, path=True, hub=True,
                                  help="tokenizer folder(s) or hub id(s); list several to compare them")
-    text: list[str] = field(default_factory=list, help="text file(s): .txt (one document a line), .jsonl, .parquet")
+    text: list[str] = field(default_factory=list, path=True,
+                            help="text file(s): .txt (one document a line), .jsonl, .parquet")
     json: bool = field(False, help="print one JSON object with a list of rows instead of a table")
     morphemes: bool = field(True, help="measure how token boundaries align with kiwi morpheme boundaries")
     max_docs: int | None = field(None, help="read at most this many documents from each file")
