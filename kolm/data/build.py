@@ -41,6 +41,7 @@ from typing import Any
 from kolm import __version__
 from kolm.config import dump_yaml, to_dict
 from kolm.data.config import DataBuildConfig
+from kolm.data.filters import load_filters
 from kolm.errors import KolmError
 from kolm.io import TOKENIZER_FILES, file_sha256, resolve_pretrained
 
@@ -101,11 +102,13 @@ def load_tokenizer(spec: str, base: Path) -> dict[str, Any]:
             "bos_token": bos, "bos_id": bos_id}
 
 
-def _build_key(cfg: DataBuildConfig, tok: dict[str, Any], sources: list[Any]) -> str:
+def _build_key(cfg: DataBuildConfig, tok: dict[str, Any], sources: list[Any], filters: list[str]) -> str:
+    """What the output depends on: the recipe (less the run-time switches), tokenizer, input files, filters."""
     recipe = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_OUTPUT}
     files = [[f, os.path.getsize(f) if os.path.isfile(f) else 0,
               int(os.path.getmtime(f)) if os.path.exists(f) else 0] for s in sources for f in s.files]
-    blob = json.dumps({"recipe": recipe, "tokenizer": tok["sha256"], "files": files, "v": 1}, sort_keys=True)
+    blob = json.dumps({"recipe": recipe, "tokenizer": tok["sha256"], "files": files, "filters": filters, "v": 1},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -145,9 +148,9 @@ def run(cfg: DataBuildConfig) -> dict[str, Any]:
         raise KolmError(f"add_bos: tokenizer {tok['path']} has no BOS token")
     sources = resolve_sources(cfg.sources, base)
     bands, rows = cfg.dedup.lsh_params()
-    key = _build_key(cfg, tok, sources)
-    work, resumed = _prepare_output(out, cfg, key)
     spec = worker_spec(cfg, sources, tok["file"], tok["eos_id"], tok["bos_id"] if cfg.add_bos else None)
+    key = _build_key(cfg, tok, sources, spec.filters)
+    work, resumed = _prepare_output(out, cfg, key)
     stats = Scanner(cfg, sources, spec, work, progress=cfg.progress).run()
     t_scan = time.perf_counter() - t0
     for s, st in zip(sources, stats):
@@ -155,6 +158,7 @@ def run(cfg: DataBuildConfig) -> dict[str, Any]:
             raise KolmError(f"internal error: source {s.name}: read {st.read} != kept {st.kept} + dropped "
                             f"{sum(st.dropped.values())}")
     manifest = _pack_and_report(cfg, out, work, sources, stats, tok, key, (bands, rows), resumed)
+    manifest["filters"] = [c.name for c in load_filters(spec.filters)]  # in order: a drop is the first one failed
     manifest["timings_s"] = {"scan": round(t_scan, 3), "total": round(time.perf_counter() - t0, 3)}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from kolm.config import to_dict
-from kolm.data.clean import REASONS
 from kolm.data.config import DataBuildConfig
 from kolm.data.dedup import KeySet, repeated
+from kolm.data.filters import filter_paths, load_filters
 from kolm.data.process import WorkerSpec, init_worker, run_clean, run_tokenize
 from kolm.data.sources import ResolvedSource, iter_records
 from kolm.errors import KolmError
@@ -298,9 +298,9 @@ class Scanner:
         """Count filter drops, take the dedup decisions, route kept documents to train or validation."""
         lines, sizes, raw = meta
         st = self.stats[src.index]
-        status = res["status"]
+        status, reasons = res["status"], res["reasons"]
         for code in np.unique(status[status > 0]):
-            st.drop_records(REASONS[code - 1], np.flatnonzero(status == code), fi, lines, sizes)
+            st.drop_records(reasons[code - 1], np.flatnonzero(status == code), fi, lines, sizes)
         for k, v in res["pii"].items():
             st.pii_masked[k] = st.pii_masked.get(k, 0) + v
         doc_idx = res["doc_idx"]
@@ -392,7 +392,9 @@ class Scanner:
 
 def worker_spec(cfg: DataBuildConfig, sources: list[ResolvedSource], tokenizer_file: str, eos_id: int,
                 bos_id: int | None) -> WorkerSpec:
+    """The worker configuration of a build; the quality filters are the registered ones, checked importable."""
+    paths = filter_paths()
+    load_filters(paths)
     return WorkerSpec(tokenizer_file=tokenizer_file, cleaning=to_dict(cfg.cleaning), dedup=to_dict(cfg.dedup),
                       sources=[(s.cfg.text_field, s.lang) for s in sources], eos_id=eos_id, bos_id=bos_id,
-                      val_fraction=cfg.validation.fraction,
-                      seed=cfg.seed)
+                      val_fraction=cfg.validation.fraction, seed=cfg.seed, filters=paths)
