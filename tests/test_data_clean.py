@@ -245,6 +245,15 @@ def test_check_shares_fails_loudly_when_unreachable():
         check_shares(plan, {"ko": 0.5, "en": 0.5})
 
 
+def test_too_few_tokens_for_one_sequence_names_the_scarce_language():
+    plan = make_plan([np.array([10, 10]), np.full(100, 50)], ["ko", "en"], [1.0, 1.0], {"ko": 0.5, "en": 0.5}, 256,
+                     seed=0)
+    with pytest.raises(KolmError, match=r"single sequence of 256 tokens after mixing: the mix holds ko 20, en 20 "
+                                        r"tokens, limited by ko \(20 kept train tokens x max_epochs at share 0.5\); "
+                                        r"add ko documents"):
+        check_shares(plan, {"ko": 0.5, "en": 0.5})
+
+
 def test_write_train_packs_the_stream_exactly(tmp_path):
     """Sequences are the shuffled document stream cut every seq_len tokens: no padding, documents in order."""
     import datasets

@@ -11,6 +11,10 @@ the outcome depends neither on timing nor on ``num_proc``. Tokens are appended t
 A record whose raw bytes equal those of an already kept document is dropped as ``exact_duplicate`` before it
 is even cleaned (it would normalise to the same text).
 
+When the last source of a language is read, the language must have kept a document: otherwise the build stops
+there (not after reading the other languages) with :func:`check_kept`'s message, which names every source of the
+language and why it lost everything (drop reasons with counts and the settings behind them).
+
 Every ``checkpoint_mb`` of input the in-flight batches are drained and the state (position, counters, spill
 sizes, key-set runs) is written atomically; an interrupted build resumes from the last checkpoint.
 """
@@ -118,6 +122,7 @@ class Scanner:
         self.tokenizing: collections.deque = collections.deque()  # (future, source, is_val, texts, n_bytes)
         self.window = 2 * max(1, cfg.num_proc)  # batches in flight per queue: bounded memory
         self.batch_id = 0
+        self.hints = filter_hints(cfg, load_filters(spec.filters))
 
     # -- spills -------------------------------------------------------------------------------------------
     def _spill_paths(self) -> dict[str, Path]:
@@ -247,6 +252,9 @@ class Scanner:
                     since_ckpt += size
                 self.position = [src.index, fi + 1, 0]
             self.position = [src.index + 1, 0, 0]
+            if all(s.index <= src.index for s in self.sources if s.lang == src.lang):
+                self._drain(0)  # the language is complete: fail now if it kept nothing, not after the others
+                check_kept(self.sources, self.stats, [src.lang], self.hints)
 
     def _submit(self, src: ResolvedSource, fi: int, payloads: list[Any], metas: list[tuple[int, int]],
                 size: int) -> None:
@@ -388,6 +396,39 @@ class Scanner:
             self.fh[f"tokens{src.index}"].write((tokens[np.repeat(train, n_tok)] if not train.all() else tokens)
                                                 .astype(np.int32, copy=False).tobytes())
             self.fh[f"lengths{src.index}"].write(n_tok[train].astype(np.int32).tobytes())
+
+
+def describe_loss(src: ResolvedSource, st: SourceStats, hints: dict[str, str] | None = None) -> str:
+    """Why a source kept nothing, e.g. ``source ko_web (ko.txt): all 1,204 documents dropped: low_hangul 1,100
+    (min_hangul_ratio 0.3), too_short 104 (min_chars 20)``; ``hints`` maps a drop reason to the settings behind it."""
+    names = [os.path.basename(f) for f in src.files]
+    head = f"source {src.name} ({', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
+    if st.read == 0:
+        return f"{head}: no documents read ({'max_docs is 0' if src.cfg.max_docs == 0 else 'no records in it'})"
+    hints = hints or {}
+    drops = sorted(st.dropped.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"{head}: all {st.read:,} documents dropped: " + ", ".join(
+        f"{r} {n:,}" + (f" ({hints[r]})" if hints.get(r) else "") for r, n in drops)
+
+
+def check_kept(sources: list[ResolvedSource], stats: list[SourceStats], langs: list[str],
+               hints: dict[str, str] | None = None) -> list[str]:
+    """Raise when a language kept no document, naming each of its sources and why it lost everything; return, for
+    the languages that kept some, one line per source that lost everything."""
+    lines = []
+    for lang in langs:
+        pairs = [(s, st) for s, st in zip(sources, stats) if s.lang == lang]
+        if not any(st.kept for _, st in pairs):
+            raise KolmError(f"language {lang} has no documents left after cleaning and dedup: "
+                            + "; ".join(describe_loss(s, st, hints) for s, st in pairs))
+        lines += [describe_loss(s, st, hints) for s, st in pairs if st.kept == 0]
+    return lines
+
+
+def filter_hints(cfg: DataBuildConfig, filter_classes: list[Any]) -> dict[str, str]:
+    """Drop reason -> the cleaning settings behind it and their values (``min_chars 20``), for error messages."""
+    c = cfg.cleaning
+    return {f.name: ", ".join(f"{k} {getattr(c, k)}" for k in f.settings) for f in filter_classes}
 
 
 def worker_spec(cfg: DataBuildConfig, sources: list[ResolvedSource], tokenizer_file: str, eos_id: int,
