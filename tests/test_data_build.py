@@ -482,13 +482,17 @@ def two_sources(ko: Path, en: Path, ko_first: bool = True) -> list[dict]:
 
 @pytest.mark.parametrize("ko_first", [True, False])
 def test_language_that_lost_everything_is_blamed_on_its_sources(tok, tmp_path, monkeypatch, ko_first):
-    from kolm.data import scan
+    from kolm.data import sources as sources_mod
 
     rng = random.Random(12)
     en = write_lines(tmp_path / "en.txt", [en_doc(rng) for _ in range(80)])
-    read = []
-    orig = scan.iter_records
-    monkeypatch.setattr(scan, "iter_records", lambda src, fi, skip=0: read.append(src.name) or orig(src, fi, skip))
+    read, orig = [], sources_mod.iter_records
+
+    def spy(src, fi, skip=0):
+        read.append(src.name)
+        return orig(src, fi, skip)
+
+    monkeypatch.setattr(sources_mod, "iter_records", spy)
     want = (r"^language ko has no documents left after cleaning and dedup: source ko_web \(ko.txt\): all 50 documents "
             r"dropped: low_hangul 45 \(min_hangul_ratio 0.3\), too_short 5 \(min_chars 20\)$")
     with pytest.raises(KolmError, match=want):
@@ -607,3 +611,49 @@ def test_split_shortages_say_what_was_kept(tok, tmp_path, validation, msg):
     with pytest.raises(KolmError, match=msg):
         build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": [str(ko)]}], {"ko": 1.0},
               validation=validation)
+
+
+def test_truncated_compressed_file_keeps_what_was_read(tok, tmp_path, monkeypatch):
+    import functools
+
+    from kolm.data import sources as src_mod
+
+    monkeypatch.setattr(src_mod, "_iter_lines", functools.partial(src_mod._iter_lines, chunk=4096))
+    rng = random.Random(17)
+    docs = [ko_doc(rng) for _ in range(300)]
+    blob = gzip.compress(("\n".join(docs) + "\n").encode())
+    (tmp_path / "cut.txt.gz").write_bytes(blob[: len(blob) * 2 // 3])
+    (tmp_path / "bad.txt.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(KolmError, match=r"sources\[0\] \(ko\): .*bad.txt.gz: cannot be read \(BadGzipFile"):
+        build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["*.txt.gz"]}], {"ko": 1.0},
+              recipe_dir=str(tmp_path))
+    m = build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["cut.txt.gz"]}], {"ko": 1.0},
+              recipe_dir=str(tmp_path))
+    s = m["sources"]["ko"]
+    assert 50 < s["read"] < 300 and s["kept"] == s["read"]  # the documents before the cut, all of them
+    assert m["warnings"] == [f"source ko: {tmp_path / 'cut.txt.gz'} is truncated or corrupt after record "
+                             f"{s['read']} (EOFError: Compressed file ended before the end-of-stream marker was "
+                             f"reached); the records before it were used, the rest of the file was skipped"]
+
+
+def test_disk_full_is_one_line_and_the_same_command_resumes(reference, tok, corpus, tmp_path, monkeypatch):
+    import errno
+
+    from kolm.data import pack
+
+    orig = pack._write_batches
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pack, "_write_batches", full)
+    out = tmp_path / "out"
+    with pytest.raises(KolmError, match=r"^output .*: No space left on device \(.*data-00000-of-00001.arrow\); free "
+                                        r"some space and run the same command again to resume$"):
+        build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})
+    monkeypatch.setattr(pack, "_write_batches", orig)
+    m = build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})
+    assert m["resumed"] is True and file_digests(out) == file_digests(reference["out"])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(KolmError, match=r"^output .*a_file/out: Not a directory"):
+        build(tok, tmp_path / "a_file" / "out", sources(corpus), {"ko": 0.7, "en": 0.3})

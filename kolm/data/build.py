@@ -18,7 +18,9 @@ uninterrupted build and does not depend on ``num_proc``. A build that fails with
 sources lost every document, named with the drop reasons) records the error in ``DIR/.work/build.json``: the
 same recipe again resumes, and a changed recipe or changed input files replace the failed work without
 ``--overwrite``. An interrupted build is only replaced with ``--overwrite`` (the message names what changed),
-and a build that is still running (it holds ``DIR/.work/lock``) is never touched.
+and a build that is still running (it holds ``DIR/.work/lock``) is never touched. A full disk or an unwritable
+output is one line (and the same command resumes); a compressed input found truncated part-way keeps the records
+before the damage and becomes a warning in the manifest.
 
 Memory bound. What grows with the corpus is only per-document index data; text is held a batch at a time:
   reading/cleaning: at most 4 * num_proc + 1 batches of ~``batch_bytes`` (default 1 MiB) in flight (2 * num_proc
@@ -34,6 +36,7 @@ So 10x more input means the same text buffers and ~50 bytes more per additional 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -270,9 +273,18 @@ def run(cfg: DataBuildConfig) -> dict[str, Any]:
         print(f"kolm data build: warning: {w}", file=sys.stderr)
     spec = worker_spec(cfg, sources, tok["file"], tok["eos_id"], tok["bos_id"] if cfg.add_bos else None)
     inputs = _build_inputs(cfg, tok, sources, spec.filters)
-    work, marker, resumed = _prepare_output(out, cfg, inputs)
+    try:
+        work, marker, resumed = _prepare_output(out, cfg, inputs)
+    except OSError as e:
+        raise _os_error(e, out) from None
     try:
         manifest = _build(cfg, out, work, sources, spec, tok, _build_key(inputs), resumed, warnings, t0)
+    except OSError as e:
+        if e.errno not in _USER_FIXABLE:
+            raise
+        err = _os_error(e, out)
+        marker.fail(str(err))
+        raise err from None
     except KolmError as e:
         marker.fail(str(e))
         raise
@@ -282,6 +294,16 @@ def run(cfg: DataBuildConfig) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     _summary(manifest, out)
     return manifest
+
+
+_USER_FIXABLE = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR)
+
+
+def _os_error(e: OSError, out: Path) -> KolmError:
+    """One line for a file-system error of the build: where, what, and that the same command resumes."""
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    hint = "; free some space and run the same command again to resume" if full else ""
+    return KolmError(f"output {out}: {e.strerror or e} ({e.filename or out}){hint}")
 
 
 def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec: Any, tok: dict[str, Any],
@@ -296,7 +318,8 @@ def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec
             raise KolmError(f"internal error: source {s.name}: read {st.read} != kept {st.kept} + dropped "
                             f"{sum(st.dropped.values())}")
     filter_classes = load_filters(spec.filters)
-    lost = check_kept(sources, stats, list(cfg.mix), filter_hints(cfg, filter_classes))
+    lost = [f"source {s.name}: {e}" for s, st in zip(sources, stats) for e in st.read_errors]
+    lost += check_kept(sources, stats, list(cfg.mix), filter_hints(cfg, filter_classes))
     for line in lost:
         print(f"kolm data build: warning: {line}", file=sys.stderr)
     manifest = _pack_and_report(cfg, out, work, sources, stats, tok, key, cfg.dedup.lsh_params(), resumed)

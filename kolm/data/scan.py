@@ -40,7 +40,7 @@ from kolm.data.config import DataBuildConfig
 from kolm.data.dedup import KeySet, repeated
 from kolm.data.filters import filter_paths, load_filters
 from kolm.data.process import WorkerSpec, init_worker, run_clean, run_tokenize
-from kolm.data.sources import ResolvedSource, iter_records
+from kolm.data.sources import ResolvedSource, read_records
 from kolm.errors import KolmError
 
 MAX_EXAMPLES = 5
@@ -62,6 +62,7 @@ class SourceStats:
     dropped_bytes: dict[str, int] = field(default_factory=dict)
     pii_masked: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[list[int]]] = field(default_factory=dict)  # reason -> [[file index, line], ...]
+    read_errors: list[str] = field(default_factory=list)  # files cut short by corruption, where and why
 
     def drop(self, reason: str, size: int, loc: tuple[int, int]) -> None:
         self.drop_many(reason, 1, size, [loc])
@@ -226,7 +227,7 @@ class Scanner:
                 payloads: list[Any] = []
                 metas: list[tuple[int, int]] = []  # (line, raw bytes)
                 size = 0
-                for line, payload, nbytes, reason in iter_records(src, fi, skip):
+                for line, payload, nbytes, reason in read_records(src, fi, skip, st.read_errors):
                     if limit is not None and st.read >= limit:
                         break
                     st.read += 1
@@ -403,12 +404,14 @@ def describe_loss(src: ResolvedSource, st: SourceStats, hints: dict[str, str] | 
     (min_hangul_ratio 0.3), too_short 104 (min_chars 20)``; ``hints`` maps a drop reason to the settings behind it."""
     names = [os.path.basename(f) for f in src.files]
     head = f"source {src.name} ({', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
+    notes = "".join(f"; {e}" for e in st.read_errors)
     if st.read == 0:
-        return f"{head}: no documents read ({'max_docs is 0' if src.cfg.max_docs == 0 else 'no records in it'})"
+        why = "max_docs is 0" if src.cfg.max_docs == 0 else "" if notes else "no records in it"
+        return f"{head}: no documents read" + (f" ({why})" if why else "") + notes
     hints = hints or {}
     drops = sorted(st.dropped.items(), key=lambda kv: (-kv[1], kv[0]))
     return f"{head}: all {st.read:,} documents dropped: " + ", ".join(
-        f"{r} {n:,}" + (f" ({hints[r]})" if hints.get(r) else "") for r, n in drops)
+        f"{r} {n:,}" + (f" ({hints[r]})" if hints.get(r) else "") for r, n in drops) + notes
 
 
 def check_kept(sources: list[ResolvedSource], stats: list[SourceStats], langs: list[str],

@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,11 +150,14 @@ def _get_field(row: Any, field: str) -> Any:
 
 def _check_file(f: Path, fmt: str, s: SourceConfig, where: str) -> bool:
     """Check what can be checked without reading the whole file; return whether it certainly holds no record."""
-    if fmt == "jsonl":
-        return _check_jsonl(f, s, where)
-    if fmt == "txt":
-        with open_binary(f) as fh:
-            return not fh.read(1)
+    if fmt in ("jsonl", "txt"):
+        try:
+            if fmt == "jsonl":
+                return _check_jsonl(f, s, where)
+            with open_binary(f) as fh:
+                return not fh.read(1)
+        except corrupt_file_errors() as e:
+            raise KolmError(f"{where}: {f}: cannot be read ({type(e).__name__}: {e})") from None
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -298,6 +302,37 @@ def iter_records(src: ResolvedSource, file_idx: int, skip: int = 0) -> Iterator[
         if n < skip:
             continue
         yield rec
+
+
+def corrupt_file_errors() -> tuple[type[BaseException], ...]:
+    """What decompressors and pyarrow raise on a truncated or corrupt file."""
+    errors: list[type[BaseException]] = [EOFError, zlib.error, gzip.BadGzipFile]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    try:
+        import pyarrow
+
+        errors.append(pyarrow.ArrowException)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def read_records(src: ResolvedSource, file_idx: int, skip: int, errors: list[str]) -> Iterator[Record]:
+    """:func:`iter_records`, except that a file found truncated or corrupt part-way ends there: the records before
+    are used and ``errors`` gets a line saying where and why (a long build is not lost to one bad file)."""
+    n = skip
+    try:
+        for rec in iter_records(src, file_idx, skip):
+            yield rec
+            n += 1
+    except corrupt_file_errors() as e:
+        errors.append(f"{src.files[file_idx]} is truncated or corrupt after record {n:,} ({type(e).__name__}: "
+                      f"{e}); the records before it were used, the rest of the file was skipped")
 
 
 def _iter_line_records(f: str, cap: int, skip_blank: bool) -> Iterator[Record]:
