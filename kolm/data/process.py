@@ -31,6 +31,7 @@ from kolm.data import clean
 from kolm.data.config import CleaningConfig, DedupConfig
 from kolm.data.dedup import MinHasher, ngram_hashes, splitmix64
 from kolm.data.filters import PARSE_REASONS, Batch, Pipeline, Words, filter_paths, load_filters
+from kolm.errors import KolmError
 
 R = {r: i + 1 for i, r in enumerate(PARSE_REASONS)}  # parse failures; filter codes follow them
 
@@ -89,6 +90,8 @@ class Worker:
         self.pii_types = tuple(self.cfg.pii.types) if self.cfg.pii.enabled else ()
         self.pipeline = Pipeline(self.cfg, load_filters(spec.filters))
         self.reasons = PARSE_REASONS + self.pipeline.names
+        if len(self.reasons) > 255:  # status codes are uint8
+            raise KolmError(f"{len(self.pipeline.names)} data filters registered; at most {255 - len(PARSE_REASONS)}")
         self.val_salt = np.uint64(int.from_bytes(hashlib.blake2b(f"val-{spec.seed}".encode(),
                                                                  digest_size=8).digest(), "little"))
 
