@@ -468,3 +468,194 @@ def test_shared_corpora_recipe_end_to_end(tmp_path):
     assert m["sources"]["ko_dev"]["epochs"] == pytest.approx(1.0) and m["sources"]["en_dev"]["epochs"] < 1
     assert m["tokenizer"]["eos_id"] == 2 and m["tokenizer"]["vocab_size"] == 32000
     assert m["languages"]["ko"]["validation"]["docs"] > 10 and m["languages"]["en"]["validation"]["docs"] > 10
+
+
+# -- failures name their cause; a failed build does not block the corrected one ------------------------------------
+def en_as_ko(tmp_path: Path, n: int = 45) -> Path:
+    """A 'Korean' file that holds English (n documents) and 5 documents too short for any language."""
+    rng = random.Random(11)
+    return write_lines(tmp_path / "ko.txt", [en_doc(rng) for _ in range(n)] + [f"hi {i}" for i in range(5)])
+
+
+def two_sources(ko: Path, en: Path, ko_first: bool = True) -> list[dict]:
+    s = [{"name": "ko_web", "lang": "ko", "paths": [str(ko)]}, {"name": "en_web", "lang": "en", "paths": [str(en)]}]
+    return s if ko_first else s[::-1]
+
+
+@pytest.mark.parametrize("ko_first", [True, False])
+def test_language_that_lost_everything_is_blamed_on_its_sources(tok, tmp_path, monkeypatch, ko_first):
+    from kolm.data import sources as sources_mod
+
+    rng = random.Random(12)
+    en = write_lines(tmp_path / "en.txt", [en_doc(rng) for _ in range(80)])
+    read, orig = [], sources_mod.iter_records
+
+    def spy(src, fi, skip=0):
+        read.append(src.name)
+        return orig(src, fi, skip)
+
+    monkeypatch.setattr(sources_mod, "iter_records", spy)
+    want = (r"^language ko has no documents left after cleaning and dedup: source ko_web \(ko.txt\): all 50 documents "
+            r"dropped: low_hangul 45 \(min_hangul_ratio 0.3\), too_short 5 \(min_chars 20\)$")
+    with pytest.raises(KolmError, match=want):
+        build(tok, tmp_path / "out", two_sources(en_as_ko(tmp_path), en, ko_first), {"ko": 0.8, "en": 0.2})
+    # Korean is checked as soon as its last source is read: English is not scanned for nothing when it comes after.
+    assert read == (["ko_web"] if ko_first else ["en_web", "ko_web"])
+
+
+def test_failed_build_does_not_block_the_corrected_recipe(tok, tmp_path, capsys):
+    rng = random.Random(13)
+    en = write_lines(tmp_path / "en.txt", [en_doc(rng) for _ in range(80)])
+    good_ko = write_lines(tmp_path / "good_ko.txt", [ko_doc(rng) for _ in range(80)])
+    out = tmp_path / "out"
+    bad_ko = en_as_ko(tmp_path)
+    with pytest.raises(KolmError, match="language ko has no documents left"):
+        build(tok, out, two_sources(bad_ko, en), {"ko": 0.8, "en": 0.2})
+    assert (out / ".work").is_dir() and not (out / "manifest.json").exists()
+    from kolm.cli import main
+
+    assert main(["data", "inspect", str(out)]) == 2  # says what is there
+    assert "a build that failed: language ko has no documents left" in capsys.readouterr().err
+    # The same recipe again resumes (and fails the same way); it is not refused.
+    with pytest.raises(KolmError, match="language ko has no documents left"):
+        build(tok, out, two_sources(bad_ko, en), {"ko": 0.8, "en": 0.2})
+    assert "resuming the unfinished build" in capsys.readouterr().err
+    # The corrected recipe runs without --overwrite and gives what a build into a fresh folder gives.
+    m = build(tok, out, two_sources(good_ko, en), {"ko": 0.8, "en": 0.2})
+    assert "holds a build that failed; the inputs changed (sources[0].paths, input files)" in capsys.readouterr().err
+    check_invariants(m)
+    fresh = build(tok, tmp_path / "fresh", two_sources(good_ko, en), {"ko": 0.8, "en": 0.2})
+    assert file_digests(out) == file_digests(tmp_path / "fresh") and not (out / ".work").exists()
+    assert stable(m) | {"recipe": None} == stable(fresh) | {"recipe": None} and m["warnings"] == []
+
+
+def interrupted_build(tok: Path, corpus: dict, out: Path, monkeypatch) -> Path:
+    """``out`` after a build of the main corpus that was interrupted (Ctrl-C) at its first batch."""
+    from kolm.data import scan
+
+    with monkeypatch.context() as mp:
+        mp.setattr(scan.Scanner, "_handle_clean", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})
+    return out
+
+
+def test_interrupted_build_of_another_recipe_is_still_protected(tok, corpus, tmp_path, monkeypatch):
+    out = interrupted_build(tok, corpus, tmp_path / "out", monkeypatch)
+    with pytest.raises(KolmError, match=r"holds an interrupted build of other inputs \(changed: cleaning.min_chars, "
+                                        r"seed\); run that recipe again to resume it, or pass --overwrite"):
+        build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3}, seed=5, cleaning={"min_chars": 30})
+    m = build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})  # the original recipe resumes
+    assert m["resumed"] is True
+
+
+def test_second_build_into_a_running_output_is_refused(tok, corpus, tmp_path, monkeypatch):
+    import fcntl
+
+    out = interrupted_build(tok, corpus, tmp_path / "out", monkeypatch)
+    fd = os.open(out / ".work" / "lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running build holds it
+        for kw in ({}, {"overwrite": True}):
+            with pytest.raises(KolmError, match=rf"another kolm data build \(pid {os.getpid()}\) is writing to"):
+                build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3}, **kw)
+    finally:
+        os.close(fd)
+    assert build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})["resumed"] is True
+
+
+def test_empty_files_are_refused_or_reported_before_work(tok, tmp_path, capsys):
+    rng = random.Random(14)
+    write_lines(tmp_path / "en.txt", [en_doc(rng) for _ in range(80)])
+    (tmp_path / "ko.txt").write_bytes(b"")
+    (tmp_path / "ko.jsonl").write_bytes(b"\n\n  \n")  # blank lines are layout: no record
+    with gzip.open(tmp_path / "ko.txt.gz", "wb") as f:
+        f.write(b"")
+    srcs = [{"name": "ko_web", "lang": "ko", "paths": ["ko.txt", "ko.txt.gz"]},
+            {"name": "ko_js", "lang": "ko", "paths": ["ko.jsonl"]},
+            {"name": "ko_capped", "lang": "ko", "paths": ["en.txt"], "max_docs": 0},
+            {"name": "en_web", "lang": "en", "paths": ["en.txt"]}]
+    out = tmp_path / "out"
+    with pytest.raises(KolmError, match=r"^language ko has nothing to read: source ko_web: its 2 files are empty; "
+                                        r"source ko_js: ko.jsonl is empty; source ko_capped: max_docs is 0; fix"):
+        build(tok, out, srcs, {"ko": 0.8, "en": 0.2}, recipe_dir=str(tmp_path))
+    assert not out.exists()
+    write_lines(tmp_path / "ko2.txt", [ko_doc(rng) for _ in range(80)])
+    srcs[0]["paths"] = ["ko.txt", "ko2.txt"]  # one empty file beside a good one: a warning, and the build runs
+    m = build(tok, out, srcs, {"ko": 0.8, "en": 0.2}, recipe_dir=str(tmp_path))
+    assert m["warnings"][:3] == [f"source ko_web: {tmp_path / 'ko.txt'} is empty",
+                                 "source ko_js adds nothing: ko.jsonl is empty",
+                                 "source ko_capped adds nothing: max_docs is 0"]
+    assert "kolm data build: warning: source ko_js adds nothing: ko.jsonl is empty" in capsys.readouterr().err
+    check_invariants(m)
+
+
+def test_source_that_lost_everything_is_reported_when_its_language_survives(tok, tmp_path):
+    rng = random.Random(15)
+    srcs = [{"name": "ko_good", "lang": "ko", "paths": [str(write_lines(tmp_path / "k.txt", [ko_doc(rng)] * 1 +
+                                                                         [ko_doc(rng) for _ in range(60)]))]},
+            {"name": "ko_web", "lang": "ko", "paths": [str(en_as_ko(tmp_path, 10))]}]
+    m = build(tok, tmp_path / "out", srcs, {"ko": 1.0})
+    assert m["warnings"] == ["source ko_web (ko.txt): all 15 documents dropped: low_hangul 10 (min_hangul_ratio 0.3), "
+                             "too_short 5 (min_chars 20)"]
+    assert m["sources"]["ko_web"]["kept"] == 0 and m["sources"]["ko_good"]["kept"] == 61
+
+
+@pytest.mark.parametrize("validation,msg", [
+    ({"fraction": 0.001, "min_docs": 1}, r"language ko kept 20 documents and validation.fraction=0.001 held out 0 "
+                                         r"of them, fewer than validation.min_docs=1; raise validation.fraction"),
+    ({"fraction": 0.999, "min_docs": 1}, r"every one of the 20 documents language ko kept went to the validation "
+                                         r"split \(validation.fraction=0.999\), none is left to train on"),
+])
+def test_split_shortages_say_what_was_kept(tok, tmp_path, validation, msg):
+    rng = random.Random(16)
+    ko = write_lines(tmp_path / "ko.txt", [ko_doc(rng) for _ in range(20)])
+    with pytest.raises(KolmError, match=msg):
+        build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": [str(ko)]}], {"ko": 1.0},
+              validation=validation)
+
+
+def test_truncated_compressed_file_keeps_what_was_read(tok, tmp_path, monkeypatch):
+    import functools
+
+    from kolm.data import sources as src_mod
+
+    monkeypatch.setattr(src_mod, "_iter_lines", functools.partial(src_mod._iter_lines, chunk=4096))
+    rng = random.Random(17)
+    docs = [ko_doc(rng) for _ in range(300)]
+    blob = gzip.compress(("\n".join(docs) + "\n").encode())
+    (tmp_path / "cut.txt.gz").write_bytes(blob[: len(blob) * 2 // 3])
+    (tmp_path / "bad.txt.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(KolmError, match=r"sources\[0\] \(ko\): .*bad.txt.gz: cannot be read \(BadGzipFile"):
+        build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["*.txt.gz"]}], {"ko": 1.0},
+              recipe_dir=str(tmp_path))
+    m = build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["cut.txt.gz"]}], {"ko": 1.0},
+              recipe_dir=str(tmp_path))
+    s = m["sources"]["ko"]
+    assert 50 < s["read"] < 300 and s["kept"] == s["read"]  # the documents before the cut, all of them
+    assert m["warnings"] == [f"source ko: {tmp_path / 'cut.txt.gz'} is truncated or corrupt after record "
+                             f"{s['read']} (EOFError: Compressed file ended before the end-of-stream marker was "
+                             f"reached); the records before it were used, the rest of the file was skipped"]
+
+
+def test_disk_full_is_one_line_and_the_same_command_resumes(reference, tok, corpus, tmp_path, monkeypatch):
+    import errno
+
+    from kolm.data import pack
+
+    orig = pack._write_batches
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pack, "_write_batches", full)
+    out = tmp_path / "out"
+    with pytest.raises(KolmError, match=r"^output .*: No space left on device \(.*data-00000-of-00001.arrow\); free "
+                                        r"some space and run the same command again to resume$"):
+        build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})
+    monkeypatch.setattr(pack, "_write_batches", orig)
+    m = build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})
+    assert m["resumed"] is True and file_digests(out) == file_digests(reference["out"])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(KolmError, match=r"^output .*a_file/out: Not a directory"):
+        build(tok, tmp_path / "a_file" / "out", sources(corpus), {"ko": 0.7, "en": 0.3})

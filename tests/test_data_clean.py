@@ -1,4 +1,5 @@
-"""Unit tests of the data stage's pieces: cleaning, PII, filters, MinHash/LSH, key sets, mixing, configs, recipes."""
+"""Unit tests of the data stage's pieces: cleaning, PII, filter measures, MinHash/LSH, key sets, mixing, configs,
+recipes. The filter pipeline itself is tested in test_data_filters.py."""
 
 from __future__ import annotations
 
@@ -80,40 +81,6 @@ def test_pii_types_and_tokens_configurable():
 
 
 # -- filters ------------------------------------------------------------------------------------------------------
-def test_drop_reasons():
-    cfg = CleaningConfig(min_chars=10, max_chars=200)
-    assert clean.drop_reason("", "en", cfg) == "empty"
-    assert clean.drop_reason("short", "en", cfg) == "too_short"
-    assert clean.drop_reason("x" * 201, "en", cfg) == "too_long"
-    assert clean.drop_reason("This is an English sentence.", "ko", cfg) == "low_hangul"
-    assert clean.drop_reason("이것은 한국어 문장입니다.", "ko", cfg) is None
-    assert clean.drop_reason("# # # # title ... more ...", "en", cfg) == "symbol_ratio"
-    assert clean.drop_reason("same line\nsame line\nsame line\nother", "en", cfg) == "dup_lines"
-    words = ("buy now " * 15).strip()
-    assert clean.drop_reason(words, "en", cfg) == "top_2gram"
-
-
-def test_worker_filters_equal_drop_reason_on_real_text():
-    """The batched worker and the one-document reference agree on every line of the shared corpora."""
-    from kolm.config import to_dict
-    from kolm.data.config import DedupConfig
-    from kolm.data.process import Worker, WorkerSpec
-    from tests.helpers import read_lines, real_tokenizer
-
-    cfg = CleaningConfig(min_chars=20)
-    spec = WorkerSpec(str(real_tokenizer("llama2") / "tokenizer.json"), to_dict(cfg), to_dict(DedupConfig()),
-                      [("text", "ko"), ("text", "en")], 2, None, 0.0, 0)
-    worker = Worker(spec)
-    for src, name in ((0, "ko_dev.txt"), (1, "en_dev.txt")):
-        lines = read_lines(name, 3000)
-        res = worker.clean(src, "txt", [x.encode() for x in lines])
-        lang = ("ko", "en")[src]
-        want = [clean.drop_reason(mask(clean.normalize(x))[0], lang, cfg) for x in lines]
-        got = [None if c == 0 else clean.REASONS[c - 1] for c in res["status"]]
-        assert got == want
-        assert Counter(got)[None] == len(res["texts"])
-
-
 def test_hangul_ratio_vectorised_matches_definition():
     texts = ["한국어 text 입니다", "English only", "", "123 !!! ...", "ㄱㄴㄷ 자모 ﾟ"]
     got = clean.hangul_ratios(texts)
@@ -275,6 +242,15 @@ def test_check_shares_fails_loudly_when_unreachable():
     plan = make_plan([np.array([500, 500]), np.full(60, 10)], ["ko", "en"], [1.0, 1.0], {"ko": 0.5, "en": 0.5},
                      64, seed=0)
     with pytest.raises(KolmError, match="cannot be met"):
+        check_shares(plan, {"ko": 0.5, "en": 0.5})
+
+
+def test_too_few_tokens_for_one_sequence_names_the_scarce_language():
+    plan = make_plan([np.array([10, 10]), np.full(100, 50)], ["ko", "en"], [1.0, 1.0], {"ko": 0.5, "en": 0.5}, 256,
+                     seed=0)
+    with pytest.raises(KolmError, match=r"single sequence of 256 tokens after mixing: the mix holds ko 20, en 20 "
+                                        r"tokens, limited by ko \(20 kept train tokens x max_epochs at share 0.5\); "
+                                        r"add ko documents"):
         check_shares(plan, {"ko": 0.5, "en": 0.5})
 
 

@@ -1,6 +1,7 @@
 """``kolm data build RECIPE.yaml --output DIR``: raw Korean/English sources to packed, mixed training shards.
 
-Steps: check everything that can be checked up front (recipe, tokenizer, files, fields; :mod:`.sources`), then
+Steps: check everything that can be checked up front (recipe, tokenizer, files, fields, a language with nothing
+to read; :mod:`.sources`), then
 phase 1 (:mod:`.scan`: stream, clean, mask PII, filter, dedup, tokenize, spill, with checkpoints), the mixing
 plan (:mod:`.mix`: exact token share per language), and phase 2 (:mod:`.pack`: fixed-length train shards and
 whole-document validation splits). Output::
@@ -13,7 +14,13 @@ whole-document validation splits). Output::
 
 An interrupted build (Ctrl-C, crash, kill) leaves ``DIR/.work``; running the same command again resumes from
 the last phase-1 checkpoint and skips train shards already written. The output is identical to an
-uninterrupted build and does not depend on ``num_proc``.
+uninterrupted build and does not depend on ``num_proc``. A build that fails with an error (e.g. a language whose
+sources lost every document, named with the drop reasons) records the error in ``DIR/.work/build.json``: the
+same recipe again resumes, and a changed recipe or changed input files replace the failed work without
+``--overwrite``. An interrupted build is only replaced with ``--overwrite`` (the message names what changed),
+and a build that is still running (it holds ``DIR/.work/lock``) is never touched. A full disk or an unwritable
+output is one line (and the same command resumes); a compressed input found truncated part-way keeps the records
+before the damage and becomes a warning in the manifest.
 
 Memory bound. What grows with the corpus is only per-document index data; text is held a batch at a time:
   reading/cleaning: at most 4 * num_proc + 1 batches of ~``batch_bytes`` (default 1 MiB) in flight (2 * num_proc
@@ -29,6 +36,7 @@ So 10x more input means the same text buffers and ~50 bytes more per additional 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -41,9 +49,15 @@ from typing import Any
 from kolm import __version__
 from kolm.config import dump_yaml, to_dict
 from kolm.data.config import DataBuildConfig
+from kolm.data.filters import load_filters
 from kolm.errors import KolmError
 from kolm.io import TOKENIZER_FILES, file_sha256, resolve_pretrained
 from kolm.paths import is_hub_id
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: builds into one folder are then not guarded against running twice
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["DataBuildConfig", "run", "load_tokenizer"]
 
@@ -101,39 +115,149 @@ def load_tokenizer(spec: str, base: Path) -> dict[str, Any]:
             "bos_token": bos, "bos_id": bos_id}
 
 
-def _build_key(cfg: DataBuildConfig, tok: dict[str, Any], sources: list[Any]) -> str:
+def _build_inputs(cfg: DataBuildConfig, tok: dict[str, Any], sources: list[Any], filters: list[str]) -> dict[str, Any]:
+    """What the output depends on: the recipe (less the run-time switches), tokenizer, input files, filters."""
     recipe = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_OUTPUT}
     files = [[f, os.path.getsize(f) if os.path.isfile(f) else 0,
               int(os.path.getmtime(f)) if os.path.exists(f) else 0] for s in sources for f in s.files]
-    blob = json.dumps({"recipe": recipe, "tokenizer": tok["sha256"], "files": files, "v": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return {"recipe": recipe, "tokenizer": tok["sha256"], "files": files, "filters": filters, "v": 1}
 
 
-def _prepare_output(out: Path, cfg: DataBuildConfig, key: str) -> tuple[Path, bool]:
+def _build_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix[:-1]}[{i}].").items()}
+    return {prefix[:-1]: value}
+
+
+def _changed(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """What differs between two builds' inputs, for messages: 'cleaning.min_chars, input files'."""
+    if not before:
+        return "a different recipe or inputs"
+    names = {"tokenizer": "the tokenizer", "files": "input files", "filters": "data filters", "v": "kolm's format"}
+    a, b = _flat(before.get("recipe", {})), _flat(now["recipe"])
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    diff += [label for k, label in names.items() if before.get(k) != now.get(k)]
+    return ", ".join(diff[:6]) + (f" and {len(diff) - 6} more" if len(diff) > 6 else "")
+
+
+class _Marker:
+    """``<output>/.work/build.json``: the inputs of the unfinished build, its process id, and its failure if any.
+
+    A build also holds an exclusive ``flock`` on ``.work/lock`` until it ends, so a second build into the same
+    folder is refused instead of corrupting the first one's spills.
+    """
+
+    def __init__(self, work: Path):
+        self.path = work / "build.json"
+        self.lock_path = work / "lock"
+        self.fd = -1
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write(self, data: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def busy(self) -> bool:
+        """Whether another process holds the lock (a build is running)."""
+        if fcntl is None or not self.lock_path.is_file():
+            return False
+        fd = os.open(self.lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def lock(self) -> None:
+        if fcntl is not None:
+            self.fd = os.open(self.lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def fail(self, message: str) -> None:
+        """Record that this build failed: a changed recipe may then replace it without --overwrite."""
+        self.write({**(self.read() or {}), "failed": message})
+
+
+def describe_unfinished(out: Path) -> str:
+    """What an output folder without a manifest holds: a failed build (with its error), an interrupted one, or ""."""
+    if not (out / ".work").is_dir():
+        return ""
+    prev = _Marker(out / ".work").read() or {}
+    if prev.get("failed"):
+        return f"a build that failed: {prev['failed']}"
+    return "an unfinished build: run `kolm data build` again with the same recipe to resume"
+
+
+def _prepare_output(out: Path, cfg: DataBuildConfig, inputs: dict[str, Any]) -> tuple[Path, _Marker, bool]:
+    """Decide what happens to an existing output folder; return the work folder, its locked marker, and whether
+    this run resumes.
+
+    The same inputs resume an unfinished build (interrupted or failed). Other inputs replace a failed build (its
+    work cannot serve them) but are refused over an interrupted one, which the original recipe can still resume,
+    unless ``--overwrite``; a finished build or foreign files also need ``--overwrite``.
+    """
     work = out / ".work"
-    marker = work / "build.json"
+    marker = _Marker(work)
+    key = _build_key(inputs)
     if out.exists() and not out.is_dir():
         raise KolmError(f"output {out} exists and is a file")
     if out.is_dir() and any(out.iterdir()):
-        if (out / "manifest.json").is_file() and not cfg.overwrite:
+        prev = marker.read()
+        if marker.busy():
+            raise KolmError(f"another kolm data build (pid {(prev or {}).get('pid', '?')}) is writing to {out}; "
+                            f"wait for it or choose another --output")
+        finished = (out / "manifest.json").is_file()
+        if finished and not cfg.overwrite:
             raise KolmError(f"{out} already holds a finished build (manifest.json); pass --overwrite to rebuild")
-        same = marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("key") == key
-        if same and cfg.resume and not (out / "manifest.json").is_file():
+        if prev and prev.get("key") == key and cfg.resume and not finished:
             print(f"kolm data build: resuming the unfinished build in {out}", file=sys.stderr)
-            return work, True
-        if not cfg.overwrite:
-            what = "an unfinished build of a different recipe or inputs" if marker.is_file() else "other files"
-            raise KolmError(f"output {out} is not empty (it holds {what}); pass --overwrite to replace it")
+            marker.lock()
+            marker.write({**prev, "failed": None, "pid": os.getpid()})
+            return work, marker, True
+        changed = _changed(prev.get("inputs"), inputs) if prev else ""
+        if prev and prev.get("failed") and not finished:
+            print(f"kolm data build: {out} holds a build that failed; the inputs changed ({changed}), so it is "
+                  f"replaced", file=sys.stderr)
+        elif not cfg.overwrite:
+            what = (f"an interrupted build of other inputs (changed: {changed}); run that recipe again to resume it, "
+                    f"or" if prev else "files that are not a kolm build;")
+            raise KolmError(f"output {out} is not empty: it holds {what} pass --overwrite to replace it")
         shutil.rmtree(out)
     work.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"key": key}), encoding="utf-8")
-    return work, False
+    marker.lock()
+    marker.write({"key": key, "inputs": inputs, "pid": os.getpid(), "failed": None})
+    return work, marker, False
 
 
 def run(cfg: DataBuildConfig) -> dict[str, Any]:
-    """Build the data set described by ``cfg``; return the manifest (also written to ``<output>/manifest.json``)."""
-    from kolm.data.scan import Scanner, worker_spec
-    from kolm.data.sources import resolve_sources
+    """Build the data set described by ``cfg``; return the manifest (also written to ``<output>/manifest.json``).
+
+    Everything that can be checked before reading the data is (recipe, tokenizer, files, fields, filters, a
+    language with nothing to read); a build that fails after that records it in ``.work`` (see
+    :func:`_prepare_output`).
+    """
+    from kolm.data.scan import worker_spec
+    from kolm.data.sources import check_something_to_read, resolve_sources
 
     t0 = time.perf_counter()
     if not cfg.output:
@@ -144,25 +268,68 @@ def run(cfg: DataBuildConfig) -> dict[str, Any]:
     if cfg.add_bos and tok["bos_id"] is None:
         raise KolmError(f"add_bos: tokenizer {tok['path']} has no BOS token")
     sources = resolve_sources(cfg.sources, base)
-    bands, rows = cfg.dedup.lsh_params()
-    key = _build_key(cfg, tok, sources)
-    work, resumed = _prepare_output(out, cfg, key)
+    warnings = check_something_to_read(sources, list(cfg.mix))
+    for w in warnings:
+        print(f"kolm data build: warning: {w}", file=sys.stderr)
     spec = worker_spec(cfg, sources, tok["file"], tok["eos_id"], tok["bos_id"] if cfg.add_bos else None)
+    inputs = _build_inputs(cfg, tok, sources, spec.filters)
+    try:
+        work, marker, resumed = _prepare_output(out, cfg, inputs)
+    except OSError as e:
+        raise _os_error(e, out) from None
+    try:
+        manifest = _build(cfg, out, work, sources, spec, tok, _build_key(inputs), resumed, warnings, t0)
+    except OSError as e:
+        if e.errno not in _USER_FIXABLE:
+            raise
+        err = _os_error(e, out)
+        marker.fail(str(err))
+        raise err from None
+    except KolmError as e:
+        marker.fail(str(e))
+        raise
+    finally:
+        marker.release()
+    if not cfg.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    _summary(manifest, out)
+    return manifest
+
+
+_USER_FIXABLE = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR)
+
+
+def _os_error(e: OSError, out: Path) -> KolmError:
+    """One line for a file-system error of the build: where, what, and that the same command resumes."""
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    hint = "; free some space and run the same command again to resume" if full else ""
+    return KolmError(f"output {out}: {e.strerror or e} ({e.filename or out}){hint}")
+
+
+def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec: Any, tok: dict[str, Any],
+           key: str, resumed: bool, warnings: list[str], t0: float) -> dict[str, Any]:
+    """Phase 1, the checks on what it kept, phase 2 and the manifest (written last, atomically)."""
+    from kolm.data.scan import Scanner, check_kept, filter_hints
+
     stats = Scanner(cfg, sources, spec, work, progress=cfg.progress).run()
     t_scan = time.perf_counter() - t0
     for s, st in zip(sources, stats):
         if st.read != st.kept + sum(st.dropped.values()):
             raise KolmError(f"internal error: source {s.name}: read {st.read} != kept {st.kept} + dropped "
                             f"{sum(st.dropped.values())}")
-    manifest = _pack_and_report(cfg, out, work, sources, stats, tok, key, (bands, rows), resumed)
+    filter_classes = load_filters(spec.filters)
+    lost = [f"source {s.name}: {e}" for s, st in zip(sources, stats) for e in st.read_errors]
+    lost += check_kept(sources, stats, list(cfg.mix), filter_hints(cfg, filter_classes))
+    for line in lost:
+        print(f"kolm data build: warning: {line}", file=sys.stderr)
+    manifest = _pack_and_report(cfg, out, work, sources, stats, tok, key, cfg.dedup.lsh_params(), resumed)
+    manifest["filters"] = [c.name for c in filter_classes]  # in order: a drop is the first one failed
+    manifest["warnings"] = warnings + lost
     manifest["timings_s"] = {"scan": round(t_scan, 3), "total": round(time.perf_counter() - t0, 3)}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "recipe.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
     os.replace(tmp, out / "manifest.json")
-    if not cfg.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    _summary(manifest, out)
     return manifest
 
 
@@ -178,9 +345,7 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
     for lang in langs:
         p = work / f"val.{lang}.jsonl"
         val_rows[lang] = [json.loads(x) for x in p.read_bytes().splitlines()] if p.is_file() else []
-        if len(val_rows[lang]) < cfg.validation.min_docs:
-            raise KolmError(f"validation: language {lang} got {len(val_rows[lang])} documents, fewer than "
-                            f"validation.min_docs={cfg.validation.min_docs}; raise validation.fraction")
+        _check_split(cfg, lang, len(val_rows[lang]), [st for s, st in zip(sources, stats) if s.lang == lang])
     stores = [TokenStore(work / f"src{s.index}.tokens.bin", work / f"src{s.index}.lengths.bin") for s in sources]
     plan = make_plan([st.lengths for st in stores], [s.lang for s in sources],
                      [s.cfg.max_epochs for s in sources], cfg.mix, cfg.seq_len, cfg.seed, cfg.max_train_tokens)
@@ -198,18 +363,8 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
     val_info = {lang: write_validation(out / "validation" / lang, rows, fingerprint(key, "val", lang))
                 for lang, rows in val_rows.items()}
     shares = plan.shares()
-    src_out = {}
-    for s, st, store, ep, n_tok in zip(sources, stats, stores, plan.epochs, plan.tokens_sampled):
-        examples = {r: [f"{s.files[fi]}:{line}" for fi, line in locs] for r, locs in st.examples.items()}
-        src_out[s.name] = {
-            "lang": s.lang, "files": s.files, "read": st.read, "kept": st.kept,
-            "dropped": dict(sorted(st.dropped.items())), "dropped_bytes": dict(sorted(st.dropped_bytes.items())),
-            "bytes_read": st.bytes_read, "bytes_kept": st.bytes_kept, "tokens_kept": st.tokens_kept,
-            "train_docs": st.train_docs, "validation_docs": st.val_docs,
-            "train_pool_tokens": int(store.lengths.sum()), "max_epochs": s.cfg.max_epochs,
-            "epochs": round(ep, 6), "train_tokens_sampled": n_tok,
-            "pii_masked": dict(sorted(st.pii_masked.items())), "drop_examples": examples,
-        }
+    src_out = {s.name: _source_report(s, st, int(store.lengths.sum()), ep, n_tok)
+               for s, st, store, ep, n_tok in zip(sources, stats, stores, plan.epochs, plan.tokens_sampled)}
     return {
         "format": "kolm.data/1", "kolm_version": __version__, "build_key": key, "resumed": resumed,
         "tokenizer": {"path": tok["path"], "sha256": tok["sha256"], "vocab_size": tok["vocab_size"],
@@ -231,6 +386,33 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
         "memory_bound": MEMORY_BOUND,
         "recipe": to_dict(cfg),
     }
+
+
+def _source_report(s: Any, st: Any, pool_tokens: int, epochs: float, sampled: int) -> dict[str, Any]:
+    """The manifest entry of one source: every document accounted for, and what the mix took."""
+    examples = {r: [f"{s.files[fi]}:{line}" for fi, line in locs] for r, locs in st.examples.items()}
+    return {
+        "lang": s.lang, "files": s.files, "read": st.read, "kept": st.kept,
+        "dropped": dict(sorted(st.dropped.items())), "dropped_bytes": dict(sorted(st.dropped_bytes.items())),
+        "bytes_read": st.bytes_read, "bytes_kept": st.bytes_kept, "tokens_kept": st.tokens_kept,
+        "train_docs": st.train_docs, "validation_docs": st.val_docs, "train_pool_tokens": pool_tokens,
+        "max_epochs": s.cfg.max_epochs, "epochs": round(epochs, 6), "train_tokens_sampled": sampled,
+        "pii_masked": dict(sorted(st.pii_masked.items())), "drop_examples": examples,
+    }
+
+
+def _check_split(cfg: DataBuildConfig, lang: str, n_val: int, stats: list[Any]) -> None:
+    """The language's kept documents must give both splits something: say how many it kept and what to change."""
+    kept = sum(st.kept for st in stats)
+    v = cfg.validation
+    if n_val < v.min_docs:
+        raise KolmError(f"validation: language {lang} kept {kept:,} documents and validation.fraction={v.fraction} "
+                        f"held out {n_val} of them, fewer than validation.min_docs={v.min_docs}; raise "
+                        f"validation.fraction or lower validation.min_docs")
+    if not any(st.train_docs for st in stats):
+        raise KolmError(f"validation: every one of the {kept:,} documents language {lang} kept went to the "
+                        f"validation split (validation.fraction={v.fraction}), none is left to train on; lower "
+                        f"validation.fraction or validation.max_docs")
 
 
 def _summary(m: dict[str, Any], out: Path) -> None:

@@ -1,4 +1,4 @@
-"""Text cleaning for ``kolm data build``: Unicode/whitespace normalisation, PII masking and quality filters.
+"""Text cleaning for ``kolm data build``: normalisation, PII masking and the measures behind the quality filters.
 
 Pure functions (no I/O), run inside the worker processes:
 
@@ -6,25 +6,20 @@ Pure functions (no I/O), run inside the worker processes:
   unified, newlines normalised;
 - :func:`mask_pii`: emails, phone numbers (Korean and North-American), Korean resident registration numbers
   and IPv4 addresses replaced by Dolma-style tokens (``|||EMAIL_ADDRESS|||``...), with counts;
-- the filters: length, share of Hangul for ``ko`` (:func:`hangul_ratios`), Gopher's symbol-to-word ratio,
-  duplicated lines, and word n-gram repetition (:func:`repetition_fracs`: top 2-gram and duplicated 5-gram
-  character shares). The n-gram and Hangul measures work on a whole batch at once with numpy; words are the
-  lower-cased, whitespace-separated UTF-8 tokens of :func:`split_words`;
-- :func:`drop_reason`: the same filters, in the same order, for one document (the first failing one, or None);
-- :func:`exact_key`: 64-bit hash of the lower-cased text with whitespace collapsed.
+- the measures the quality filters of :mod:`kolm.data.filters` threshold: share of Hangul (:func:`hangul_ratios`),
+  Gopher's symbol-to-word ratio, duplicated lines, and word n-gram repetition (:func:`repetition_fracs`: top
+  2-gram and duplicated 5-gram character shares). The n-gram and Hangul measures work on a whole batch at once
+  with numpy; words are the lower-cased, whitespace-separated UTF-8 tokens of :func:`split_words`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
-import zlib
 from collections import Counter
 
 import numpy as np
 
-from kolm.data.config import CleaningConfig
 from kolm.data.dedup import splitmix64
 
 # C0/C1 controls except \t \n \r, zero-width space/no-break, word joiner, BOM, soft hyphen, non-characters.
@@ -49,12 +44,6 @@ _NUMERIC = re.compile(
 # Every numeric pattern contains a run of >= 7 digits and separators: a cheap pre-check for the slow pattern.
 _NUMERIC_HINT = re.compile(r"\d[\d.\-\u2013\s()]{5,}\d")
 _BAD_BEFORE = frozenset("0123456789.-+_@/")
-
-REASONS = ("invalid_utf8", "bad_json", "missing_field", "record_too_large", "empty", "too_short", "too_long",
-           "low_hangul", "symbol_ratio", "dup_lines", "top_2gram", "dup_5gram", "exact_duplicate",
-           "near_duplicate")
-REASON_CODE = {r: i + 1 for i, r in enumerate(REASONS)}  # 0 = kept
-
 
 def normalize(text: str, nfc: bool = True, whitespace: bool = True) -> str:
     """NFC-compose and normalise whitespace. Idempotent."""
@@ -109,37 +98,6 @@ def symbol_ratio(text: str, n_words: int) -> float:
     """Gopher's symbol-to-word ratio: ('#' + '...' + '…') per word."""
     symbols = text.count("#") + text.count("...") + text.count("\u2026")
     return symbols / max(1, n_words) if symbols else 0.0
-
-
-def drop_reason(text: str, lang: str, cfg: CleaningConfig) -> str | None:
-    """The first filter the (normalised, masked) document fails, or None when it is kept.
-
-    The single-document form of what the workers apply to whole batches (same functions, same order).
-    """
-    n = len(text)
-    if n == 0:
-        return "empty"
-    if n < cfg.min_chars:
-        return "too_short"
-    if n > cfg.max_chars:
-        return "too_long"
-    if lang == "ko" and cfg.min_hangul_ratio > 0 and hangul_ratios([text])[0] < cfg.min_hangul_ratio:
-        return "low_hangul"
-    words, _, _ = split_words([text])
-    if symbol_ratio(text, len(words)) > cfg.max_symbol_word_ratio:
-        return "symbol_ratio"
-    if "\n" in text:
-        frac, char_frac = dup_lines(text)
-        if frac > cfg.max_dup_line_frac or char_frac > cfg.max_dup_line_char_frac:
-            return "dup_lines"
-    wh = np.fromiter(map(zlib.crc32, words), dtype=np.uint32, count=len(words))
-    wl = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    top2, dup5 = repetition_fracs(wh, wl, np.array([0, len(words)]), cfg.repetition_min_words)
-    if top2[0] > cfg.max_top_2gram_char_frac:
-        return "top_2gram"
-    if dup5[0] > cfg.max_dup_5gram_char_frac:
-        return "dup_5gram"
-    return None
 
 
 def _letterlike_table() -> np.ndarray:
@@ -264,8 +222,3 @@ def split_words(texts: list[str]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     return words, np.concatenate([[0], sent + 1]).astype(np.int64), np.concatenate([sent, [len(words)]]).astype(
         np.int64)
 
-
-def exact_key(text: str) -> int:
-    """64-bit key of the lower-cased text with whitespace collapsed (exact-duplicate detection)."""
-    return int.from_bytes(hashlib.blake2b(b" ".join(text.lower().encode("utf-8", "surrogatepass").split()),
-                                          digest_size=8).digest(), "little")

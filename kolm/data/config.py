@@ -82,8 +82,9 @@ class PIIConfig:
 
 @dataclass
 class CleaningConfig:
-    """Normalisation and Gopher/Dolma-style quality filters, applied in this order; the first failing
-    filter is the drop reason recorded in the manifest."""
+    """Normalisation, PII masking and the settings of the Gopher/Dolma-style quality filters of
+    :mod:`kolm.data.filters` (each filter names the fields it reads); the filters run in registry order and the
+    first failing one is the drop reason recorded in the manifest."""
 
     nfc: bool = field(True, help="Unicode NFC (composes NFD Hangul jamo into syllables)")
     normalize_whitespace: bool = field(True, help="drop control/zero-width characters, unify spaces and newlines")

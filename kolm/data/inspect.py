@@ -86,8 +86,10 @@ def run(cfg: InspectConfig) -> None:
     root = Path(cfg.dir)
     mpath = root / "manifest.json"
     if not mpath.is_file():
-        hint = " (an unfinished build: run `kolm data build` again to resume)" if (root / ".work").is_dir() else ""
-        raise KolmError(f"no manifest.json in {root}{hint}")
+        from kolm.data.build import describe_unfinished
+
+        hint = describe_unfinished(root)
+        raise KolmError(f"no manifest.json in {root}" + (f" ({hint})" if hint else ""))
     try:
         m = json.loads(mpath.read_text(encoding="utf-8"))
     except ValueError as e:

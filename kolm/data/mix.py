@@ -16,7 +16,7 @@ included). :func:`make_plan` then
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class Plan:
     tokens_sampled: list[int]  # per source
     lang_tokens_packed: dict[str, int]  # tokens of each language inside the packed sequences
     budgets: dict[str, float]  # target tokens per language
+    supply: dict[str, float] = field(default_factory=dict)  # per language: kept train tokens x max_epochs
 
     @property
     def total_tokens(self) -> int:
@@ -112,13 +113,18 @@ def make_plan(lengths: list[np.ndarray], langs: list[str], max_epochs: list[floa
     per_lang = np.bincount(src_lang[order_src], weights=inside, minlength=len(mix)) if len(order_src) else \
         np.zeros(len(mix))
     lang_tokens = {lang: int(round(per_lang[i])) for lang, i in lang_idx.items()}
-    return Plan(order_src, order_doc, doc_end, n_seq, seq_len, epochs, sampled, lang_tokens, budgets)
+    return Plan(order_src, order_doc, doc_end, n_seq, seq_len, epochs, sampled, lang_tokens, budgets, supply)
 
 
 def check_shares(plan: Plan, mix: dict[str, float], tolerance: float = 0.005) -> None:
     """Raise when the packed shares miss the recipe by more than ``tolerance`` (0.005 = 0.5 points)."""
     if plan.n_sequences == 0:
-        raise KolmError(f"not enough tokens for a single sequence of {plan.seq_len} tokens after mixing")
+        have = ", ".join(f"{lang} {plan.budgets[lang]:,.0f}" for lang in mix)
+        scarce = min(mix, key=lambda lang: plan.supply.get(lang, 0.0) / mix[lang])
+        raise KolmError(f"not enough tokens for a single sequence of {plan.seq_len} tokens after mixing: the mix "
+                        f"holds {have} tokens, limited by {scarce} ({plan.supply.get(scarce, 0.0):,.0f} kept train "
+                        f"tokens x max_epochs at share {mix[scarce]}); add {scarce} documents, raise max_epochs of "
+                        f"its sources, or lower seq_len")
     got = plan.shares()
     worst = max(mix, key=lambda lang: abs(got[lang] - mix[lang]))
     if abs(got[worst] - mix[worst]) > tolerance:

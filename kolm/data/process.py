@@ -1,11 +1,12 @@
 """Worker side of ``kolm data build``: turn one batch of raw records into cleaned, hashed, tokenized documents.
 
-A batch is records of one source. For each record the worker decodes and parses it (invalid UTF-8, broken JSON
-and missing text fields become counted drop reasons), normalises it, masks PII and applies the quality filters
-of :mod:`kolm.data.clean`. Per-document Python work is kept to C-speed string methods; the share of Hangul,
-the n-gram repetition filters, the MinHash signatures and the LSH band keys are computed for the whole batch at
-once with numpy. Kept documents are tokenized with the Rust ``tokenizers`` library in one ``encode_batch`` call
-per batch (no special tokens; EOS, and BOS when asked, are added here).
+A batch is records of one source. :meth:`Worker.clean` runs, in order: parsing (invalid UTF-8, broken JSON and
+missing text fields become counted drop reasons), normalisation (:func:`kolm.data.clean.normalize`), PII masking,
+the quality filters (:class:`kolm.data.filters.Pipeline`, the registered filters in order), exact-duplicate
+hashing and MinHash LSH band keys, and the seeded validation split. Per-document Python work is kept to C-speed
+string methods; the filters, the MinHash signatures and the band keys work on the whole batch at once with numpy.
+Kept documents are tokenized with the Rust ``tokenizers`` library in one ``encode_batch`` call per batch (no
+special tokens; EOS, and BOS when asked, are added here).
 
 Dedup decisions are not taken here: they need the global state kept by the main process
 (:mod:`kolm.data.scan`), which gets back per surviving document its text, exact key and LSH band keys, decides,
@@ -14,12 +15,12 @@ and sends the documents it keeps back for :meth:`Worker.tokenize`, so duplicates
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import os
 import unicodedata
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,10 @@ from kolm.config import from_dict
 from kolm.data import clean
 from kolm.data.config import CleaningConfig, DedupConfig
 from kolm.data.dedup import MinHasher, ngram_hashes, splitmix64
+from kolm.data.filters import PARSE_REASONS, Batch, Pipeline, Words, filter_paths, load_filters
+from kolm.errors import KolmError
 
-R = clean.REASON_CODE
+R = {r: i + 1 for i, r in enumerate(PARSE_REASONS)}  # parse failures; filter codes follow them
 
 
 @dataclass
@@ -45,6 +48,7 @@ class WorkerSpec:
     bos_id: int | None
     val_fraction: float
     seed: int
+    filters: list[str] = dataclasses.field(default_factory=filter_paths)  # the filters in order, module:qualname
 
 
 _WORKER: Worker | None = None
@@ -84,6 +88,10 @@ class Worker:
         self.bands, self.rows = self.dedup.lsh_params()
         self.hasher = MinHasher(self.dedup.num_perm, self.dedup.seed, self.bands, self.rows)
         self.pii_types = tuple(self.cfg.pii.types) if self.cfg.pii.enabled else ()
+        self.pipeline = Pipeline(self.cfg, load_filters(spec.filters))
+        self.reasons = PARSE_REASONS + self.pipeline.names
+        if len(self.reasons) > 255:  # status codes are uint8
+            raise KolmError(f"{len(self.pipeline.names)} data filters registered; at most {255 - len(PARSE_REASONS)}")
         self.val_salt = np.uint64(int.from_bytes(hashlib.blake2b(f"val-{spec.seed}".encode(),
                                                                  digest_size=8).digest(), "little"))
 
@@ -113,101 +121,73 @@ class Worker:
             return None, R["invalid_utf8"]
 
     def clean(self, src_idx: int, fmt: str, payloads: list[Any]) -> dict[str, Any]:
-        """Status per record (0 = passed the filters) and, per survivor, its text and dedup keys."""
+        """Status per record (0 = passed the filters, else 1 + index into ``reasons``) and, per survivor, its text,
+        dedup keys, size and validation flag."""
         field, lang = self.spec.sources[src_idx]
-        cfg = self.cfg
-        n = len(payloads)
-        status = np.zeros(n, dtype=np.uint8)
+        status = np.zeros(len(payloads), dtype=np.uint8)
         pii: dict[str, int] = {}
         texts: list[str] = []
-        idx: list[int] = []
-        nfc, ws = cfg.nfc, cfg.normalize_whitespace
-        min_c, max_c = cfg.min_chars, cfg.max_chars
+        rows: list[int] = []
         for i, p in enumerate(payloads):
             text, code = self._parse(p, fmt, field)
             if text is None:
                 status[i] = code
                 continue
-            # Fast path: printable text (no controls, no odd spaces or newlines) needs only NFC and spaces.
-            if ws and text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
-                if nfc and not unicodedata.is_normalized("NFC", text):
-                    text = unicodedata.normalize("NFC", text)
-            else:
-                text = clean.normalize(text, nfc, ws)
-            if self.pii_types:
-                text, counts = clean.mask_pii(text, self.pii_types, cfg.pii.tokens)
-                for k, v in counts.items():
-                    pii[k] = pii.get(k, 0) + v
-            ln = len(text)
-            if ln < min_c or ln > max_c:
-                status[i] = R["empty"] if ln == 0 else (R["too_short"] if ln < min_c else R["too_long"])
-                continue
-            texts.append(text)
-            idx.append(i)
-        if lang == "ko" and cfg.min_hangul_ratio > 0 and texts:
-            ratios = clean.hangul_ratios(texts)
-            low = ratios < cfg.min_hangul_ratio
-            if low.any():
-                for j in np.flatnonzero(low):
-                    status[idx[j]] = R["low_hangul"]
-                texts = [t for t, b in zip(texts, low) if not b]
-                idx = [i for i, b in zip(idx, low) if not b]
-        # Words (lower-cased, UTF-8) of the whole batch at once; doc j owns words[w_start[j]:w_end[j]].
-        words, w_start, w_end = clean.split_words(texts)
-        n_words = w_end - w_start
-        ok = np.ones(len(texts), dtype=bool)
-        for j, text in enumerate(texts):  # cheap per-document filters
-            if clean.symbol_ratio(text, n_words[j]) > cfg.max_symbol_word_ratio:
-                status[idx[j]] = R["symbol_ratio"]
-                ok[j] = False
-            elif "\n" in text:
-                frac, char_frac = clean.dup_lines(text)
-                if frac > cfg.max_dup_line_frac or char_frac > cfg.max_dup_line_char_frac:
-                    status[idx[j]] = R["dup_lines"]
-                    ok[j] = False
-        wh_all = np.fromiter(map(zlib.crc32, words), dtype=np.uint32, count=len(words))
-        wl_all = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        n_all = len(words) + 1
-        in_doc = np.cumsum(np.bincount(w_start, minlength=n_all) - np.bincount(w_end, minlength=n_all))[:-1] > 0
-        doc_of_word = np.cumsum(np.bincount(w_start, minlength=n_all))[:-1] - 1
-        keep_word = in_doc & ok[np.maximum(doc_of_word, 0)]
-        ok_idx = np.flatnonzero(ok)
-        counts = n_words[ok_idx]
-        offsets = np.zeros(len(ok_idx) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        wh, wl = wh_all[keep_word], wl_all[keep_word]
-        top2, dup5 = clean.repetition_fracs(wh, wl, offsets, cfg.repetition_min_words)
-        bad2 = top2 > cfg.max_top_2gram_char_frac
-        bad5 = (dup5 > cfg.max_dup_5gram_char_frac) & ~bad2
-        for j in np.flatnonzero(bad2):
-            status[idx[ok_idx[j]]] = R["top_2gram"]
-        for j in np.flatnonzero(bad5):
-            status[idx[ok_idx[j]]] = R["dup_5gram"]
-        good = ~(bad2 | bad5)
-        sel_docs = ok_idx[good]
-        texts = [texts[j] for j in sel_docs]
-        doc_idx = np.asarray([idx[j] for j in sel_docs], dtype=np.int64)
-        blake = hashlib.blake2b
-        exact = np.fromiter((int.from_bytes(blake(b" ".join(words[w_start[j]:w_end[j]]), digest_size=8).digest(),
-                                            "little") for j in sel_docs.tolist()), dtype=np.uint64,
-                            count=len(sel_docs))
-        if self.dedup.near and len(sel_docs):
-            # Words of the surviving documents only.
-            keep_word = np.repeat(good, counts)
-            shingles, sh_off = ngram_hashes(wh[keep_word], np.concatenate([[0], np.cumsum(counts[good])]),
-                                            self.dedup.ngram)
-            sig = self.hasher.signatures(shingles, sh_off)
-            bands = self.hasher.band_keys(sig)
-            has_sig = np.diff(sh_off) > 0
-        else:
-            bands = np.zeros((len(sel_docs), 0), dtype=np.uint64)
-            has_sig = np.zeros(len(sel_docs), dtype=bool)
-        n_bytes = np.fromiter((len(t.encode("utf-8", "surrogatepass")) for t in texts), dtype=np.int64,
-                              count=len(texts))
+            texts.append(self._mask(self._normalise(text), pii))
+            rows.append(i)
+        batch = Batch(texts, lang)
+        codes = self.pipeline.run(batch)
+        dropped = np.flatnonzero(codes)
+        status[np.asarray(rows, dtype=np.int64)[dropped]] = codes[dropped] + len(PARSE_REASONS)
+        doc_idx = np.asarray(rows, dtype=np.int64)[batch.rows]
+        exact = self._exact_keys(batch.words)
+        bands, has_sig = self._band_keys(batch.words)
+        n_bytes = np.fromiter((len(t.encode("utf-8", "surrogatepass")) for t in batch.texts), dtype=np.int64,
+                              count=len(batch))
+        return {"status": status, "reasons": self.reasons, "doc_idx": doc_idx, "exact": exact, "bands": bands,
+                "has_sig": has_sig, "texts": batch.texts, "n_bytes": n_bytes, "val": self._validation(exact),
+                "pii": pii}
+
+    def _normalise(self, text: str) -> str:
+        cfg = self.cfg
+        # Fast path: printable text (no controls, no odd spaces or newlines) needs only NFC and spaces.
+        if cfg.normalize_whitespace and text.isprintable() and "  " not in text and text[:1] != " " \
+                and text[-1:] != " ":
+            if cfg.nfc and not unicodedata.is_normalized("NFC", text):
+                text = unicodedata.normalize("NFC", text)
+            return text
+        return clean.normalize(text, cfg.nfc, cfg.normalize_whitespace)
+
+    def _mask(self, text: str, counts: dict[str, int]) -> str:
+        """Mask PII (when on), adding the matches per type to ``counts``."""
+        if not self.pii_types:
+            return text
+        text, found = clean.mask_pii(text, self.pii_types, self.cfg.pii.tokens)
+        for k, v in found.items():
+            counts[k] = counts.get(k, 0) + v
+        return text
+
+    @staticmethod
+    def _exact_keys(words: Words) -> np.ndarray:
+        """64-bit blake2b of each document's lower-cased words joined by one space (exact-duplicate key)."""
+        blake, ws = hashlib.blake2b, words.words
+        return np.fromiter((int.from_bytes(blake(b" ".join(ws[a:b]), digest_size=8).digest(), "little")
+                            for a, b in zip(words.start.tolist(), words.end.tolist())), dtype=np.uint64,
+                           count=len(words.start))
+
+    def _band_keys(self, words: Words) -> tuple[np.ndarray, np.ndarray]:
+        """MinHash LSH band keys of each document's word n-grams, and whether it has any n-gram at all."""
+        n = len(words.start)
+        if not self.dedup.near or not n:
+            return np.zeros((n, 0), dtype=np.uint64), np.zeros(n, dtype=bool)
+        hashes, _, offsets = words.flat()
+        shingles, sh_off = ngram_hashes(hashes, offsets, self.dedup.ngram)
+        return self.hasher.band_keys(self.hasher.signatures(shingles, sh_off)), np.diff(sh_off) > 0
+
+    def _validation(self, exact: np.ndarray) -> np.ndarray:
+        """Held out or not, from a seeded hash of the exact key: the same document always lands on the same side."""
         u = splitmix64(exact ^ self.val_salt) >> np.uint64(11)
-        val = (u.astype(np.float64) / float(1 << 53)) < self.spec.val_fraction
-        return {"status": status, "doc_idx": doc_idx, "exact": exact, "bands": bands, "has_sig": has_sig,
-                "texts": texts, "n_bytes": n_bytes, "val": val, "pii": pii}
+        return (u.astype(np.float64) / float(1 << 53)) < self.spec.val_fraction
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Flat int32 ids with EOS after (and BOS before, when set) every document, and per-doc lengths."""

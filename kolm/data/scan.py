@@ -11,6 +11,10 @@ the outcome depends neither on timing nor on ``num_proc``. Tokens are appended t
 A record whose raw bytes equal those of an already kept document is dropped as ``exact_duplicate`` before it
 is even cleaned (it would normalise to the same text).
 
+When the last source of a language is read, the language must have kept a document: otherwise the build stops
+there (not after reading the other languages) with :func:`check_kept`'s message, which names every source of the
+language and why it lost everything (drop reasons with counts and the settings behind them).
+
 Every ``checkpoint_mb`` of input the in-flight batches are drained and the state (position, counters, spill
 sizes, key-set runs) is written atomically; an interrupted build resumes from the last checkpoint.
 """
@@ -32,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from kolm.config import to_dict
-from kolm.data.clean import REASONS
 from kolm.data.config import DataBuildConfig
 from kolm.data.dedup import KeySet, repeated
+from kolm.data.filters import filter_paths, load_filters
 from kolm.data.process import WorkerSpec, init_worker, run_clean, run_tokenize
-from kolm.data.sources import ResolvedSource, iter_records
+from kolm.data.sources import ResolvedSource, read_records
 from kolm.errors import KolmError
 
 MAX_EXAMPLES = 5
@@ -58,6 +62,7 @@ class SourceStats:
     dropped_bytes: dict[str, int] = field(default_factory=dict)
     pii_masked: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[list[int]]] = field(default_factory=dict)  # reason -> [[file index, line], ...]
+    read_errors: list[str] = field(default_factory=list)  # files cut short by corruption, where and why
 
     def drop(self, reason: str, size: int, loc: tuple[int, int]) -> None:
         self.drop_many(reason, 1, size, [loc])
@@ -118,6 +123,7 @@ class Scanner:
         self.tokenizing: collections.deque = collections.deque()  # (future, source, is_val, texts, n_bytes)
         self.window = 2 * max(1, cfg.num_proc)  # batches in flight per queue: bounded memory
         self.batch_id = 0
+        self.hints = filter_hints(cfg, load_filters(spec.filters))
 
     # -- spills -------------------------------------------------------------------------------------------
     def _spill_paths(self) -> dict[str, Path]:
@@ -221,7 +227,7 @@ class Scanner:
                 payloads: list[Any] = []
                 metas: list[tuple[int, int]] = []  # (line, raw bytes)
                 size = 0
-                for line, payload, nbytes, reason in iter_records(src, fi, skip):
+                for line, payload, nbytes, reason in read_records(src, fi, skip, st.read_errors):
                     if limit is not None and st.read >= limit:
                         break
                     st.read += 1
@@ -247,6 +253,9 @@ class Scanner:
                     since_ckpt += size
                 self.position = [src.index, fi + 1, 0]
             self.position = [src.index + 1, 0, 0]
+            if all(s.index <= src.index for s in self.sources if s.lang == src.lang):
+                self._drain(0)  # the language is complete: fail now if it kept nothing, not after the others
+                check_kept(self.sources, self.stats, [src.lang], self.hints)
 
     def _submit(self, src: ResolvedSource, fi: int, payloads: list[Any], metas: list[tuple[int, int]],
                 size: int) -> None:
@@ -298,9 +307,9 @@ class Scanner:
         """Count filter drops, take the dedup decisions, route kept documents to train or validation."""
         lines, sizes, raw = meta
         st = self.stats[src.index]
-        status = res["status"]
+        status, reasons = res["status"], res["reasons"]
         for code in np.unique(status[status > 0]):
-            st.drop_records(REASONS[code - 1], np.flatnonzero(status == code), fi, lines, sizes)
+            st.drop_records(reasons[code - 1], np.flatnonzero(status == code), fi, lines, sizes)
         for k, v in res["pii"].items():
             st.pii_masked[k] = st.pii_masked.get(k, 0) + v
         doc_idx = res["doc_idx"]
@@ -390,9 +399,46 @@ class Scanner:
             self.fh[f"lengths{src.index}"].write(n_tok[train].astype(np.int32).tobytes())
 
 
+def describe_loss(src: ResolvedSource, st: SourceStats, hints: dict[str, str] | None = None) -> str:
+    """Why a source kept nothing, e.g. ``source ko_web (ko.txt): all 1,204 documents dropped: low_hangul 1,100
+    (min_hangul_ratio 0.3), too_short 104 (min_chars 20)``; ``hints`` maps a drop reason to the settings behind it."""
+    names = [os.path.basename(f) for f in src.files]
+    head = f"source {src.name} ({', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
+    notes = "".join(f"; {e}" for e in st.read_errors)
+    if st.read == 0:
+        why = "max_docs is 0" if src.cfg.max_docs == 0 else "" if notes else "no records in it"
+        return f"{head}: no documents read" + (f" ({why})" if why else "") + notes
+    hints = hints or {}
+    drops = sorted(st.dropped.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"{head}: all {st.read:,} documents dropped: " + ", ".join(
+        f"{r} {n:,}" + (f" ({hints[r]})" if hints.get(r) else "") for r, n in drops) + notes
+
+
+def check_kept(sources: list[ResolvedSource], stats: list[SourceStats], langs: list[str],
+               hints: dict[str, str] | None = None) -> list[str]:
+    """Raise when a language kept no document, naming each of its sources and why it lost everything; return, for
+    the languages that kept some, one line per source that lost everything."""
+    lines = []
+    for lang in langs:
+        pairs = [(s, st) for s, st in zip(sources, stats) if s.lang == lang]
+        if not any(st.kept for _, st in pairs):
+            raise KolmError(f"language {lang} has no documents left after cleaning and dedup: "
+                            + "; ".join(describe_loss(s, st, hints) for s, st in pairs))
+        lines += [describe_loss(s, st, hints) for s, st in pairs if st.kept == 0]
+    return lines
+
+
+def filter_hints(cfg: DataBuildConfig, filter_classes: list[Any]) -> dict[str, str]:
+    """Drop reason -> the cleaning settings behind it and their values (``min_chars 20``), for error messages."""
+    c = cfg.cleaning
+    return {f.name: ", ".join(f"{k} {getattr(c, k)}" for k in f.settings) for f in filter_classes}
+
+
 def worker_spec(cfg: DataBuildConfig, sources: list[ResolvedSource], tokenizer_file: str, eos_id: int,
                 bos_id: int | None) -> WorkerSpec:
+    """The worker configuration of a build; the quality filters are the registered ones, checked importable."""
+    paths = filter_paths()
+    load_filters(paths)
     return WorkerSpec(tokenizer_file=tokenizer_file, cleaning=to_dict(cfg.cleaning), dedup=to_dict(cfg.dedup),
                       sources=[(s.cfg.text_field, s.lang) for s in sources], eos_id=eos_id, bos_id=bos_id,
-                      val_fraction=cfg.validation.fraction,
-                      seed=cfg.seed)
+                      val_fraction=cfg.validation.fraction, seed=cfg.seed, filters=paths)

@@ -13,11 +13,13 @@ than ``max_record_bytes`` is skipped without ever being held in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,16 @@ class ResolvedSource:
     files: list[str]
     formats: list[str]
     sizes: list[int]
+    empty: list[bool] = dataclasses.field(default_factory=list)  # per file: certainly holds no record
+
+    def nothing_to_read(self) -> str:
+        """Why this source can yield no document at all, known before reading it ("" when it may yield some)."""
+        if self.cfg.max_docs == 0:
+            return "max_docs is 0"
+        if self.files and all(self.empty):
+            names = [os.path.basename(f) for f in self.files]
+            return f"{names[0]} is empty" if len(names) == 1 else f"its {len(names)} files are empty"
+        return ""
 
     @property
     def name(self) -> str:
@@ -98,16 +110,34 @@ def resolve_sources(sources: list[SourceConfig], base_dir: str | Path | None) ->
                 raise KolmError(f"{where}: file not found: {full}")
             else:
                 files.append(full)
-        formats, sizes = [], []
+        formats, sizes, empty = [], [], []
         for f in files:
             fmt = _detect_format(f, where) if s.format == "auto" else s.format
             if not os.access(f, os.R_OK):
                 raise KolmError(f"{where}: cannot read {f}")
-            _check_file(f, fmt, s, where)
+            empty.append(_check_file(f, fmt, s, where))
             formats.append(fmt)
             sizes.append(f.stat().st_size if f.is_file() else 0)
-        out.append(ResolvedSource(i, s, [str(f) for f in files], formats, sizes))
+        out.append(ResolvedSource(i, s, [str(f) for f in files], formats, sizes, empty))
     return out
+
+
+def check_something_to_read(sources: list[ResolvedSource], langs: list[str]) -> list[str]:
+    """Refuse, before any work, a language none of whose sources can yield a document (empty files,
+    ``max_docs: 0``); return a warning for each empty file or source of a language that has others."""
+    warnings = []
+    for lang in langs:
+        srcs = [s for s in sources if s.lang == lang]
+        why = [s.nothing_to_read() for s in srcs]
+        if all(why):
+            raise KolmError(f"language {lang} has nothing to read: " + "; ".join(
+                f"source {s.name}: {w}" for s, w in zip(srcs, why)) + "; fix the paths or drop it from the mix")
+        for s, w in zip(srcs, why):
+            if w:
+                warnings.append(f"source {s.name} adds nothing: {w}")
+            else:
+                warnings += [f"source {s.name}: {f} is empty" for f, e in zip(s.files, s.empty) if e]
+    return warnings
 
 
 def _get_field(row: Any, field: str) -> Any:
@@ -118,45 +148,65 @@ def _get_field(row: Any, field: str) -> Any:
     return row
 
 
-def _check_file(f: Path, fmt: str, s: SourceConfig, where: str) -> None:
-    if fmt == "jsonl":
-        seen_keys: list[str] = []
-        first_line = None
-        with open_binary(f) as fh:
-            for lineno, raw, _ in _iter_lines(fh, s.max_record_bytes):
-                if lineno > _PEEK_RECORDS:
-                    break
-                if raw is None or not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except (ValueError, UnicodeDecodeError):
-                    continue  # counted as bad_json / invalid_utf8 while building
-                if not isinstance(row, dict):
-                    continue
-                first_line = first_line or lineno
-                if isinstance(_get_field(row, s.text_field), str):
-                    return
-                seen_keys = seen_keys or sorted(row)
-        if first_line is not None:
-            raise KolmError(f"{where}: {f}:{first_line}: no string field {s.text_field!r} in the first "
-                            f"{_PEEK_RECORDS} records (fields: {seen_keys}); set `text_field`")
-    elif fmt == "parquet":
+def _check_file(f: Path, fmt: str, s: SourceConfig, where: str) -> bool:
+    """Check what can be checked without reading the whole file; return whether it certainly holds no record."""
+    if fmt in ("jsonl", "txt"):
+        try:
+            if fmt == "jsonl":
+                return _check_jsonl(f, s, where)
+            with open_binary(f) as fh:
+                return not fh.read(1)
+        except corrupt_file_errors() as e:
+            raise KolmError(f"{where}: {f}: cannot be read ({type(e).__name__}: {e})") from None
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
         try:
-            names = pq.ParquetFile(f).schema_arrow.names
+            pf = pq.ParquetFile(f)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a broken file
             raise KolmError(f"{where}: {f}: not a readable parquet file ({e})") from None
+        names = pf.schema_arrow.names
         if s.text_field not in names:
             raise KolmError(f"{where}: {f}: no column {s.text_field!r} (columns: {names}); set `text_field`")
-    elif fmt == "arrow_dir":
+        return pf.metadata.num_rows == 0
+    if fmt == "arrow_dir":
         ds = _load_arrow_dir(f, s, where)
         if s.text_field not in ds.column_names:
             raise KolmError(f"{where}: {f}: no column {s.text_field!r} (columns: {ds.column_names}); "
                             f"set `text_field`")
-    elif fmt not in ("txt", "hub"):
+        return len(ds) == 0
+    if fmt != "hub":
         raise KolmError(f"{where}: {f}: unknown format {fmt!r}")
+    return False
+
+
+def _check_jsonl(f: Path, s: SourceConfig, where: str) -> bool:
+    """The first records that are JSON objects must carry the text field; True when the file has no record."""
+    seen_keys: list[str] = []
+    first_line = None
+    records, complete = 0, True
+    with open_binary(f) as fh:
+        for lineno, raw, _ in _iter_lines(fh, s.max_record_bytes):
+            if lineno > _PEEK_RECORDS:
+                complete = False
+                break
+            if raw is not None and not raw.strip():
+                continue  # a blank line is layout, not a record
+            records += 1
+            try:
+                row = json.loads(raw) if raw is not None else None
+            except (ValueError, UnicodeDecodeError):
+                continue  # counted as bad_json / invalid_utf8 while building
+            if not isinstance(row, dict):
+                continue
+            first_line = first_line or lineno
+            if isinstance(_get_field(row, s.text_field), str):
+                return False
+            seen_keys = seen_keys or sorted(row)
+    if first_line is not None:
+        raise KolmError(f"{where}: {f}:{first_line}: no string field {s.text_field!r} in the first "
+                        f"{_PEEK_RECORDS} records (fields: {seen_keys}); set `text_field`")
+    return complete and records == 0
 
 
 def _load_arrow_dir(f: Path, s: SourceConfig, where: str) -> Any:
@@ -252,6 +302,37 @@ def iter_records(src: ResolvedSource, file_idx: int, skip: int = 0) -> Iterator[
         if n < skip:
             continue
         yield rec
+
+
+def corrupt_file_errors() -> tuple[type[BaseException], ...]:
+    """What decompressors and pyarrow raise on a truncated or corrupt file."""
+    errors: list[type[BaseException]] = [EOFError, zlib.error, gzip.BadGzipFile]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    try:
+        import pyarrow
+
+        errors.append(pyarrow.ArrowException)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def read_records(src: ResolvedSource, file_idx: int, skip: int, errors: list[str]) -> Iterator[Record]:
+    """:func:`iter_records`, except that a file found truncated or corrupt part-way ends there: the records before
+    are used and ``errors`` gets a line saying where and why (a long build is not lost to one bad file)."""
+    n = skip
+    try:
+        for rec in iter_records(src, file_idx, skip):
+            yield rec
+            n += 1
+    except corrupt_file_errors() as e:
+        errors.append(f"{src.files[file_idx]} is truncated or corrupt after record {n:,} ({type(e).__name__}: "
+                      f"{e}); the records before it were used, the rest of the file was skipped")
 
 
 def _iter_line_records(f: str, cap: int, skip_blank: bool) -> Iterator[Record]:
