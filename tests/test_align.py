@@ -21,6 +21,7 @@ from kolm.align.data import DEFAULT_CHAT_TEMPLATE
 from kolm.cli import main
 from kolm.config import from_dict
 from kolm.errors import KolmError
+from kolm.io import tokenizer_fingerprint
 
 FAST = {"gradient_checkpointing": False, "logging_steps": 1, "warmup": 0, "scheduler": "constant"}
 
@@ -104,6 +105,7 @@ def test_sft_trains_lora_only(sft_run, base):
     meta = json.loads((out / "kolm_adapter.json").read_text())
     assert meta["vocab_size"] == meta["tokenizer_len"] == 700 and meta["steps"] == 8
     assert meta["chat_template"].startswith("kolm default")
+    assert meta["tokenizer_fingerprint"] == tokenizer_fingerprint(base) == tokenizer_fingerprint(out)
     assert (out / "adapter_model.safetensors").is_file() and (out / "kolm_config.yaml").is_file()
     assert json.loads((out / "data_report.json").read_text())["kept"] == 36
     assert (out / "chat_template.jinja").read_text() == DEFAULT_CHAT_TEMPLATE
@@ -169,6 +171,66 @@ def test_merge_matches_adapter_and_generates(sft_run, base, tmp_path):
     gen = merged.generate(**enc, max_new_tokens=6, do_sample=False)
     assert gen.shape[1] > enc["input_ids"].shape[1]
     assert main(["merge-lora", "--base", str(base), "--adapter", str(adapter), "--output", str(tmp_path / "m")]) == 2
+
+
+def test_recipe_fields_reach_trl_configs(tmp_path):
+    """Every kolm `train:` field lands in the trl field TRAIN_TO_TRL names; the derived ones (warmup, checkpoints,
+    precision, loggers) and the method's fields too; `trl:` passes anything else of SFTConfig/DPOConfig through."""
+    from trl import DPOConfig, SFTConfig
+
+    from kolm.align.model import TRAIN_TO_TRL, trl_config
+
+    train = {"learning_rate": 3e-4, "epochs": 2.5, "max_steps": 7, "batch_size": 3, "grad_accum": 5, "warmup": 4,
+             "scheduler": "linear", "weight_decay": 0.01, "max_grad_norm": 0.5, "logging_steps": 2, "seed": 11,
+             "save_steps": 3, "gradient_checkpointing": False}
+    cfg = from_dict(sft.SftConfig, {"model": "m", "output": str(tmp_path / "o"), "data": {"train": ["x.jsonl"]},
+                                    "train": train, "trl": {"neftune_noise_alpha": 5.0, "optim": "adafactor"}})
+    args = trl_config(SFTConfig, cfg, cfg.train, False, max_length=99, packing=True)
+    assert isinstance(args, SFTConfig) and set(TRAIN_TO_TRL) <= set(train)
+    for name, trl_name in TRAIN_TO_TRL.items():
+        assert getattr(args, trl_name) == train[name], name
+    assert (args.output_dir, args.warmup_steps, args.save_strategy, args.save_steps) == (str(tmp_path / "o"), 4,
+                                                                                          "steps", 3)
+    assert (args.data_seed, args.activation_checkpointing, args.bf16, args.report_to) == (11, False, False, [])
+    assert (args.max_length, args.packing, args.neftune_noise_alpha, args.optim) == (99, True, 5.0, "adafactor")
+    dcfg = from_dict(dpo.DpoConfig, {"model": "m", "output": "o", "data": {"train": ["x.jsonl"]},
+                                     "train": {"warmup": 0.1}, "trl": {"label_smoothing": 0.2}})
+    dargs = trl_config(DPOConfig, dcfg, dcfg.train, False, beta=0.3, loss_type=["ipo"])
+    assert (dargs.learning_rate, dargs.warmup_steps, dargs.label_smoothing, dargs.beta) == (5e-6, 0.1, 0.2, 0.3)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"trl": {"learning_rate": 1.0}}, "trl.learning_rate: set by kolm from `train.learning_rate`"),
+    ({"trl": {"assistant_only_loss": True}}, "trl.assistant_only_loss: set by kolm from `assistant_only_loss`"),
+    ({"trl": {"label_smoothing": 0.1}}, "trl.label_smoothing: not an argument of trl's SFTConfig"),
+    ({"trl": {"optim": "no_such_optimizer"}}, "trl: SFTConfig refuses"),
+    ({"report_to": ["no_such_logger"]}, "report_to: unknown logger 'no_such_logger'"),
+])
+def test_trl_arguments_are_checked_before_the_data(extra, message, tmp_path, capsys):
+    """Bad `trl:` arguments and loggers fail before any row is read (the data file does not even exist)."""
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(json.dumps({"model": str(tmp_path), "output": str(tmp_path / "out"),
+                                  "data": {"train": [str(tmp_path / "missing.jsonl")]}, **extra}))
+    sp_tokenizer(tmp_path)  # a tokenizer and no model: nothing gets that far
+    assert main(["train", "sft", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "missing.jsonl" not in err and not (tmp_path / "out").exists()
+
+
+def test_report_to_tensorboard(base, tmp_path):
+    """report_to: [tensorboard] writes event files under OUTPUT/runs/ whose train/loss equals train_log.json."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    sft.run(sft_cfg(base, out, steps=3, report_to=["tensorboard"]))
+    events = sorted((out / "runs").rglob("events.out.tfevents.*"))
+    assert events, sorted(out.rglob("*"))
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    logged = [e.value for e in acc.Scalars("train/loss")]
+    losses = [x["loss"] for x in json.loads((out / "train_log.json").read_text()) if "loss" in x]
+    assert len(logged) == len(losses) == 3
+    assert logged == pytest.approx(losses, rel=1e-5)
+    assert json.loads((out / "kolm_adapter.json").read_text())["config"]["report_to"] == ["tensorboard"]
 
 
 # ----------------------------------------------------------------------------------------------- extended vocab

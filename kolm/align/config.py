@@ -121,6 +121,12 @@ class AlignConfig:
                                              "a DeepSpeed JSON file (relative to the recipe)")
     trust_remote_code: bool = field(False, help="allow custom model/tokenizer code from the hub (off by default)")
     overwrite: bool = field(False, help="write into an output folder that is not empty")
+    report_to: list[str] = field(default_factory=list, help="loggers the Trainer reports to, e.g. [tensorboard] "
+                                                            "(event files in OUTPUT/runs/) or [wandb]; none by "
+                                                            "default (train_log.json is always written)")
+    trl: dict[str, Any] = field(default_factory=dict, help="further arguments of trl's SFTConfig / DPOConfig, e.g. "
+                                                           "{neftune_noise_alpha: 5, optim: adamw_torch_fused}; the "
+                                                           "ones kolm sets from its own fields are refused")
     recipe_dir: str | None = field(None, cli=False, help="folder that relative chat_template/deepspeed paths are "
                                                          "resolved against (set by the CLI)")
     data: DataSection = field(default_factory=DataSection, help="training data")

@@ -23,7 +23,7 @@ from kolm.align.model import (
     record_data,
     template_path,
     train_and_save,
-    trainer_args,
+    trl_config,
     wrap_model,
 )
 from kolm.config import ConfigError, field
@@ -58,18 +58,19 @@ class DpoConfig(AlignConfig):
 
 
 def build_trainer(cfg: DpoConfig, callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Validate the data, load and check the model, and return trl's DPOTrainer (not yet trained) and run info."""
+    """Check the recipe, validate the data, load and check the model, and return trl's DPOTrainer (not yet trained)
+    and run info; ``callbacks`` as for ``kolm train sft``."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     model_dir, tok_dir, tokenizer, bf16 = prepare(cfg, cfg.train)
+    args = trl_config(DPOConfig, cfg, cfg.train, bf16, max_length=cfg.data.max_length, beta=cfg.beta,
+                      loss_type=list(cfg.loss_type))
     template, _, tpl_source = pick_chat_template(tokenizer, cfg.chat_template, template_path(cfg), need_markers=False)
     tokenizer.chat_template = template  # trl renders the rows with it
     rows, report = dpo_examples(cfg.data.train, tokenizer, cfg.data.max_length, split=cfg.data.split,
                                 strict=cfg.data.strict, max_rows=cfg.data.max_rows)
     record_data(cfg, report)
-    args = DPOConfig(**trainer_args(cfg, cfg.train, bf16), max_length=cfg.data.max_length, beta=cfg.beta,
-                     loss_type=list(cfg.loss_type))
     model, peft_config, info = wrap_model(cfg, cfg.lora, model_dir, tok_dir, tokenizer, bf16)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kolm.align.model import ADAPTER_META, load_tokenizer, log, model_folder, rows
+from kolm.align.model import ADAPTER_META, embedding_rows, load_fast_tokenizer, log, model_folder
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 from kolm.io import atomic_output_dir
@@ -109,8 +109,8 @@ def run(cfg: MergeConfig) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise KolmError(f"{base}: cannot read config.json ({e})") from None
     base_rows = int(mcfg.get_text_config().vocab_size)
-    base_tok = load_tokenizer(base, cfg.trust_remote_code) if _has_tokenizer(base) else None
-    adapter_tok = load_tokenizer(adapter, cfg.trust_remote_code) if _has_tokenizer(adapter) else None
+    base_tok = load_fast_tokenizer(base, cfg.trust_remote_code) if _has_tokenizer(base) else None
+    adapter_tok = load_fast_tokenizer(adapter, cfg.trust_remote_code) if _has_tokenizer(adapter) else None
     checked = check_adapter_vocab(adapter, base, base_rows, None if adapter_tok is None else len(adapter_tok),
                                   None if base_tok is None else len(base_tok))
     tok_src, tokenizer = (adapter, adapter_tok) if adapter_tok is not None else (base, base_tok)
@@ -127,8 +127,8 @@ def run(cfg: MergeConfig) -> dict[str, Any]:
         except OSError as e:
             raise KolmError(f"{base}: cannot load the model from safetensors weights ({e})") from None
         merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        n_in, out_emb = rows(merged.get_input_embeddings()), merged.get_output_embeddings()
-        n_out = rows(out_emb) if out_emb is not None else n_in
+        n_in, out_emb = embedding_rows(merged.get_input_embeddings()), merged.get_output_embeddings()
+        n_out = embedding_rows(out_emb) if out_emb is not None else n_in
         if not n_in == n_out == base_rows == merged.config.get_text_config().vocab_size:
             raise KolmError(f"merged model is inconsistent: {n_in} embedding rows, {n_out} LM-head rows, "
                             f"config vocab_size {merged.config.get_text_config().vocab_size}")

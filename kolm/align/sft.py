@@ -27,7 +27,7 @@ from kolm.align.model import (
     record_data,
     template_path,
     train_and_save,
-    trainer_args,
+    trl_config,
     wrap_model,
 )
 from kolm.config import field
@@ -42,19 +42,22 @@ class SftConfig(AlignConfig):
 
 
 def build_trainer(cfg: SftConfig, callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Validate the data, load and check the model, and return trl's SFTTrainer (not yet trained) and run info."""
+    """Check the recipe, validate the data, load and check the model, and return trl's SFTTrainer (not yet trained)
+    and run info. ``callbacks`` (TrainerCallbacks) join the trainer: what they log goes through the Trainer's log to
+    ``report_to`` and ``train_log.json``."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     model_dir, tok_dir, tokenizer, bf16 = prepare(cfg, cfg.train)
+    # trl's arguments first: they are checked before the data, and with ZeRO-3 they make from_pretrained load the
+    # model partitioned.
+    args = trl_config(SFTConfig, cfg, cfg.train, bf16, max_length=cfg.data.max_length, packing=cfg.packing)
     train_tpl, save_tpl, tpl_source = pick_chat_template(tokenizer, cfg.chat_template, template_path(cfg),
                                                          need_markers=cfg.assistant_only_loss)
     examples, report = sft_examples(cfg.data.train, tokenizer, train_tpl, cfg.data.max_length, split=cfg.data.split,
                                     strict=cfg.data.strict, max_rows=cfg.data.max_rows,
                                     assistant_only=cfg.assistant_only_loss)
     record_data(cfg, report)
-    # The arguments first: with ZeRO-3 they make from_pretrained load the model partitioned.
-    args = SFTConfig(**trainer_args(cfg, cfg.train, bf16), max_length=cfg.data.max_length, packing=cfg.packing)
     model, peft_config, info = wrap_model(cfg, cfg.lora, model_dir, tok_dir, tokenizer, bf16)
     tokenizer.chat_template = save_tpl  # saved with the adapter: inference renders prompts as training did
     # Already tokenized, with assistant_masks: trl builds the labels, truncates, drops rows without any, packs.
