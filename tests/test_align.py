@@ -12,12 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import REPO, real_tokenizer, tiny_llama
+from helpers import REPO, tiny_llama
 from test_align_data import INSTRUCT, PREFS, align_texts, sp_tokenizer
 from transformers import TrainerCallback
 
 from kolm.align import dpo, sft
-from kolm.align.data import DEFAULT_CHAT_TEMPLATE
+from kolm.align.chat import DEFAULT_CHAT_TEMPLATE
 from kolm.cli import main
 from kolm.config import from_dict
 from kolm.errors import KolmError
@@ -104,40 +104,13 @@ def test_sft_trains_lora_only(sft_run, base):
         assert torch.equal(snap.before[n], snap.after[n]) and torch.equal(snap.after[n], original[base_name(n)]), n
     meta = json.loads((out / "kolm_adapter.json").read_text())
     assert meta["vocab_size"] == meta["tokenizer_len"] == 700 and meta["steps"] == 8
-    assert meta["chat_template"].startswith("kolm default")
+    assert meta["chat_template"].startswith("kolm default") and meta["assistant_tokens"] == "generation markers"
     assert meta["tokenizer_fingerprint"] == tokenizer_fingerprint(base) == tokenizer_fingerprint(out)
     assert (out / "adapter_model.safetensors").is_file() and (out / "kolm_config.yaml").is_file()
     assert json.loads((out / "data_report.json").read_text())["kept"] == 36
     assert (out / "chat_template.jinja").read_text() == DEFAULT_CHAT_TEMPLATE
     losses = [x["loss"] for x in json.loads((out / "train_log.json").read_text()) if "loss" in x]
     assert len(losses) == 8 and losses[-1] < losses[0]
-
-
-@pytest.mark.parametrize("which", ["default", "llama3"])
-def test_trl_labels_cover_assistant_tokens_only(which, base, tmp_path):
-    """The labels trl builds from kolm's masks: -100 everywhere but the assistant turns (and their end token)."""
-    if which == "default":
-        model, end = base, "</s>"
-    else:
-        import trl
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(real_tokenizer("llama3"))
-        tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "llama3.jinja").read_text()
-        tok.save_pretrained(tmp_path / "m")
-        model, end = make_model(tmp_path / "m", tmp_path / "m", hidden=16), "<|eot_id|>"
-    cfg = sft_cfg(model, tmp_path / "out", steps=1, data={"train": [str(INSTRUCT)], "max_length": 256,
-                                                          "max_rows": 12})
-    trainer, info = sft.build_trainer(cfg)
-    tok = trainer.processing_class
-    rows = [json.loads(x) for x in INSTRUCT.read_text(encoding="utf-8").splitlines()][:12]
-    assert len(trainer.train_dataset) == 12
-    for row, ex in zip(rows, trainer.train_dataset):
-        answers = [m["content"] for m in row["messages"] if m["role"] == "assistant"] if "messages" in row \
-            else [row["output"]]
-        assert tok.decode([t for t in ex["labels"] if t != -100]) == "".join(a + end for a in answers)
-        assert [t for t in ex["labels"] if t != -100] == [t for t, lab in zip(ex["input_ids"], ex["labels"])
-                                                            if lab != -100]
 
 
 def test_packing_trains(base, tmp_path):
@@ -339,7 +312,7 @@ def test_dpo_margin_rises_on_extended_model(extended, tmp_path):
     dpo.run(cfg)
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template == DEFAULT_CHAT_TEMPLATE  # the base has none: kolm's default, saved with the adapter
-    rows, _ = dpo_examples([str(PREFS)], tok, 128)
+    rows, _ = dpo_examples([str(PREFS)], tok, tok.chat_template, 128)
     base_model = AutoModelForCausalLM.from_pretrained(extended).eval()
     before = sequence_logps(base_model, tok, rows)
     after = sequence_logps(PeftModel.from_pretrained(base_model, out).eval(), tok, rows)
