@@ -170,6 +170,8 @@ def test_recipe_fields_reach_trl_configs(tmp_path):
                                      "train": {"warmup": 0.1}, "trl": {"label_smoothing": 0.2}})
     dargs = trl_config(DPOConfig, dcfg, dcfg.train, False, beta=0.3, loss_type=["ipo"])
     assert (dargs.learning_rate, dargs.warmup_steps, dargs.label_smoothing, dargs.beta) == (5e-6, 0.1, 0.2, 0.3)
+    dcfg.report_to = ["none"]
+    assert trl_config(DPOConfig, dcfg, dcfg.train, False).report_to == []
 
 
 @pytest.mark.parametrize("extra,message", [

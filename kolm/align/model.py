@@ -161,8 +161,8 @@ def trl_config(cls: type, cfg: AlignConfig, train: TrainSection, bf16: bool, **m
                 save_strategy="steps" if train.save_steps else "no", save_steps=train.save_steps or 500,
                 activation_checkpointing=train.gradient_checkpointing,
                 activation_checkpointing_kwargs={"use_reentrant": ds is not None}, bf16=bf16, fp16=False,
-                report_to=list(cfg.report_to) or "none", deepspeed=ds, trust_remote_code=cfg.trust_remote_code,
-                **_cpu_deepspeed_state(ds), **method)
+                report_to=[n for n in cfg.report_to if n != "none"] or "none", deepspeed=ds,
+                trust_remote_code=cfg.trust_remote_code, **_cpu_deepspeed_state(ds), **method)
     try:
         return cls(**kolm, **cfg.trl)
     except (TypeError, ValueError) as e:
@@ -189,6 +189,8 @@ def check_report_to(names: list[str]) -> None:
     )
 
     for name in names:
+        if name in ("none", "all"):  # the Trainer's own words for no logger and every installed one
+            continue
         if name not in INTEGRATION_TO_CALLBACK:
             raise ConfigError(f"report_to: unknown logger {name!r}; known: {sorted(INTEGRATION_TO_CALLBACK)}")
         if name not in get_available_reporting_integrations():
