@@ -178,7 +178,8 @@ def test_recipe_fields_reach_trl_configs(tmp_path):
     ({"trl": {"learning_rate": 1.0}}, "trl.learning_rate: set by kolm from `train.learning_rate`"),
     ({"trl": {"assistant_only_loss": True}}, "trl.assistant_only_loss: set by kolm from `assistant_only_loss`"),
     ({"trl": {"label_smoothing": 0.1}}, "trl.label_smoothing: not an argument of trl's SFTConfig"),
-    ({"trl": {"optim": "no_such_optimizer"}}, "trl: SFTConfig refuses"),
+    ({"trl": {"optim": "no_such_optimizer"}}, "trl's SFTConfig refuses the recipe's train: and trl: values"),
+    ({"train": {"scheduler": "no_such_schedule"}}, "trl's SFTConfig refuses the recipe's train: values"),
     ({"report_to": ["no_such_logger"]}, "report_to: unknown logger 'no_such_logger'"),
 ])
 def test_trl_arguments_are_checked_before_the_data(extra, message, tmp_path, capsys):

@@ -165,8 +165,9 @@ def trl_config(cls: type, cfg: AlignConfig, train: TrainSection, bf16: bool, **m
                 trust_remote_code=cfg.trust_remote_code, **_cpu_deepspeed_state(ds), **method)
     try:
         return cls(**kolm, **cfg.trl)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"trl: {cls.__name__} refuses {cfg.trl}: {e}") from None
+    except (TypeError, ValueError) as e:  # e.g. an unknown train.scheduler or trl.optim
+        sections = "train: and trl: values" if cfg.trl else "train: values"
+        raise ConfigError(f"trl's {cls.__name__} refuses the recipe's {sections}: {e}") from None
 
 
 def check_trl_fields(cls: type, extra: dict[str, Any]) -> None:
