@@ -1,5 +1,8 @@
 """Config sections shared by ``kolm train sft`` and ``kolm train dpo``: data, LoRA, optimisation, and the top-level
-fields both commands have (model, output, chat template, DeepSpeed).
+fields both commands have (model, output, chat template, DeepSpeed, loggers, further trl arguments).
+
+The ``train:`` section maps one to one onto trl's SFTConfig/DPOConfig (``kolm.align.model.TRAIN_TO_TRL``); ``trl:``
+passes any other argument of those configs through (checked when the command starts, before any data is read).
 
 ``deepspeed`` takes the presets of ``kolm train cpt`` (``zero2``, ``zero3``, ``zero3_offload``: the JSON files in
 ``train/deepspeed/``, whose ``auto`` values the HF Trainer fills from the recipe) or a DeepSpeed JSON file. Launch
@@ -76,7 +79,7 @@ class LoraSection:
 
 @dataclass
 class TrainSection:
-    """Optimisation (passed to trl's SFTConfig / DPOConfig, i.e. transformers TrainingArguments)."""
+    """Optimisation: trl's SFTConfig / DPOConfig fields (transformers TrainingArguments) under kolm's names."""
 
     learning_rate: float = field(2e-4, help="peak learning rate")
     epochs: float = field(1.0, help="passes over the data (ignored when max_steps > 0)")
