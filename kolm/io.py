@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from kolm.errors import KolmError
 from kolm.paths import is_hub_id
@@ -142,6 +143,80 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json_object(path: Path, what: str = "JSON file") -> dict[str, Any]:
+    """The JSON object in ``path``; an unreadable file, bad JSON or another JSON type raises a one-line KolmError
+    naming the file and ``what`` it should be."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KolmError(f"{path}: not a readable {what}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise KolmError(f"{path}: not a readable {what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def tokenizer_content(source: str | Path | Any) -> dict[str, Any]:
+    """What a tokenizer maps between strings and ids, in a canonical form: the model type, the vocabulary in id
+    order (Unigram: pieces with their scores), the BPE merges as pairs, and the added tokens as (id, text, special).
+
+    ``source`` is a folder with ``tokenizer.json``, a ``tokenizer.json`` file, a ``tokenizers.Tokenizer`` or a fast
+    transformers tokenizer. Everything else in the file (normalizer, pre-tokenizer, decoder, padding, truncation,
+    JSON layout, the old ``"a b"`` vs the new ``["a", "b"]`` merge format) is left out: transformers rewrites some of
+    it when it saves a tokenizer (e.g. its Llama class rebuilds the pre-tokenizer), which changes the file bytes but
+    not which string each id (each embedding row) stands for.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source) / "tokenizer.json" if Path(source).is_dir() else Path(source)
+        if not path.is_file():
+            raise KolmError(f"{path}: not found (a fast tokenizer file is needed to compare tokenizers)")
+        data = read_json_object(path, "tokenizer.json")
+    else:
+        backend = getattr(source, "backend_tokenizer", source)
+        data = json.loads(backend.to_str())
+    model = data.get("model") or {}
+    vocab = model.get("vocab")
+    if isinstance(vocab, dict):
+        vocab = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    merges = [m.split(" ") if isinstance(m, str) else list(m) for m in model.get("merges") or []]
+    added = sorted([t["id"], t["content"], bool(t.get("special"))] for t in data.get("added_tokens") or [])
+    return {"type": model.get("type"), "vocab": vocab or [], "merges": merges, "added": added}
+
+
+def tokenizer_fingerprint(source: str | Path | Any) -> str:
+    """SHA-256 (hex) of :func:`tokenizer_content`: equal exactly when two tokenizers give every id the same string,
+    have the same merges and the same added tokens, however their files were written. Stages compare it wherever a
+    model meets a tokenizer it must share its embedding rows with (e.g. ``kolm merge-lora``)."""
+    canon = json.dumps(tokenizer_content(source), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def check_safetensors(folder_or_file: str | Path, pattern: str = "*.safetensors") -> list[Path]:
+    """Open every safetensors file (``pattern`` in a folder, or the one file) and the shard index if there is one,
+    without loading tensors; a cut or corrupt file raises a one-line KolmError naming it. Returns the files."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(folder_or_file)
+    files = sorted(p.glob(pattern)) if p.is_dir() else [p]
+    for index in sorted(p.glob("*.safetensors.index.json")) if p.is_dir() else []:
+        weight_map = read_json_object(index, "safetensors index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise KolmError(f"{index}: no weight_map (not a safetensors index)")
+        shards = {str(s) for s in weight_map.values()}
+        missing = sorted(s for s in shards if not (p / s).is_file())
+        if missing:
+            raise KolmError(f"{index}: lists shards that are missing: {', '.join(missing)}")
+    if not files:
+        raise KolmError(f"{p}: no {pattern} weights")
+    for f in files:
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise KolmError(f"{f}: not a complete safetensors file ({e}); it is cut short or corrupt, copy it "
+                            "again") from None
+    return files
 
 
 @contextlib.contextmanager

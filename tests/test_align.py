@@ -12,15 +12,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import REPO, real_tokenizer, tiny_llama
+from helpers import REPO, tiny_llama
 from test_align_data import INSTRUCT, PREFS, align_texts, sp_tokenizer
 from transformers import TrainerCallback
 
 from kolm.align import dpo, sft
-from kolm.align.data import DEFAULT_CHAT_TEMPLATE
+from kolm.align.chat import DEFAULT_CHAT_TEMPLATE
 from kolm.cli import main
 from kolm.config import from_dict
 from kolm.errors import KolmError
+from kolm.io import tokenizer_fingerprint
 
 FAST = {"gradient_checkpointing": False, "logging_steps": 1, "warmup": 0, "scheduler": "constant"}
 
@@ -103,39 +104,13 @@ def test_sft_trains_lora_only(sft_run, base):
         assert torch.equal(snap.before[n], snap.after[n]) and torch.equal(snap.after[n], original[base_name(n)]), n
     meta = json.loads((out / "kolm_adapter.json").read_text())
     assert meta["vocab_size"] == meta["tokenizer_len"] == 700 and meta["steps"] == 8
-    assert meta["chat_template"].startswith("kolm default")
+    assert meta["chat_template"].startswith("kolm default") and meta["assistant_tokens"] == "generation markers"
+    assert meta["tokenizer_fingerprint"] == tokenizer_fingerprint(base) == tokenizer_fingerprint(out)
     assert (out / "adapter_model.safetensors").is_file() and (out / "kolm_config.yaml").is_file()
     assert json.loads((out / "data_report.json").read_text())["kept"] == 36
     assert (out / "chat_template.jinja").read_text() == DEFAULT_CHAT_TEMPLATE
     losses = [x["loss"] for x in json.loads((out / "train_log.json").read_text()) if "loss" in x]
     assert len(losses) == 8 and losses[-1] < losses[0]
-
-
-@pytest.mark.parametrize("which", ["default", "llama3"])
-def test_trl_labels_cover_assistant_tokens_only(which, base, tmp_path):
-    """The labels trl builds from kolm's masks: -100 everywhere but the assistant turns (and their end token)."""
-    if which == "default":
-        model, end = base, "</s>"
-    else:
-        import trl
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(real_tokenizer("llama3"))
-        tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "llama3.jinja").read_text()
-        tok.save_pretrained(tmp_path / "m")
-        model, end = make_model(tmp_path / "m", tmp_path / "m", hidden=16), "<|eot_id|>"
-    cfg = sft_cfg(model, tmp_path / "out", steps=1, data={"train": [str(INSTRUCT)], "max_length": 256,
-                                                          "max_rows": 12})
-    trainer, info = sft.build_trainer(cfg)
-    tok = trainer.processing_class
-    rows = [json.loads(x) for x in INSTRUCT.read_text(encoding="utf-8").splitlines()][:12]
-    assert len(trainer.train_dataset) == 12
-    for row, ex in zip(rows, trainer.train_dataset):
-        answers = [m["content"] for m in row["messages"] if m["role"] == "assistant"] if "messages" in row \
-            else [row["output"]]
-        assert tok.decode([t for t in ex["labels"] if t != -100]) == "".join(a + end for a in answers)
-        assert [t for t in ex["labels"] if t != -100] == [t for t, lab in zip(ex["input_ids"], ex["labels"])
-                                                            if lab != -100]
 
 
 def test_packing_trains(base, tmp_path):
@@ -169,6 +144,69 @@ def test_merge_matches_adapter_and_generates(sft_run, base, tmp_path):
     gen = merged.generate(**enc, max_new_tokens=6, do_sample=False)
     assert gen.shape[1] > enc["input_ids"].shape[1]
     assert main(["merge-lora", "--base", str(base), "--adapter", str(adapter), "--output", str(tmp_path / "m")]) == 2
+
+
+def test_recipe_fields_reach_trl_configs(tmp_path):
+    """Every kolm `train:` field lands in the trl field TRAIN_TO_TRL names; the derived ones (warmup, checkpoints,
+    precision, loggers) and the method's fields too; `trl:` passes anything else of SFTConfig/DPOConfig through."""
+    from trl import DPOConfig, SFTConfig
+
+    from kolm.align.model import TRAIN_TO_TRL, trl_config
+
+    train = {"learning_rate": 3e-4, "epochs": 2.5, "max_steps": 7, "batch_size": 3, "grad_accum": 5, "warmup": 4,
+             "scheduler": "linear", "weight_decay": 0.01, "max_grad_norm": 0.5, "logging_steps": 2, "seed": 11,
+             "save_steps": 3, "gradient_checkpointing": False}
+    cfg = from_dict(sft.SftConfig, {"model": "m", "output": str(tmp_path / "o"), "data": {"train": ["x.jsonl"]},
+                                    "train": train, "trl": {"neftune_noise_alpha": 5.0, "optim": "adafactor"}})
+    args = trl_config(SFTConfig, cfg, cfg.train, False, max_length=99, packing=True)
+    assert isinstance(args, SFTConfig) and set(TRAIN_TO_TRL) <= set(train)
+    for name, trl_name in TRAIN_TO_TRL.items():
+        assert getattr(args, trl_name) == train[name], name
+    assert (args.output_dir, args.warmup_steps, args.save_strategy, args.save_steps) == (str(tmp_path / "o"), 4,
+                                                                                          "steps", 3)
+    assert (args.data_seed, args.activation_checkpointing, args.bf16, args.report_to) == (11, False, False, [])
+    assert (args.max_length, args.packing, args.neftune_noise_alpha, args.optim) == (99, True, 5.0, "adafactor")
+    dcfg = from_dict(dpo.DpoConfig, {"model": "m", "output": "o", "data": {"train": ["x.jsonl"]},
+                                     "train": {"warmup": 0.1}, "trl": {"label_smoothing": 0.2}})
+    dargs = trl_config(DPOConfig, dcfg, dcfg.train, False, beta=0.3, loss_type=["ipo"])
+    assert (dargs.learning_rate, dargs.warmup_steps, dargs.label_smoothing, dargs.beta) == (5e-6, 0.1, 0.2, 0.3)
+    dcfg.report_to = ["none"]
+    assert trl_config(DPOConfig, dcfg, dcfg.train, False).report_to == []
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"trl": {"learning_rate": 1.0}}, "trl.learning_rate: set by kolm from `train.learning_rate`"),
+    ({"trl": {"assistant_only_loss": True}}, "trl.assistant_only_loss: set by kolm from `assistant_only_loss`"),
+    ({"trl": {"label_smoothing": 0.1}}, "trl.label_smoothing: not an argument of trl's SFTConfig"),
+    ({"trl": {"optim": "no_such_optimizer"}}, "trl's SFTConfig refuses the recipe's train: and trl: values"),
+    ({"train": {"scheduler": "no_such_schedule"}}, "trl's SFTConfig refuses the recipe's train: values"),
+    ({"report_to": ["no_such_logger"]}, "report_to: unknown logger 'no_such_logger'"),
+])
+def test_trl_arguments_are_checked_before_the_data(extra, message, tmp_path, capsys):
+    """Bad `trl:` arguments and loggers fail before any row is read (the data file does not even exist)."""
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(json.dumps({"model": str(tmp_path), "output": str(tmp_path / "out"),
+                                  "data": {"train": [str(tmp_path / "missing.jsonl")]}, **extra}))
+    sp_tokenizer(tmp_path)  # a tokenizer and no model: nothing gets that far
+    assert main(["train", "sft", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "missing.jsonl" not in err and not (tmp_path / "out").exists()
+
+
+def test_report_to_tensorboard(base, tmp_path):
+    """report_to: [tensorboard] writes event files under OUTPUT/runs/ whose train/loss equals train_log.json."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    sft.run(sft_cfg(base, out, steps=3, report_to=["tensorboard"]))
+    events = sorted((out / "runs").rglob("events.out.tfevents.*"))
+    assert events, sorted(out.rglob("*"))
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    logged = [e.value for e in acc.Scalars("train/loss")]
+    losses = [x["loss"] for x in json.loads((out / "train_log.json").read_text()) if "loss" in x]
+    assert len(logged) == len(losses) == 3
+    assert logged == pytest.approx(losses, rel=1e-5)
+    assert json.loads((out / "kolm_adapter.json").read_text())["config"]["report_to"] == ["tensorboard"]
 
 
 # ----------------------------------------------------------------------------------------------- extended vocab
@@ -277,7 +315,7 @@ def test_dpo_margin_rises_on_extended_model(extended, tmp_path):
     dpo.run(cfg)
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template == DEFAULT_CHAT_TEMPLATE  # the base has none: kolm's default, saved with the adapter
-    rows, _ = dpo_examples([str(PREFS)], tok, 128)
+    rows, _ = dpo_examples([str(PREFS)], tok, tok.chat_template, 128)
     base_model = AutoModelForCausalLM.from_pretrained(extended).eval()
     before = sequence_logps(base_model, tok, rows)
     after = sequence_logps(PeftModel.from_pretrained(base_model, out).eval(), tok, rows)

@@ -1,5 +1,6 @@
 """Alignment data (kolm/align/data.py): row forms, validation reasons and strict mode, assistant masks on kolm's
-default template and on a real model's template, and the shipped SFT/DPO recipes. No model is trained here."""
+default template, the chat template choices, and the shipped SFT/DPO recipes. No model is trained here (the
+templates of real chat models are tested in test_align_chat.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import REPO, make_sp_tokenizer, real_tokenizer
+from helpers import REPO, make_sp_tokenizer
 
-from kolm.align.data import (
-    DEFAULT_CHAT_TEMPLATE,
-    check_sources,
-    dpo_examples,
-    pick_chat_template,
-    sft_examples,
-)
+from kolm.align.chat import DEFAULT_CHAT_TEMPLATE, pick_chat_template
+from kolm.align.data import check_sources, dpo_examples, sft_examples
 from kolm.align.dpo import DpoConfig
 from kolm.align.sft import SftConfig
 from kolm.cli import main
@@ -142,34 +138,16 @@ def test_default_template_masks_exactly_the_assistant_turns(tok):
         assert ex["assistant_masks"][0] == 0 and len(ex["assistant_masks"]) == len(ex["input_ids"])
 
 
-def test_real_chat_template(tmp_path):
-    """Llama-3's own template has no {% generation %} markers: trl's training variant supplies them, and exactly the
-    assistant content plus <|eot_id|> is masked in. A template trl does not know is refused with a clear message."""
-    import trl
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(real_tokenizer("llama3"))
-    with pytest.raises(KolmError, match="chat_template: default"):
-        pick_chat_template(tok, "auto", need_markers=True)  # the base model's template: unknown to trl
-    assert pick_chat_template(tok, "auto", need_markers=False)[2] == "tokenizer"  # fine for DPO
-    tok.chat_template = (Path(trl.__file__).parent / "chat_templates" / "llama3.jinja").read_text(encoding="utf-8")
-    train_tpl, save_tpl, source = pick_chat_template(tok, "auto", need_markers=True)
-    assert source == "tokenizer (trl training variant)" and save_tpl == tok.chat_template != train_tpl
-    out, rep = sft_examples([str(INSTRUCT)], tok, train_tpl, 1024, max_rows=8)
-    assert rep.kept == 8
-    for ex in out:
-        text = assistant_text(tok, ex)
-        assert text.endswith("<|eot_id|>") and "<|start_header_id|>" not in text and "user" not in text
-    assert assistant_text(tok, out[6]) == "사과는 영어로 apple입니다.<|eot_id|>과일 배는 영어로 pear입니다.<|eot_id|>"
-
-
 def test_chat_template_choices(tmp_path, tok):
-    assert pick_chat_template(tok, "auto", need_markers=True)[2].startswith("kolm default")
+    assert pick_chat_template(tok, "auto").source.startswith("kolm default")  # the tokenizer has none
+    assert pick_chat_template(tok, "default").text == DEFAULT_CHAT_TEMPLATE
     plain = tmp_path / "plain.jinja"
     plain.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    with pytest.raises(KolmError, match="no {% generation %} markers"):
-        pick_chat_template(tok, str(plain), plain, need_markers=True)
-    assert pick_chat_template(tok, str(plain), plain, need_markers=False)[0] == plain.read_text()
+    with pytest.raises(KolmError, match="never learns to stop"):  # no end-of-turn token: unusable for the loss
+        pick_chat_template(tok, str(plain), plain)
+    assert pick_chat_template(tok, str(plain), plain, check=False).text == plain.read_text()
+    with pytest.raises(KolmError, match="cannot read"):
+        pick_chat_template(tok, str(tmp_path / "missing.jinja"), tmp_path / "missing.jinja")
 
 
 DPO_ROWS = [
@@ -188,10 +166,9 @@ DPO_ROWS = [
 ]
 
 
-def test_dpo_rows_are_validated_and_normalised(tmp_path, tok, monkeypatch):
-    monkeypatch.setattr(tok, "chat_template", DEFAULT_CHAT_TEMPLATE)  # dpo_examples renders with the tokenizer's
+def test_dpo_rows_are_validated_and_normalised(tmp_path, tok):
     path = write_jsonl(tmp_path / "prefs.jsonl", DPO_ROWS)
-    out, rep = dpo_examples([str(path)], tok, 96)
+    out, rep = dpo_examples([str(path)], tok, DEFAULT_CHAT_TEMPLATE, 96)
     assert rep.kept == 4 and dict(rep.skipped) == {"missing_field": 1, "empty_response": 1,
                                                    "identical_responses": 1, "roles_out_of_order": 1,
                                                    "prompt_too_long": 1}
@@ -200,8 +177,8 @@ def test_dpo_rows_are_validated_and_normalised(tmp_path, tok, monkeypatch):
     assert out[2]["prompt"] == [{"role": U, "content": "색은?"}] and out[2]["rejected"][0]["content"] == "몰라"
     assert out[3]["prompt"][0] == {"role": S, "content": "짧게 답하세요."}
     with pytest.raises(KolmError, match=rf"{path.name}:4: no field 'rejected'"):
-        dpo_examples([str(path)], tok, 96, strict=True)
-    shipped, rep = dpo_examples([str(PREFS)], tok, 1024)
+        dpo_examples([str(path)], tok, DEFAULT_CHAT_TEMPLATE, 96, strict=True)
+    shipped, rep = dpo_examples([str(PREFS)], tok, DEFAULT_CHAT_TEMPLATE, 1024)
     assert rep.kept == rep.rows == 26
 
 

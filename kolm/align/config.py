@@ -1,5 +1,8 @@
 """Config sections shared by ``kolm train sft`` and ``kolm train dpo``: data, LoRA, optimisation, and the top-level
-fields both commands have (model, output, chat template, DeepSpeed).
+fields both commands have (model, output, chat template, DeepSpeed, loggers, further trl arguments).
+
+The ``train:`` section maps one to one onto trl's SFTConfig/DPOConfig (``kolm.align.model.TRAIN_TO_TRL``); ``trl:``
+passes any other argument of those configs through (checked when the command starts, before any data is read).
 
 ``deepspeed`` takes the presets of ``kolm train cpt`` (``zero2``, ``zero3``, ``zero3_offload``: the JSON files in
 ``train/deepspeed/``, whose ``auto`` values the HF Trainer fills from the recipe) or a DeepSpeed JSON file. Launch
@@ -75,7 +78,7 @@ class LoraSection:
 
 @dataclass
 class TrainSection:
-    """Optimisation (passed to trl's SFTConfig / DPOConfig, i.e. transformers TrainingArguments)."""
+    """Optimisation: trl's SFTConfig / DPOConfig fields (transformers TrainingArguments) under kolm's names."""
 
     learning_rate: float = field(2e-4, help="peak learning rate")
     epochs: float = field(1.0, help="passes over the data (ignored when max_steps > 0)")
@@ -122,6 +125,12 @@ class AlignConfig:
                                        "JSON file (relative to the recipe)")
     trust_remote_code: bool = field(False, help="allow custom model/tokenizer code from the hub (off by default)")
     overwrite: bool = field(False, help="write into an output folder that is not empty")
+    report_to: list[str] = field(default_factory=list, help="loggers the Trainer reports to, e.g. [tensorboard] "
+                                                            "(event files in OUTPUT/runs/) or [wandb]; none by "
+                                                            "default (train_log.json is always written)")
+    trl: dict[str, Any] = field(default_factory=dict, help="further arguments of trl's SFTConfig / DPOConfig, e.g. "
+                                                           "{neftune_noise_alpha: 5, optim: adamw_torch_fused}; the "
+                                                           "ones kolm sets from its own fields are refused")
     data: DataSection = field(default_factory=DataSection, help="training data")
     lora: LoraSection = field(default_factory=LoraSection, help="the LoRA adapter")
     train: TrainSection = field(default_factory=TrainSection, help="optimisation")

@@ -1,4 +1,4 @@
-"""Alignment data: read, validate and normalise instruction and preference rows; pick the chat template.
+"""Alignment data: read, validate, normalise and tokenize instruction and preference rows.
 
 Rows come from ``.jsonl`` files (one JSON object a line), ``.parquet`` files or hub datasets (online only).
 
@@ -14,19 +14,8 @@ Bad rows (missing fields, empty responses, roles out of order, prompts that fill
 and counted by reason in a :class:`DataReport` (written as ``data_report.json``); in strict mode the first one
 raises a KolmError naming the file and line.
 
-Chat template. ``auto`` uses the tokenizer's own; if it has no ``{% generation %}`` markers (needed to find the
-assistant tokens for the assistant-only loss), trl's training variant of it where trl knows one. A tokenizer without
-a template (base models) gets :data:`DEFAULT_CHAT_TEMPLATE`, a Zephyr-style format that needs no new tokens::
-
-    <s><|system|>
-    {system}</s>
-    <|user|>
-    {user}</s>
-    <|assistant|>
-    {assistant}</s>
-
-(``<s>``/``</s>`` stand for the tokenizer's bos/eos tokens.) The assistant's content and its eos, the token that
-ends a turn at inference, are inside ``{% generation %}``, so exactly they carry the loss.
+Rows are rendered and their assistant tokens found by :mod:`kolm.align.chat`; rows the chat template refuses
+(e.g. a system message for Gemma's template) are skipped as ``template_error``.
 """
 
 from __future__ import annotations
@@ -39,20 +28,10 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
+from kolm.align.chat import ChatTemplate, TemplateRejectsRow, encode_chat, render
 from kolm.errors import KolmError
 from kolm.paths import is_hub_id
 
-DEFAULT_CHAT_TEMPLATE = (
-    "{% if bos_token %}{{ bos_token }}{% endif %}"
-    "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\\n' }}"
-    "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
-    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
-    "{{ '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-)
 ROLES = ("system", "user", "assistant")
 SUFFIXES = (".jsonl", ".parquet")
 
@@ -259,109 +238,77 @@ def preference(row: Any) -> dict[str, list[dict[str, str]]]:
 
 
 # ----------------------------------------------------------------------------------------------- tokenizing
-def sft_examples(sources: list[str], tokenizer: Any, template: str, max_length: int, *, split: str = "train",
-                 strict: bool = False, max_rows: int | None = None,
+def sft_examples(sources: list[str], tokenizer: Any, template: ChatTemplate | str, max_length: int, *,
+                 split: str = "train", strict: bool = False, max_rows: int | None = None,
                  assistant_only: bool = True) -> tuple[list[dict[str, list[int]]], DataReport]:
     """Validate and tokenize SFT rows with ``template``: [{"input_ids", "assistant_masks"}], and the report.
 
-    ``assistant_masks`` come from the template's ``{% generation %}`` blocks (transformers'
-    ``return_assistant_tokens_mask``, as trl computes them); trl turns them into labels. A row whose first assistant
-    token lies at or past ``max_length`` would lose every trained token to truncation: it is skipped as
-    ``prompt_too_long``. Longer rows are kept (trl truncates them) and counted as truncated.
+    ``assistant_masks`` mark each assistant turn's content and end-of-turn token (:func:`kolm.align.chat.encode_chat`);
+    trl turns them into labels (-100 elsewhere). A row whose first assistant token lies at or past ``max_length``
+    would lose every trained token to truncation: it is skipped as ``prompt_too_long``. Longer rows are kept (trl
+    truncates them) and counted as truncated. Rows the template refuses are skipped as ``template_error``.
     """
-    report, out = DataReport(strict=strict), []
-    for where, row in iter_rows(sources, split):
-        report.rows += 1
-        try:
-            msgs = sft_messages(row)
-            enc = tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=assistant_only)
-            ids = list(enc["input_ids"])
-            if assistant_only:
-                mask = list(enc["assistant_masks"])
-                if 1 not in mask:
-                    raise KolmError(f"{where}: the chat template marks no assistant tokens; it needs "
-                                    "{% generation %} ... {% endgeneration %} around assistant content")
-                prompt_len = mask.index(1)
-            else:
-                first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-                prompt_len = len(tokenizer.apply_chat_template(msgs[:first], chat_template=template, tokenize=True,
-                                                               return_dict=True,
-                                                               add_generation_prompt=True)["input_ids"])
-                mask = None
-            if prompt_len >= max_length:
-                raise BadRow("prompt_too_long", f"the prompt has {prompt_len} tokens, max_length is {max_length}")
-        except BadRow as e:
-            report.skip(where, e)
-            continue
-        report.truncated += len(ids) > max_length
-        out.append({"input_ids": ids} if mask is None else {"input_ids": ids, "assistant_masks": mask})
-        report.kept += 1
-        if max_rows and report.kept >= max_rows:
-            break
-    return out, report
+    text = template.text if isinstance(template, ChatTemplate) else template
+
+    def example(row: Any) -> tuple[dict[str, list[int]], bool]:
+        msgs = sft_messages(row)
+        if assistant_only:
+            enc = encode_chat(tokenizer, msgs, template)
+            ids, prompt_len = enc.ids, enc.turns[0][0] if enc.turns else len(enc.ids)
+            ex = {"input_ids": ids, "assistant_masks": enc.mask}
+        else:
+            first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+            ids = _tokens(tokenizer, render(tokenizer, msgs, text))
+            prompt_len = len(_tokens(tokenizer, render(tokenizer, msgs[:first], text, generation_prompt=True)))
+            ex = {"input_ids": ids}
+        if prompt_len >= max_length:
+            raise BadRow("prompt_too_long", f"the prompt has {prompt_len} tokens, max_length is {max_length}")
+        return ex, len(ids) > max_length
+
+    return _collect(sources, split, strict, max_rows, example)
 
 
-def dpo_examples(sources: list[str], tokenizer: Any, max_length: int, *, split: str = "train", strict: bool = False,
+def dpo_examples(sources: list[str], tokenizer: Any, template: ChatTemplate | str, max_length: int, *,
+                 split: str = "train", strict: bool = False,
                  max_rows: int | None = None) -> tuple[list[dict[str, Any]], DataReport]:
-    """Validate preference rows; lengths are counted with the tokenizer's chat template (which trl applies)."""
+    """Validate preference rows. Each is rendered as trl will render it (prompt with the generation prompt, then
+    prompt + chosen and prompt + rejected), which also checks that the prompt is a prefix of both (see
+    :mod:`kolm.align.chat`); lengths are counted in tokens."""
+
+    def example(row: Any) -> tuple[dict[str, Any], bool]:
+        ex = preference(row)
+        encs = [encode_chat(tokenizer, ex["prompt"] + ex[k], template) for k in ("chosen", "rejected")]
+        n_prompt = min(e.turns[-1][0] for e in encs)
+        if n_prompt >= max_length:
+            raise BadRow("prompt_too_long", f"the prompt has {n_prompt} tokens, max_length is {max_length}")
+        return ex, max(len(e.ids) for e in encs) > max_length
+
+    return _collect(sources, split, strict, max_rows, example)
+
+
+def _tokens(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _collect(sources: list[str], split: str, strict: bool, max_rows: int | None,
+             example: Any) -> tuple[list[Any], DataReport]:
+    """Run ``example(row) -> (example, truncated)`` over every row, counting what it keeps and skips."""
     report, out = DataReport(strict=strict), []
     for where, row in iter_rows(sources, split):
         report.rows += 1
         try:
-            ex = preference(row)
-            n_prompt = len(tokenizer.apply_chat_template(ex["prompt"], tokenize=True, return_dict=True,
-                                                         add_generation_prompt=True)["input_ids"])
-            if n_prompt >= max_length:
-                raise BadRow("prompt_too_long", f"the prompt has {n_prompt} tokens, max_length is {max_length}")
+            ex, truncated = example(row)
+        except TemplateRejectsRow as e:
+            report.skip(where, BadRow("template_error", str(e)))
+            continue
         except BadRow as e:
             report.skip(where, e)
             continue
-        longest = max(len(tokenizer.apply_chat_template(ex["prompt"] + ex[k], tokenize=True,
-                                                        return_dict=True)["input_ids"]) for k in ("chosen", "rejected"))
-        report.truncated += longest > max_length
+        except KolmError as e:  # the template cannot be used for assistant-only training: name the row that showed it
+            raise KolmError(f"{where}: {e}") from None
+        report.truncated += truncated
         out.append(ex)
         report.kept += 1
         if max_rows and report.kept >= max_rows:
             break
     return out, report
-
-
-# ----------------------------------------------------------------------------------------------- chat template
-def pick_chat_template(tokenizer: Any, choice: str, path: Path | None = None, *,
-                       need_markers: bool) -> tuple[str, str, str]:
-    """(template to train with, template to save with the adapter, where it came from).
-
-    ``choice`` is ``auto``, ``default`` or a file (``path``, already resolved). With ``need_markers`` (assistant-only
-    loss) the training template must have ``{% generation %}`` markers; trl's ``get_training_chat_template`` supplies
-    them for the model templates it knows.
-    """
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
-    if choice == "default":
-        return DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_TEMPLATE, "kolm default"
-    if choice != "auto":
-        try:
-            text = Path(path or choice).read_text(encoding="utf-8")
-        except OSError as e:
-            raise KolmError(f"chat_template: cannot read {path or choice} ({e})") from None
-        if need_markers and not has_generation_markers(text):
-            raise KolmError(f"chat_template: {path or choice} has no {{% generation %}} markers around assistant "
-                            "content, which the assistant-only loss needs")
-        return text, text, str(path or choice)
-    own = tokenizer.chat_template
-    if isinstance(own, dict):
-        own = own.get("default")
-    if not own:
-        return DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_TEMPLATE, "kolm default (the tokenizer has none)"
-    if not need_markers or has_generation_markers(own):
-        return own, own, "tokenizer"
-    try:
-        patched = get_training_chat_template(tokenizer)
-    except ValueError:
-        raise KolmError("the tokenizer's chat template has no {% generation %} markers (needed to put the loss on "
-                        "assistant tokens only) and trl knows no training version of it. Set `chat_template: "
-                        "default` (kolm's template), give a .jinja file whose assistant content is wrapped in "
-                        "{% generation %}...{% endgeneration %} (trl ships some: trl/chat_templates/*_training.jinja), "
-                        "or set `assistant_only_loss: false`.") from None
-    return patched or own, own, "tokenizer (trl training variant)" if patched else "tokenizer"

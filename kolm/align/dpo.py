@@ -6,8 +6,9 @@
 Usually MODEL is the SFT model made standalone by ``kolm merge-lora``. The reference policy is that same model with
 the adapter disabled (trl does this for peft models), so no second copy is held in memory. Rows with
 ``prompt``/``chosen``/``rejected`` (strings or chat messages) are validated and counted as in ``kolm train sft``
-(:mod:`kolm.align.data`) and rendered with the chat template (``auto``: the tokenizer's, else kolm's default).
-Output: the adapter and the same records as ``kolm train sft``.
+(:mod:`kolm.align.data`) and rendered with the chat template (``auto``: the tokenizer's, else kolm's default),
+checked as for SFT: the prompt rendered with the generation prompt must be a prefix of prompt + answer, which is
+how trl splits each row (:mod:`kolm.align.chat`). Output: the adapter and the same records as ``kolm train sft``.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kolm.align.chat import pick_chat_template
 from kolm.align.config import AlignConfig, TrainSection
-from kolm.align.data import dpo_examples, pick_chat_template
+from kolm.align.data import dpo_examples
 from kolm.align.model import (
     expose_head_bias,
     prepare,
     record_data,
     template_path,
     train_and_save,
-    trainer_args,
+    trl_config,
     wrap_model,
 )
 from kolm.config import ConfigError, field
@@ -58,23 +60,25 @@ class DpoConfig(AlignConfig):
 
 
 def build_trainer(cfg: DpoConfig, callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Validate the data, load and check the model, and return trl's DPOTrainer (not yet trained) and run info."""
+    """Check the recipe and the chat template, validate the data, load and check the model, and return trl's
+    DPOTrainer (not yet trained) and run info; ``callbacks`` as for ``kolm train sft``."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     model_dir, tok_dir, tokenizer, bf16 = prepare(cfg, cfg.train)
-    template, _, tpl_source = pick_chat_template(tokenizer, cfg.chat_template, template_path(cfg), need_markers=False)
-    tokenizer.chat_template = template  # trl renders the rows with it
-    rows, report = dpo_examples(cfg.data.train, tokenizer, cfg.data.max_length, split=cfg.data.split,
+    args = trl_config(DPOConfig, cfg, cfg.train, bf16, max_length=cfg.data.max_length, beta=cfg.beta,
+                      loss_type=list(cfg.loss_type))
+    template = pick_chat_template(tokenizer, cfg.chat_template, template_path(cfg))
+    rows, report = dpo_examples(cfg.data.train, tokenizer, template, cfg.data.max_length, split=cfg.data.split,
                                 strict=cfg.data.strict, max_rows=cfg.data.max_rows)
     record_data(cfg, report)
-    args = DPOConfig(**trainer_args(cfg, cfg.train, bf16), max_length=cfg.data.max_length, beta=cfg.beta,
-                     loss_type=list(cfg.loss_type))
     model, peft_config, info = wrap_model(cfg, cfg.lora, model_dir, tok_dir, tokenizer, bf16)
+    tokenizer.chat_template = template.text  # trl renders the rows with it when the trainer is built
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
+    tokenizer.chat_template = template.saved  # saved with the adapter
     expose_head_bias(trainer.model)
-    info.update(kind="dpo", chat_template=tpl_source, data=report.to_dict())
+    info.update(kind="dpo", chat_template=template.source, assistant_tokens=template.masks, data=report.to_dict())
     return trainer, info
 
 

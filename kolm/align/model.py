@@ -1,7 +1,8 @@
 """What ``kolm train sft`` and ``kolm train dpo`` share around trl: loading the model and tokenizer safely, checking
 that they agree on the vocabulary, the peft LoRA config (:mod:`kolm.model.lora`, shared with the CPT ``lora``
-stage; with the rows of added tokens when asked), the trainer arguments, and writing the adapter with a record
-of the vocabulary it was trained on (``kolm_adapter.json``, which ``kolm merge-lora`` checks).
+stage; with the rows of added tokens when asked), trl's SFTConfig/DPOConfig built from kolm's recipe sections
+(:func:`trl_config`: an explicit mapping plus the recipe's validated ``trl:`` arguments), and writing the adapter
+with a record of the vocabulary it was trained on (``kolm_adapter.json``, which ``kolm merge-lora`` checks).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_process
-from kolm.config import save, to_dict
+from kolm.config import ConfigError, save, to_dict
 from kolm.errors import KolmError
-from kolm.io import resolve_pretrained
+from kolm.io import check_safetensors, resolve_pretrained, tokenizer_fingerprint
 from kolm.model.lora import peft_lora_config
 
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
@@ -41,7 +42,8 @@ def model_folder(name: str, trust_remote_code: bool) -> Path:
     return resolve_pretrained(name, allow_patterns=MODEL_PATTERNS + (["*.py"] if trust_remote_code else []))
 
 
-def load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
+def load_fast_tokenizer(path: Path, trust_remote_code: bool) -> Any:
+    """The fast tokenizer in ``path`` (its offsets locate assistant tokens), with an eos token."""
     from transformers import AutoTokenizer
 
     try:
@@ -69,6 +71,7 @@ def load_model(path: Path, bf16: bool, trust_remote_code: bool) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    check_safetensors(path)  # a cut file fails here with its name, not deep inside from_pretrained
     try:
         return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
                                                     dtype=torch.bfloat16 if bf16 else torch.float32)
@@ -76,7 +79,7 @@ def load_model(path: Path, bf16: bool, trust_remote_code: bool) -> Any:
         raise KolmError(f"{path}: cannot load the model from safetensors weights ({e})") from None
 
 
-def rows(module: Any) -> int:
+def embedding_rows(module: Any) -> int:
     """Rows of an embedding / LM head weight, also when ZeRO-3 has partitioned it."""
     w = module.weight
     return int(tuple(getattr(w, "ds_shape", w.shape))[0])
@@ -84,9 +87,9 @@ def rows(module: Any) -> int:
 
 def check_vocab(model: Any, tokenizer: Any, model_dir: Path, tok_dir: Path) -> int:
     """The model's vocabulary size (embedding rows); raises when the tokenizer has ids the model has no rows for."""
-    n_in = rows(model.get_input_embeddings())
+    n_in = embedding_rows(model.get_input_embeddings())
     out = model.get_output_embeddings()
-    n_out = rows(out) if out is not None else n_in
+    n_out = embedding_rows(out) if out is not None else n_in
     n_cfg = getattr(model.config.get_text_config(), "vocab_size", n_in)
     if len({n_in, n_out, n_cfg}) > 1:
         raise KolmError(f"{model_dir}: input embeddings have {n_in} rows, the LM head {n_out}, config.json says "
@@ -120,23 +123,79 @@ def new_token_ids(lora: LoraSection, vocab: int, folders: list[Path]) -> list[in
     return ids
 
 
-def trainer_args(cfg: AlignConfig, train: TrainSection, bf16: bool) -> dict[str, Any]:
-    """Keyword arguments shared by trl's SFTConfig and DPOConfig.
+# kolm's `train:` fields and the trl (TrainingArguments) fields they set one to one.
+TRAIN_TO_TRL = {"learning_rate": "learning_rate", "epochs": "num_train_epochs", "max_steps": "max_steps",
+                "batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
+                "scheduler": "lr_scheduler_type", "weight_decay": "weight_decay", "max_grad_norm": "max_grad_norm",
+                "logging_steps": "logging_steps", "seed": "seed"}
+# trl fields that kolm sets from its own recipe fields (named here), or that would undo how kolm prepares the data
+# and the model: `trl:` may not set them.
+KOLM_SETS = {**{v: f"train.{k}" for k, v in TRAIN_TO_TRL.items()},
+             "output_dir": "output", "deepspeed": "deepspeed", "report_to": "report_to", "bf16": "train.precision",
+             "fp16": "train.precision", "warmup_steps": "train.warmup", "warmup_ratio": "train.warmup",
+             "save_strategy": "train.save_steps", "save_steps": "train.save_steps",
+             "activation_checkpointing": "train.gradient_checkpointing",
+             "gradient_checkpointing": "train.gradient_checkpointing", "data_seed": "train.seed",
+             "trust_remote_code": "trust_remote_code", "max_length": "data.max_length", "packing": "packing",
+             "assistant_only_loss": "assistant_only_loss", "completion_only_loss": "assistant_only_loss",
+             "chat_template_path": "chat_template", "beta": "beta", "loss_type": "loss_type",
+             "truncation_mode": "data.max_length (kolm keeps the start of each row)",
+             "dataset_kwargs": "data (kolm tokenizes the rows itself)",
+             "dataset_text_field": "data (kolm tokenizes the rows itself)",
+             "model_init_kwargs": "model (kolm loads the model itself)"}
+
+
+def trl_config(cls: type, cfg: AlignConfig, train: TrainSection, bf16: bool, **method: Any) -> Any:
+    """trl's ``cls`` (SFTConfig or DPOConfig) from kolm's sections, ``method``'s fields (max_length, beta...) and the
+    recipe's ``trl:`` mapping, validated before any data is read.
 
     transformers 5 renamed gradient_checkpointing to activation_checkpointing and reads only the new name; trl still
     sets the old one (reentrant checkpointing for peft under ZeRO-3), so kolm sets the new names itself.
     """
+    check_report_to(cfg.report_to)
+    check_trl_fields(cls, cfg.trl)
     ds = cfg.deepspeed_config()
-    return dict(**_cpu_deepspeed_state(ds), output_dir=str(cfg.output), learning_rate=train.learning_rate,
-                num_train_epochs=train.epochs, max_steps=train.max_steps, per_device_train_batch_size=train.batch_size,
-                gradient_accumulation_steps=train.grad_accum,
+    kolm = {trl_name: getattr(train, name) for name, trl_name in TRAIN_TO_TRL.items()}
+    kolm.update(output_dir=str(cfg.output), data_seed=train.seed,
                 warmup_steps=int(train.warmup) if train.warmup >= 1 else train.warmup,
-                lr_scheduler_type=train.scheduler, weight_decay=train.weight_decay, max_grad_norm=train.max_grad_norm,
-                logging_steps=train.logging_steps, save_strategy="steps" if train.save_steps else "no",
-                save_steps=train.save_steps or 500, activation_checkpointing=train.gradient_checkpointing,
-                activation_checkpointing_kwargs={"use_reentrant": ds is not None},
-                bf16=bf16, fp16=False, seed=train.seed, data_seed=train.seed, report_to="none",
-                deepspeed=ds, trust_remote_code=cfg.trust_remote_code)
+                save_strategy="steps" if train.save_steps else "no", save_steps=train.save_steps or 500,
+                activation_checkpointing=train.gradient_checkpointing,
+                activation_checkpointing_kwargs={"use_reentrant": ds is not None}, bf16=bf16, fp16=False,
+                report_to=[n for n in cfg.report_to if n != "none"] or "none", deepspeed=ds,
+                trust_remote_code=cfg.trust_remote_code, **_cpu_deepspeed_state(ds), **method)
+    try:
+        return cls(**kolm, **cfg.trl)
+    except (TypeError, ValueError) as e:  # e.g. an unknown train.scheduler or trl.optim
+        sections = "train: and trl: values" if cfg.trl else "train: values"
+        raise ConfigError(f"trl's {cls.__name__} refuses the recipe's {sections}: {e}") from None
+
+
+def check_trl_fields(cls: type, extra: dict[str, Any]) -> None:
+    """The ``trl:`` keys must be fields of ``cls`` that kolm does not set itself."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in extra:
+        if key in KOLM_SETS:
+            raise ConfigError(f"trl.{key}: set by kolm from `{KOLM_SETS[key]}`; set that instead")
+        if key not in known:
+            raise ConfigError(f"trl.{key}: not an argument of trl's {cls.__name__} (see its documentation)")
+
+
+def check_report_to(names: list[str]) -> None:
+    """Every logger in ``report_to`` is one the Trainer knows and is installed (else the Trainer fails late)."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    for name in names:
+        if name in ("none", "all"):  # the Trainer's own words for no logger and every installed one
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ConfigError(f"report_to: unknown logger {name!r}; known: {sorted(INTEGRATION_TO_CALLBACK)}")
+        if name not in get_available_reporting_integrations():
+            raise KolmError(f"report_to: {name} is not installed (e.g. `pip install {name}`)")
 
 
 def _cpu_deepspeed_state(ds: dict[str, Any] | None) -> dict[str, Any]:
@@ -165,7 +224,7 @@ def prepare(cfg: AlignConfig, train: TrainSection) -> tuple[Path, Path, Any, boo
     tok_dir = model_folder(cfg.tokenizer, cfg.trust_remote_code) if cfg.tokenizer else model_dir
     bf16 = use_bf16(train.precision)
     cfg.deepspeed_config()  # a bad DeepSpeed file fails now, not after the data is tokenized
-    return model_dir, tok_dir, load_tokenizer(tok_dir, cfg.trust_remote_code), bf16
+    return model_dir, tok_dir, load_fast_tokenizer(tok_dir, cfg.trust_remote_code), bf16
 
 
 def wrap_model(cfg: AlignConfig, lora: LoraSection, model_dir: Path, tok_dir: Path, tokenizer: Any,
@@ -181,7 +240,8 @@ def wrap_model(cfg: AlignConfig, lora: LoraSection, model_dir: Path, tok_dir: Pa
     info = {"base_model": str(model_dir), "tokenizer": str(tok_dir), "vocab_size": vocab,
             "tokenizer_len": len(tokenizer), "tie_word_embeddings": bool(model.config.get_text_config()
                                                                           .tie_word_embeddings),
-            "trainable_token_ids": ids, "dtype": "bf16" if bf16 else "fp32"}
+            "trainable_token_ids": ids, "dtype": "bf16" if bf16 else "fp32",
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
     return model, peft_lora_config(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                                    target_modules=lora.target_modules, token_ids=ids), info
 
