@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from kolm.artifacts import ResizeRecord, RunFolder, TokenizerExtension
 from kolm.artifacts.run_folder import DONE
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 from kolm.paths import is_hub_id
 from kolm.train.run_state import MARKER
 
@@ -121,14 +121,6 @@ def _hub_id_of_folder(v: Any) -> str | None:
     """A hub snapshot folder in the HF cache (``.../models--ORG--NAME/snapshots/SHA``) names its repo."""
     m = re.search(r"models--([^/]+?)--([^/]+)/snapshots/", str(v))
     return f"{m.group(1)}/{m.group(2)}" if m else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (ValueError, UnicodeDecodeError) as e:
-        raise KolmError(f"{path}: not valid JSON ({e})") from None
-    return data if isinstance(data, dict) else {}
 
 
 def find_base(cfg: PushConfig, model: Path, run_info: dict[str, Any] | None) -> tuple[str | None, list[Path]]:
@@ -232,7 +224,7 @@ def _bpb_section(cfg: PushConfig, run_info: dict[str, Any] | None) -> list[str]:
     if cfg.eval:
         from kolm.eval.run import format_markdown
 
-        res = _read_json(Path(cfg.eval))
+        res = read_json_object(Path(cfg.eval), "`kolm eval` results.json")
         if not res.get("rows"):
             raise KolmError(f"eval: {cfg.eval} is not a `kolm eval` results.json (no rows)")
         texts = ", ".join(f"{lang}: {t['docs']} documents, {t['bytes']:,} bytes" for lang, t in res["texts"].items())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_process
+from kolm.artifacts import EXTENSION_FILE, TokenizerExtension
 from kolm.config import ConfigError, save, to_dict
 from kolm.errors import KolmError
 from kolm.io import check_safetensors, resolve_pretrained, tokenizer_fingerprint
@@ -107,15 +108,11 @@ def new_token_ids(lora: LoraSection, vocab: int, folders: list[Path]) -> list[in
         ids = sorted(set(lora.new_token_ids))
         source = "lora.new_token_ids"
     else:
-        ext = next((f / "extension.json" for f in folders if (f / "extension.json").is_file()), None)
-        if ext is None:
-            raise KolmError("lora.train_new_tokens: no extension.json (from `kolm vocab extend`) next to the model "
+        found = next(((f, ext) for f in folders if (ext := TokenizerExtension.read(f)) is not None), None)
+        if found is None:
+            raise KolmError(f"lora.train_new_tokens: no {EXTENSION_FILE} (from `kolm vocab extend`) next to the model "
                             f"or tokenizer ({', '.join(map(str, folders))}); list the ids in lora.new_token_ids")
-        try:
-            ids = sorted({int(e["id"]) for e in json.loads(ext.read_text(encoding="utf-8"))["added"]})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise KolmError(f"{ext}: no valid `added` list of {{id: ...}} entries ({e})") from None
-        source = str(ext)
+        ids, source = found[1].added_ids(), str(found[0] / EXTENSION_FILE)
     if not ids:
         raise KolmError(f"lora.train_new_tokens: {source} lists no token ids")
     if ids[-1] >= vocab:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import read_object
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 
 MANIFEST_FILE = "manifest.json"
 
@@ -57,7 +57,7 @@ class DataManifest:
     @classmethod
     def read(cls, path: str | Path) -> DataManifest:
         path = Path(path)
-        data = read_object(path, "kolm data manifest")
+        data = read_json_object(path, "kolm data manifest")
         try:
             tok, train = data.get("tokenizer") or {}, data.get("train") or {}
             langs = {lang: LanguageInfo(v.get("target_share"), v.get("achieved_share"), v.get("train_tokens"),

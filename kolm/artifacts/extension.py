@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file, read_object, write_text_atomic
+from kolm.artifacts._json import folder_file, write_text_atomic
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 
 EXTENSION_FILE = "extension.json"
 
@@ -103,7 +104,7 @@ class TokenizerExtension:
         path = folder_file(folder_or_file, EXTENSION_FILE)
         if not path.is_file():
             return None
-        return cls.from_json(read_object(path, EXTENSION_FILE), path)
+        return cls.from_json(read_json_object(path, EXTENSION_FILE), path)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str | Path = EXTENSION_FILE) -> TokenizerExtension:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file, read_object, write_text_atomic
+from kolm.artifacts._json import folder_file, write_text_atomic
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 
 RESIZE_FILE = "resize.json"
 
@@ -70,6 +71,6 @@ class ResizeRecord:
         if not path.is_file():
             return None
         try:
-            return cls.from_stats(read_object(path, RESIZE_FILE))
+            return cls.from_stats(read_json_object(path, RESIZE_FILE))
         except KolmError as e:
             raise KolmError(f"{path}: {e}") from None

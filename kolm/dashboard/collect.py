@@ -24,6 +24,7 @@ from typing import Any
 
 from kolm.artifacts import EXTENSION_FILE, DataManifest, RunFolder, TokenizerExtension
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 
 MAX_LISTED = 20  # broken line numbers listed per run
 
@@ -83,21 +84,9 @@ def read_metrics(path: Path) -> dict[str, Any]:
             "skipped_lines": skipped[:MAX_LISTED], "nonfinite": nonfinite}
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise KolmError(f"{path}: {what} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise KolmError(f"{path}: {what} must be a JSON object")
-    return data
-
-
 def read_base_eval(path: Path) -> dict[str, Any]:
     """The first model of a ``kolm eval`` results.json: ``{"model", "path", "bpb": {lang}, "bytes": {lang}}``."""
-    data = _read_json(path, "base_eval (kolm eval results.json)")
+    data = read_json_object(path, "base_eval (kolm eval results.json)")
     try:
         m = data["models"][0]  # type: ignore[index]
         return {"model": m.get("model", ""), "path": str(path),
