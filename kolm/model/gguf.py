@@ -39,7 +39,8 @@ Quirks of real GGUF checkpoints that this module handles (each fix is recorded i
    (``rope.scaling.type``) is carried over; Llama-3.1-style scaling, which llama.cpp stores as a ``rope_freqs``
    tensor that transformers ignores, is matched against the ``llama3`` rope type and refused if it does not fit.
 7. **GQA and head layout**: llama.cpp permutes the Q/K rows of llama models for its RoPE; transformers undoes it
-   (checked against the original weights in the tests); ``num_key_value_heads`` comes from ``head_count_kv``.
+   (checked against the original weights in the tests); ``num_key_value_heads`` comes from ``head_count_kv``;
+   for qwen3 transformers ignores ``attention.key_length`` and assumes head_dim 128, so kolm sets it from the file.
 8. **Context length**: ``tokenizer_config.json`` gets ``model_max_length`` = the model's context length (the
    GGUF tokenizer otherwise says 10^30).
 """
@@ -208,6 +209,16 @@ def fix_tokenizer(tok: Any, info: GgufInfo) -> list[str]:
     return notes
 
 
+def fix_head_dim(tc: Any, info: GgufInfo) -> list[str]:
+    """transformers' GGUF config for qwen3 ignores ``attention.key_length`` and keeps its default head_dim (128);
+    the file's value is the truth (it differs from hidden_size / heads in tiny and some real models)."""
+    key_len = info.get(f"{info.architecture}.attention.key_length")
+    if key_len is None or getattr(tc, "head_dim", None) in (None, int(key_len)):
+        return []
+    old, tc.head_dim = tc.head_dim, int(key_len)
+    return [f"head_dim {int(key_len)} from {info.architecture}.attention.key_length (transformers read {old})"]
+
+
 def _eos_ids(info: GgufInfo) -> list[int]:
     keys = ("eos_token_id", "eot_token_id", "eom_token_id")
     ids = [int(v) for k in keys if (v := info.get(f"tokenizer.ggml.{k}")) is not None]
@@ -229,6 +240,7 @@ def load_gguf(info: GgufInfo) -> tuple[Any, Any, list[str]]:
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
         notes = fix_tokenizer(tok, info)
         tc = config.get_text_config()
+        notes += fix_head_dim(tc, info)
         head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
         theta = float(info.get(f"{info.architecture}.rope.freq_base", 10000.0))
         rope, note = rope_parameters(info, theta, head_dim)

@@ -222,11 +222,12 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
     bsz, n_base = int(opts["batch"]), inputs.plan.n_base
     steps = inputs.max_steps or max(1, len(windows) // bsz)
     device = first.device
-    t0, done, first_loss, last = time.perf_counter(), 0, None, {}
+    t0, done, first_loss, last, times, tokens = time.perf_counter(), 0, None, {}, [], 0
     peak = opt.param_groups[0]["lr"]
     bar = tqdm(total=steps, desc="distill init", unit="step", leave=False, mininterval=2.0)
     for step in range(steps):
-        if time.perf_counter() - t0 > inputs.budget_s:
+        t_step = time.perf_counter()
+        if t_step - t0 > inputs.budget_s:
             break
         lo = (step * bsz) % len(windows)
         batch = _batch((windows + windows)[lo:lo + bsz], 0, device)
@@ -238,10 +239,13 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
         loss.backward()
         opt.step()
         done, last = step + 1, parts
+        times.append(time.perf_counter() - t_step)
+        tokens += int(batch[1].sum())
         first_loss = first_loss or parts
         bar.update(1)
         bar.set_postfix(ce=f"{parts['ce']:.3f}", kd=f"{parts['kd']:.3f}", refresh=False)
     bar.close()
     return {"steps": done, "max_steps": steps, "seconds": round(time.perf_counter() - t0, 2),
             "stopped_by": "steps" if done == steps else "time budget", "first": first_loss, "last": last,
-            "windows_seen": done * bsz}
+            "windows_seen": done * bsz, "median_step_s": round(sorted(times)[len(times) // 2], 3) if times else 0.0,
+            "tokens_per_step": round(tokens / max(done, 1), 1)}
