@@ -18,14 +18,9 @@ PRE_REGEXES = {"gpt2": [GPT2_REGEX], "smollm": [r"\p{N}", GPT2_REGEX], "qwen2": 
 
 def byte_alphabet() -> dict[int, str]:
     """GPT-2's byte -> printable character map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return bytes_to_unicode()
 
 
 def _split(text: str, regexes: list[str]) -> list[str]:
