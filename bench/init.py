@@ -58,7 +58,7 @@ def bpb(model, tok, texts: list[str]) -> float:
     return bits_per_byte(model, tok, texts, max_length=1024, batch_size=4).bpb
 
 
-def resized(base: Path, tok: Path, init: str, corpus: Path, distill_steps: int):
+def resized(base: Path, tok: Path, init: str, corpus: Path, distill_steps: int | None, budget: float):
     """(model, init seconds, resize stats) for one method."""
     import torch
     from tokenizers import Tokenizer
@@ -70,7 +70,7 @@ def resized(base: Path, tok: Path, init: str, corpus: Path, distill_steps: int):
     new, old = Tokenizer.from_file(str(tok / "tokenizer.json")), Tokenizer.from_file(str(base / "tokenizer.json"))
     ext = json.loads((tok / "extension.json").read_text())["added"]
     t = time.perf_counter()
-    stats = resize_model(model, new, old, init, extension=ext, corpus=[str(corpus)], budget_s=300,
+    stats = resize_model(model, new, old, init, extension=ext, corpus=[str(corpus)], budget_s=budget,
                          max_steps=distill_steps)
     return model, time.perf_counter() - t, stats
 
@@ -109,7 +109,7 @@ def method_row(args, base: Path, tok: Path, corpus: Path, train: list[str], held
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    model, init_s, stats = resized(base, tok, args.method, corpus, args.distill_steps)
+    model, init_s, stats = resized(base, tok, args.method, corpus, args.distill_steps, args.distill_budget)
     hf_tok = AutoTokenizer.from_pretrained(tok)
     n_base = stats["base_tokenizer_size"]
     zero_rows = int((model.get_input_embeddings().weight.abs().sum(1) == 0).sum())
@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--stage-batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--distill-steps", type=int, default=None, help="step cap of distill (default: its own)")
+    ap.add_argument("--distill-budget", type=float, default=300.0, help="time budget of distill, seconds")
     ap.add_argument("--new-tokens", type=int, default=8000)
     ap.add_argument("--scaling", action="store_true", help="also time distill steps by model size / new tokens")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "init"))

@@ -163,19 +163,28 @@ def step_loss(model: Any, batch: tuple[Any, ...], first: Any, n_base: int, opts:
     return loss, parts
 
 
-def replay_states(model: Any, texts: list[str], inputs: InitInputs, prefix: int, opts: dict[str, Any]) -> Any:
+def replay_states(model: Any, texts: list[str], inputs: InitInputs, prefix: int,
+                  opts: dict[str, Any]) -> tuple[Any, Any] | None:
     """(hidden states, base log-distributions) at up to ``replay_positions`` positions of text that has no new
     token: the corpus documents without one, then text the base model samples itself (new tokens suppressed,
-    seeded). There the extended model must predict exactly like the base model: the new rows may not take
-    probability mass (this is what keeps English unchanged)."""
+    seeded; a sample the extended tokenizer would cut into new tokens is dropped). There the extended model must
+    predict exactly like the base model: the new rows may not take probability mass (this is what keeps English
+    unchanged). None when there is no such text."""
     import torch
     import torch.nn.functional as F
 
     n_base, want = inputs.plan.n_base, int(opts["replay_positions"])
     seqs = [[prefix, *e.ids][: int(opts["window"])] for e in inputs.base_tokenizer.encode_batch(
         texts[:64], add_special_tokens=False)]
-    if sum(len(x) - 1 for x in seqs) < want:
-        seqs += _sampled(model, prefix, n_base, inputs.seed, opts)
+    if sum(len(x) - 1 for x in seqs) < want:  # sampled text counts only if the extension leaves it as it is
+        for x in _sampled(model, prefix, n_base, inputs.seed, opts):
+            text = inputs.base_tokenizer.decode(x[1:], skip_special_tokens=True)
+            if text.strip() and max(inputs.new_tokenizer.encode(text, add_special_tokens=False).ids,
+                                    default=0) < n_base:
+                seqs.append(x)
+    seqs = [x for x in seqs if len(x) > 1]
+    if not seqs:
+        return None
     body, head = model.base_model, model.get_output_embeddings()
     hs = []
     with torch.no_grad():
@@ -297,7 +306,8 @@ class Distill(EmbeddingInit):
             _restore(model, params, originals, hooks, start)
             model.train(was_training)
         return {**stats, "windows_available": len(windows), "documents_skipped_unaligned": skipped,
-                "replay_documents": len(plain), "options": opts}
+                "replay_documents": len(plain), "replay_positions": 0 if replay is None else int(replay[0].shape[0]),
+                "options": opts}
 
 
 def _prefix_id(model: Any, inputs: InitInputs) -> int:
