@@ -23,7 +23,7 @@ in :mod:`kolm.model.inits` (adding a method is adding a file there):
 Why ``subword-mean`` stays the default: it is model-free (it runs inside ZeRO-3 and in the CPT trainer's own
 resize) and costs nothing. ``distill`` is opt-in until ``bench/init.py`` has measured it on the real model: on
 the tiny test model (tests/test_init_distill.py) 40 distill steps take held-out Korean bpb from 0.99x the base
-(subword-mean) to 0.81x with English unchanged against subword-mean, but on SmolLM2-135M the benchmark could not
+(subword-mean) to 0.77-0.82x with English within +0.04% of subword-mean, but on SmolLM2-135M the benchmark could not
 be run to completion on the shared 2-core machine it was written on (one distill step took ~4 minutes there).
 
 :func:`resize_model` is the library entry point (used by the CPT trainer): it works on a plain model and on a

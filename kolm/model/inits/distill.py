@@ -14,8 +14,8 @@ extended-token boundary the two are aligned, and the base model's predictions th
 * ``replay``: the same KL at positions of text without new tokens (the corpus documents that have none, then
   text the base model samples itself with the new tokens suppressed, seeded): there the extended model must
   predict exactly like the base one, so the new rows may not take probability mass. Only the head sees these
-  positions (their hidden states are the base model's), which makes the term cheap; it is what keeps English
-  unchanged (without it, English bits per byte rose by 0.9% on the tiny test model).
+  positions (their hidden states are the base model's), which makes the term cheap. It guards English: that
+  the new rows take no mass in English contexts.
 
 Only the new rows train (a gradient hook zeroes every other row, Adam without weight decay: old rows stay
 bit-identical, and they are restored and checked at the end). With tied embeddings one row serves as input and
