@@ -78,7 +78,7 @@ def test_distill_beats_subword_mean_and_keeps_old_rows(world):
     bos = base.config.bos_token_id
     sm, new, _ = _resize(world, "subword-mean")
     t0 = time.perf_counter()
-    di, _, stats = _resize(world, "distill", max_steps=40, budget_s=600)
+    di, _, stats = _resize(world, "distill", max_steps=40, budget_s=1e6)  # the step cap decides here
     took = time.perf_counter() - t0
     n_base = base.get_input_embeddings().weight.shape[0]
     w_old, w_new = base.get_input_embeddings().weight, di.get_input_embeddings().weight
