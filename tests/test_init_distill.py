@@ -69,6 +69,7 @@ def _bpb(model, tok, texts, bos):
     return bits_per_byte(model, tok, texts, prefix_id=bos).bpb
 
 
+@pytest.mark.slow
 def test_distill_beats_subword_mean_and_keeps_old_rows(world):
     import torch
     from transformers import AutoModelForCausalLM
