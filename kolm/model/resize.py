@@ -35,12 +35,12 @@ and ``resize.json`` (inits, sizes, per-init statistics and the resolved config).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts import EXTENSION_FILE, AddedToken, ResizeRecord, TokenizerExtension
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 from kolm.io import MODEL_TOKENIZER_FILES, atomic_output_dir, resolve_pretrained
@@ -108,12 +108,12 @@ class ExtensionPlan:
     pieces_from: str  # "extension.json", "base tokenizer" or "both"
 
 
-def plan_extension(new: Any, base: Any, extension: list[dict] | None = None, *, new_name: str = "tokenizer",
+def plan_extension(new: Any, base: Any, extension: list[AddedToken] | None = None, *, new_name: str = "tokenizer",
                    base_name: str = "base tokenizer") -> ExtensionPlan:
     """Check that ``new`` extends ``base`` (same id and string for every base token) and find each new token's pieces.
 
-    ``extension`` is the ``added`` list of ``extension.json`` ([{"id", "token", "base_ids"}]); tokens it does not
-    cover are cut by the base BPE model itself (added/special tokens by the full base pipeline).
+    ``extension`` is the ``added`` list of the tokenizer's :class:`~kolm.artifacts.TokenizerExtension`; tokens it
+    does not cover are cut by the base BPE model itself (added/special tokens by the full base pipeline).
     """
     bv, nv = base.get_vocab(with_added_tokens=True), new.get_vocab(with_added_tokens=True)
     bad = [f"{t!r} (id {i} -> {nv.get(t)})" for t, i in sorted(bv.items(), key=lambda x: x[1]) if nv.get(t) != i]
@@ -129,10 +129,7 @@ def plan_extension(new: Any, base: Any, extension: list[dict] | None = None, *, 
                         f"(< {n_base}); new tokens must come after every base id")
     pieces: dict[int, list[int]] = {}
     for e in extension or []:
-        try:
-            i, tok, ids = int(e["id"]), str(e["token"]), [int(x) for x in e["base_ids"]]
-        except (KeyError, TypeError, ValueError):
-            raise KolmError(f"extension.json: malformed entry {e!r} (need id, token, base_ids)") from None
+        i, tok, ids = e.id, e.token, e.base_ids
         if tokens.get(i) != tok:
             raise KolmError(f"extension.json: entry id {i} token {tok!r} does not match {new_name} "
                             f"({tokens.get(i)!r}); the file belongs to another tokenizer")
@@ -350,14 +347,11 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
     base_src = cfg.base_tokenizer or model_dir
     base, base_file = load_tokenizer(base_src, "base_tokenizer" if cfg.base_tokenizer else "model")
     new, new_file = load_tokenizer(cfg.tokenizer, "tokenizer")
-    ext_file, extension, recorded = new_file.parent / "extension.json", None, []
-    if ext_file.is_file():
-        try:
-            data = json.loads(ext_file.read_text(encoding="utf-8"))
-            extension, recorded = data["added"], [str(c) for c in data.get("corpus") or []]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise KolmError(f"{ext_file}: not a valid extension.json ({e})") from None
-    plan = plan_extension(new, base, extension, new_name=str(new_file), base_name=str(base_file))
+    ext_file = new_file.parent / EXTENSION_FILE
+    extension = TokenizerExtension.read(ext_file)
+    plan = plan_extension(new, base, extension.added if extension else None, new_name=str(new_file),
+                          base_name=str(base_file))
+    recorded = [str(c) for c in extension.corpus] if extension else []
     corpus = _init_corpus(cfg, recorded, ext_file) if get_init(cfg.init).uses_model else []
 
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -384,7 +378,7 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
             if src.is_file():
                 shutil.copyfile(src, tmp / name)
         stats["config"] = to_dict(cfg)
-        (tmp / "resize.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        ResizeRecord.from_stats(stats).write(tmp)
     print(f"resized {cfg.model}: vocab {stats['old_vocab_size']} -> {stats['new_vocab_size']} "
           f"({stats['new_rows']} new rows, init {cfg.init}) -> {cfg.output}")
     return stats
