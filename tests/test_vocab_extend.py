@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sysconfig
@@ -22,7 +23,8 @@ from tokenizers import Tokenizer
 
 from kolm.cli import main
 from kolm.vocab.extend import merge_pairs
-from kolm.vocab.family import bl_to_bytes, forces_hangul, has_hangul, is_hangul, token_forces_hangul
+from kolm.vocab.families import detect
+from kolm.vocab.family import bl_to_bytes, forces_hangul, has_hangul, is_hangul
 
 # ------------------------------------------------------------------------------------------------ test text
 
@@ -106,11 +108,47 @@ def extended(request, tmp_path_factory, ko_train):
     return base, _extend(base, ko_train, tmp / "ext", 3000)
 
 
+# sha256 of tokenizer.json and of extension.json's `added` list (json.dumps(sort_keys=True, ensure_ascii=False)),
+# made with kolm before the streamed counting and the family classes (commit 8f0d2a1) on ko_dev.txt. The refactor
+# must reproduce them byte for byte. They depend on the `tokenizers` trainer (and kiwipiepy for the morpheme-aware
+# rows) in the version ranges pyproject.toml allows.
+GOLDEN = {
+    "llama2": ("a0f215ef46c2fcd759dc1d92bb8ec0a2f0f5eabc96b18579924499a6e641de30",
+               "4b7590c06aa7e8c8eeaeb4356a184d073a7bec034104c91d8127a6ff0fb80be5"),
+    "mistral": ("189204342b4ed33ee6d9ffaf4bc6e759d5f56f64003820df21a5ec66212427a5",
+                "1d39d9798fa9c89b874c9c08301f6a7d3cfb0fdcdfea857100c5a7d4af0fa05c"),
+    "llama3": ("c9b1cea8fd4a55ed5fa084acfd8cf536f9b68cc9dc856801906867f61ba0a662",
+               "5875771b9d1124b83385138bc0bfd57e8f1ebd462f758515280209bfe1882ae6"),
+    "llama3-morph": ("805b6c9f35890270e4988c571d224777fe200239c6472346d9565ee800b65238",
+                     "1fc739a1c53150006659cc88bc4e07968c1ca2791e7b51687670195f0a78dffd"),
+    "llama2-morph": ("000088308e7fc10f8f09c57720c1564bfff825e27888fa9ae3099ddf60b25bf0",
+                     "bbdc6fa803261566e0a801fe7847567d1cd914f07e854a2599ccc43966665acc"),
+    "tiny-sp": ("b45433730f25c985a7063166b6efaf72de83dc8d60aa425286b1ff88b2b95072",
+                "e754fe464709b9ebcbece388cc3f7502d97fc89c6a4c399a58540e733a6116da"),
+    "tiny-bl": ("f42ecb03d4b75d80b47cd83f3da4082298f6df780749d7bd1401af42f17580d8",
+                "439cc83aca5fb41d8c8e9af66b1259cccdf7276b9980a259118421aa7e05df12"),
+}
+
+
+def output_hashes(folder: Path) -> tuple[str, str]:
+    added = json.loads((folder / "extension.json").read_text())["added"]
+    return (hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest(),
+            hashlib.sha256(json.dumps(added, ensure_ascii=False, sort_keys=True).encode()).hexdigest())
+
+
 def _tok(folder: Path) -> Tokenizer:
     return Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
 # ------------------------------------------------------------------------------------------------ invariants
+
+
+def test_same_output_as_before(extended, request):
+    """tokenizer.json and the `added` list are byte for byte what kolm wrote before the refactor."""
+    name = request.node.callspec.params["extended"]
+    if name not in GOLDEN:
+        pytest.skip(f"no reference output for {name}")
+    assert output_hashes(extended[1]) == GOLDEN[name]
 
 
 def test_original_ids_and_specials_unchanged(extended):
@@ -128,7 +166,9 @@ def test_original_ids_and_specials_unchanged(extended):
     assert new_ids == list(range(max(bv.values()) + 1, max(bv.values()) + 1 + len(new_ids)))
     info = json.loads((ext / "extension.json").read_text())
     assert [a["id"] for a in info["added"]] == new_ids
-    assert all(token_forces_hangul(a["token"], info["family"]) for a in info["added"])
+    family = detect(bj)
+    assert family.name == info["family"]
+    assert all(family.forces_hangul(a["token"]) for a in info["added"])
 
 
 def test_text_without_hangul_tokenizes_identically(extended):
@@ -295,6 +335,7 @@ def test_morpheme_aware_tokens_align_with_morphemes(tmp_path, ko_train):
     base = real_tokenizer("llama2")
     plain = _extend(base, ko_train, tmp_path / "plain", 1500)
     morph = _extend(base, ko_train, tmp_path / "morph", 1500, "--morpheme-aware")
+    assert output_hashes(morph) == GOLDEN["llama2-morph"]
     held = read_lines("ko_dev.txt")[::7]
     p, m = measure(_tok(plain), held), measure(_tok(morph), held)
     assert m["morph_precision"] > p["morph_precision"] + 0.1

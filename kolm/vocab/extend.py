@@ -22,26 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
 import time
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
-from kolm.vocab.family import (
-    HANGUL_RE,
-    detect_family,
-    has_hangul,
-    is_hangul,
-    token_bytes,
-    token_forces_hangul,
-    token_text,
-)
+from kolm.vocab.families import Family, detect
+from kolm.vocab.family import has_hangul
 
 
 @dataclass
@@ -105,53 +98,29 @@ def merge_pairs(merges: list) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------------- units
 
 
-_WORD_RE = re.compile(r"[^ ]+")  # SentencePiece-style BPE sees spaces as `▁` word starts
+def count_units(texts: list[str], family: Family, morpheme_aware: bool = False) -> Counter:
+    """The Hangul-bearing training units of ``texts`` (in memory; :mod:`kolm.vocab.count` streams a corpus)."""
+    counter = family.counter(morpheme_aware)
+    bounds = None
+    if morpheme_aware:
+        from kolm.vocab.morph import morpheme_boundaries
 
-
-def _units(texts: list[str], family: str, pre_tokenizer: Any, boundaries: list[list[int]] | None) -> Counter:
-    """Count (unit, morpheme-boundary byte offsets) pairs over the Hangul-bearing units of ``texts``."""
-    counts: Counter = Counter()
-    if family == "sentencepiece" and boundaries is None:  # fast path: no offsets needed
-        # documents joined by a space split into exactly the words of each document
-        words = Counter(" ".join(texts).split(" "))
-        words.pop("", None)  # runs of spaces
-        counts.update({("▁" + w, ()): c for w, c in words.items() if HANGUL_RE.search(w)})
-        return counts
-    for i, text in enumerate(texts):
-        bounds = boundaries[i] if boundaries is not None else ()
-        if family == "sentencepiece":
-            spans = [(m.start(), m.end(), "▁" + m.group()) for m in _WORD_RE.finditer(text)]
-            prefix = len("▁".encode())
-        else:
-            spans = [(s, e, piece) for piece, (s, e) in pre_tokenizer.pre_tokenize_str(text)]
-            prefix = 0
-        for s, e, unit in spans:
-            if not has_hangul(text[s:e]):
-                continue
-            inner = tuple(prefix + len(text[s:c].encode()) for c in bounds if s < c < e) if bounds else ()
-            counts[(unit, inner)] += 1
-    return counts
+        bounds = morpheme_boundaries(texts)
+    counter.add(texts, bounds)
+    return counter.units()
 
 
 class _Segmenter:
     """Cuts base-BPE pieces of a unit into training segments; per-token facts are cached (hot loop)."""
 
-    def __init__(self, family: str, model: Any, new_chars: set[str]):
+    def __init__(self, family: Family, model: Any, new_chars: set[str]):
         self.family, self.model, self.new_chars = family, model, new_chars
         self.info: dict[str, tuple[int, bool, bool]] = {}  # token -> (n bytes, touches Hangul, is a fallback byte)
 
     def _info(self, tok: str) -> tuple[int, bool, bool]:
         got = self.info.get(tok)
         if got is None:
-            b = token_bytes(tok, self.family)
-            if self.family == "byte_level":
-                # non-ASCII pieces inside a Hangul unit are (parts of) Hangul or its neighbours; the final
-                # forces-Hangul filter decides what is kept, this only decides where training segments are cut
-                got = (len(b), any(x >= 0x80 for x in b), False)
-            else:
-                is_byte = len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">")
-                got = (len(b), has_hangul(tok), is_byte)
-            self.info[tok] = got
+            got = self.info[tok] = self.family.piece_info(tok)
         return got
 
     def __call__(self, unit: str, bounds: tuple[int, ...]) -> list[list[str]]:
@@ -209,55 +178,26 @@ class Extension:
     merges_to_existing: int
     exhausted: bool
     pruned_unreachable: int = 0
-    unreachable_left: list[str] = dataclasses.field(default_factory=list)  # after pruning (always empty)
+    unreachable_left: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # after pruning: all empty
 
 
-def learn(texts: list[str], base_json: dict[str, Any], base: Any, n: int, *, min_frequency: int = 2,
-          max_char_share: float = 0.25, morpheme_aware: bool = False, exclude: frozenset[str] = frozenset()
-          ) -> Extension:
-    """Learn up to ``n`` new tokens (chars + merges) continuing the base BPE (``base``: its Tokenizer) on ``texts``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    family = detect_family(base_json)
-    vocab: dict[str, int] = base_json["model"]["vocab"]
-    boundaries = None
-    if morpheme_aware:
-        from kolm.vocab.morph import morpheme_boundaries
-
-        boundaries = morpheme_boundaries(texts)
-    units = _units(texts, family, base.pre_tokenizer, boundaries)
+def learn(units: Counter, base_json: dict[str, Any], base: Any, family: Family, n: int, *, min_frequency: int = 2,
+          max_char_share: float = 0.25, exclude: frozenset[str] = frozenset()) -> Extension:
+    """Learn up to ``n`` new tokens (chars + merges) continuing the base BPE (``base``: its Tokenizer) on ``units``
+    (training units and their counts, from :func:`count_units` or :mod:`kolm.vocab.count`)."""
     if not units:
         raise KolmError("the corpus contains no Hangul: nothing to learn Korean tokens from")
-
-    new_chars: list[str] = []
-    if family == "sentencepiece":
-        char_counts: Counter = Counter()
-        for (unit, _), c in units.items():
-            for ch in unit:
-                if is_hangul(ch) and ch not in vocab and ch not in exclude:
-                    char_counts[ch] += c
-        cap = int(max_char_share * n)
-        new_chars = [ch for ch, c in char_counts.most_common() if c >= min_frequency][:cap]
-    chars_set = set(new_chars)
-
-    sym: dict[str, str] = {}
-    seg_counts: Counter = Counter()
-    segmenter = _Segmenter(family, base.model, chars_set)
-    for (unit, bounds), c in units.items():
-        for seg in segmenter(unit, frozenset(bounds) if bounds else frozenset()):
-            key = "".join(sym.setdefault(t, _pua(len(sym))) for t in seg)
-            seg_counts[key] += c
-    back = {v: k for k, v in sym.items()}
+    vocab: dict[str, int] = base_json["model"]["vocab"]
+    cap = int(max_char_share * n)
+    char_counts = family.char_counts(units, vocab, exclude)
+    new_chars = [ch for ch, c in char_counts.most_common() if c >= min_frequency][:cap]
+    seg_counts, back = _segments(units, _Segmenter(family, family.segmenting_model(base), set(new_chars)))
     want = n - len(new_chars)
     base_merges = set(merge_pairs(base_json["model"]["merges"]))
-    available = set(vocab) | chars_set
+    available = set(vocab) | set(new_chars)
     ask = int(want * 1.03) + 64  # a few learned merges fail the filter; asking for far more costs training time
     while True:
-        trainer = trainers.BpeTrainer(vocab_size=len(sym) + ask, min_frequency=min_frequency, show_progress=False)
-        learner = Tokenizer(models.BPE())
-        learner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        learner.train_from_iterator(((k + " ") * c for k, c in seg_counts.items()), trainer)
-        learned = merge_pairs(json.loads(learner.to_str())["model"]["merges"])
+        learned = _train_merges(seg_counts, len(back) + ask, min_frequency)
         exhausted = len(learned) < ask
         have = set(available)
         new_tokens: list[str] = []
@@ -271,7 +211,7 @@ def learn(texts: list[str], base_json: dict[str, Any], base: Any, n: int, *, min
             r = a + b
             if a not in have or b not in have or (a, b) in base_merges or r in exclude:
                 continue
-            if not token_forces_hangul(r, family):
+            if not family.forces_hangul(r):
                 continue
             merges.append((a, b))
             if r in have:
@@ -283,7 +223,39 @@ def learn(texts: list[str], base_json: dict[str, Any], base: Any, n: int, *, min
             break
         # more merges failed the filter than expected: ask again, scaled by the share that passed
         ask = int(ask * min(4.0, 1.1 * want / max(1, len(new_tokens)))) + 256
-    return Extension(family, new_chars, new_tokens, merges, to_existing, exhausted and len(new_tokens) < want)
+    return Extension(family.name, new_chars, new_tokens, merges, to_existing, exhausted and len(new_tokens) < want)
+
+
+def _segments(units: Counter, segmenter: _Segmenter) -> tuple[Counter, dict[str, str]]:
+    """Training segments with their counts, each base piece renamed to one private-use character (in order of
+    first appearance), and the map back from those characters to the pieces."""
+    sym: dict[str, str] = {}
+    seg_counts: Counter = Counter()
+    for (unit, bounds), c in units.items():
+        for seg in segmenter(unit, frozenset(bounds) if bounds else frozenset()):
+            key = "".join(sym.setdefault(t, _pua(len(sym))) for t in seg)
+            seg_counts[key] += c
+    return seg_counts, {v: k for k, v in sym.items()}
+
+
+def _train_merges(seg_counts: Counter, vocab_size: int, min_frequency: int) -> list[tuple[str, str]]:
+    """The merges the Rust BpeTrainer learns on the segments (each fed as often as it occurs)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False)
+    learner = Tokenizer(models.BPE())
+    learner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    learner.train_from_iterator(_repeated(seg_counts), trainer)
+    return merge_pairs(json.loads(learner.to_str())["model"]["merges"])
+
+
+def _repeated(seg_counts: Counter, most: int = 1 << 16) -> Iterator[str]:
+    """Each segment as often as it was counted, in strings of at most ``most`` copies (bounded memory)."""
+    for k, c in seg_counts.items():
+        while c > 0:
+            m = min(c, most)
+            yield (k + " ") * m
+            c -= m
 
 
 def build_tokenizer_json(base_json: dict[str, Any], ext: Extension) -> dict[str, Any]:
@@ -310,19 +282,14 @@ def build_tokenizer_json(base_json: dict[str, Any], ext: Extension) -> dict[str,
     return out
 
 
-def unreachable(tok: Any, tokens: list[str]) -> list[str]:
-    """Tokens that the BPE model does not produce from their own string (model level: no `▁` prefix added)."""
-    return [t for t in tokens if [x.value for x in tok.model.tokenize(t)] != [t]]
-
-
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: list[str], lines: list[str]
+def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: dict[str, list[str]], lines: list[str]
                      ) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
     """Measure the guarantees on ``lines``: ids kept, non-Hangul identity, round trip (``unreachable_tokens``: the
-    result of :func:`unreachable` on ``new_tok``, passed through). Also returns the compression of both tokenizers
-    on the same encodings (``compression_base`` / ``compression_extended``)."""
+    result of the family's reachability checks on ``new_tok``, passed through). Also returns the compression of
+    both tokenizers on the same encodings (``compression_base`` / ``compression_extended``)."""
     bv, nv = base_tok.get_vocab(with_added_tokens=True), new_tok.get_vocab(with_added_tokens=True)
     moved = [t for t, i in bv.items() if nv.get(t) != i]
     korean = [has_hangul(x) for x in lines]
@@ -337,7 +304,8 @@ def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: list[str],
         "non_hangul_lines_changed": changed,
         "roundtrip_lines_checked": len(lines),
         "roundtrip_failures": len(bad_rt),
-        "unreachable_tokens": len(unreachable_tokens),
+        "unreachable_tokens": len(set().union(*unreachable_tokens.values())),
+        **{f"unreachable_tokens_{k}": len(v) for k, v in unreachable_tokens.items() if k != "model"},
     }, {
         "compression_base": compression(lines, korean, ids_base),
         "compression_extended": compression(lines, korean, ids_new),
@@ -357,28 +325,31 @@ def compression(lines: list[str], korean: list[bool], ids: list[list[int]]) -> d
 # ----------------------------------------------------------------------------------------------- command
 
 
-def extend_tokenizer(base_json: dict[str, Any], texts: list[str], n: int, *, min_frequency: int = 2,
-                     max_char_share: float = 0.25, morpheme_aware: bool = False, allow_fewer: bool = False,
-                     base: Any = None) -> tuple[dict[str, Any], Any, Extension]:
-    """Learn and build the extended tokenizer (its JSON and `tokenizers.Tokenizer`); prune unreachable tokens.
+def extend_tokenizer(base_json: dict[str, Any], units: Counter, n: int, *, min_frequency: int = 2,
+                     max_char_share: float = 0.25, allow_fewer: bool = False, base: Any = None,
+                     family: Family | None = None) -> tuple[dict[str, Any], Any, Extension]:
+    """Learn from ``units`` and build the extended tokenizer (its JSON and `tokenizers.Tokenizer`); prune
+    unreachable tokens (with everything learned on top of them) and learn again without them.
 
     ``base`` is the base `tokenizers.Tokenizer` when the caller has it already (else built from ``base_json``).
     """
     from tokenizers import Tokenizer
 
     base = base or Tokenizer.from_str(json.dumps(base_json))
+    family = family or detect(base_json)
     exclude: set[str] = set()
     pruned = 0
     for _ in range(10):
-        ext = learn(texts, base_json, base, n, min_frequency=min_frequency, max_char_share=max_char_share,
-                    morpheme_aware=morpheme_aware, exclude=frozenset(exclude))
+        ext = learn(units, base_json, base, family, n, min_frequency=min_frequency, max_char_share=max_char_share,
+                    exclude=frozenset(exclude))
         out = build_tokenizer_json(base_json, ext)
         new_tok = Tokenizer.from_str(json.dumps(out))
-        bad = unreachable(new_tok, ext.new_chars + ext.new_tokens)
-        if not bad:
+        bad = family.unreachable(new_tok, ext.new_chars + ext.new_tokens)
+        if not any(bad.values()):
             break
-        exclude.update(bad)
-        pruned += len(bad)
+        worst = set().union(*bad.values())
+        exclude.update(worst)
+        pruned += len(worst)
     else:
         raise KolmError("could not remove all unreachable tokens in 10 rounds (please report this as a bug)")
     ext.pruned_unreachable, ext.unreachable_left = pruned, bad
@@ -397,7 +368,7 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     files = check_corpus_files(cfg.corpus)
     folder, base_json = load_base(cfg.base)
-    family = detect_family(base_json, where=str(folder / "tokenizer.json"))
+    family = detect(base_json, where=str(folder / "tokenizer.json"))
     out_path = Path(cfg.output)
     if out_path.exists() and not cfg.overwrite and (not out_path.is_dir() or any(out_path.iterdir())):
         raise KolmError(f"output exists and is not empty: {out_path} (pass --overwrite to replace it)")
@@ -405,11 +376,12 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     texts = [unicodedata.normalize("NFC", t) for t in iter_corpus(files, cfg.text_field)]
     if not texts:
         raise KolmError(f"the corpus is empty: {', '.join(map(str, files))}")
+    units = count_units(texts, family, cfg.morpheme_aware)
     base_tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     t_read = time.perf_counter()
-    new_json, new_tok, ext = extend_tokenizer(base_json, texts, cfg.num_new_tokens, min_frequency=cfg.min_frequency,
-                                              max_char_share=cfg.max_char_share, morpheme_aware=cfg.morpheme_aware,
-                                              allow_fewer=cfg.allow_fewer, base=base_tok)
+    new_json, new_tok, ext = extend_tokenizer(base_json, units, cfg.num_new_tokens, min_frequency=cfg.min_frequency,
+                                              max_char_share=cfg.max_char_share, allow_fewer=cfg.allow_fewer,
+                                              base=base_tok, family=family)
     t_learn = time.perf_counter()
     sample = texts[:: max(1, len(texts) // cfg.check_lines)][: cfg.check_lines]
     checks, comp = check_invariants(base_tok, new_tok, ext.unreachable_left, sample)
@@ -417,12 +389,12 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     if checks["base_tokens_moved"] or checks["non_hangul_lines_changed"] or checks["unreachable_tokens"]:
         raise KolmError(f"internal invariant violated, nothing written (please report): {checks}")
     vocab = new_json["model"]["vocab"]
-    added = [{"id": vocab[t], "token": t, "text": token_text(t, family), "kind": kind,
+    added = [{"id": vocab[t], "token": t, "text": family.token_text(t), "kind": kind,
               "base_ids": [x.id for x in base_tok.model.tokenize(t)]}
              for kind, toks in (("char", ext.new_chars), ("merge", ext.new_tokens)) for t in toks]
     report = {
         "kolm_version": __import__("kolm").__version__,
-        "family": family,
+        "family": family.name,
         "base": cfg.base,
         "base_tokenizer_sha256": file_sha256(folder / "tokenizer.json"),
         "base_vocab_size": base_tok.get_vocab_size(with_added_tokens=True),
@@ -450,11 +422,12 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
             if (folder / name).is_file():
                 shutil.copy2(folder / name, tmp / name)
         write_tokenizer_config(folder, tmp, report)
+        family.write_files(tmp, new_json, report)
         _check_transformers_load(tmp, new_tok, sample)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         (tmp / "extension.json").write_text(_report_json(report), encoding="utf-8")
     c0, c1 = report["compression_base"], report["compression_extended"]
-    print(f"kolm vocab extend: {family} base, +{len(added)} tokens ({len(ext.new_chars)} chars, "
+    print(f"kolm vocab extend: {family.name} base, +{len(added)} tokens ({len(ext.new_chars)} chars, "
           f"{len(ext.new_tokens)} merges), Korean chars/token {c0['korean_chars_per_token']} -> "
           f"{c1['korean_chars_per_token']}, non-Hangul lines changed: {checks['non_hangul_lines_changed']}, "
           f"unreachable: {checks['unreachable_tokens']} -> {out_path}")
