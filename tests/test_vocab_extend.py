@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 
 from kolm.cli import main
 from kolm.vocab.extend import merge_pairs
-from kolm.vocab.families import detect
+from kolm.vocab.families import detect, merges_only
 from kolm.vocab.family import bl_to_bytes, forces_hangul, has_hangul, is_hangul
 
 # ------------------------------------------------------------------------------------------------ test text
@@ -117,10 +117,13 @@ GOLDEN = {
                "4b7590c06aa7e8c8eeaeb4356a184d073a7bec034104c91d8127a6ff0fb80be5"),
     "mistral": ("189204342b4ed33ee6d9ffaf4bc6e759d5f56f64003820df21a5ec66212427a5",
                 "1d39d9798fa9c89b874c9c08301f6a7d3cfb0fdcdfea857100c5a7d4af0fa05c"),
-    "llama3": ("c9b1cea8fd4a55ed5fa084acfd8cf536f9b68cc9dc856801906867f61ba0a662",
-               "5875771b9d1124b83385138bc0bfd57e8f1ebd462f758515280209bfe1882ae6"),
-    "llama3-morph": ("805b6c9f35890270e4988c571d224777fe200239c6472346d9565ee800b65238",
-                     "1fc739a1c53150006659cc88bc4e07968c1ca2791e7b51687670195f0a78dffd"),
+    # Llama-3 (ignore_merges) changed on purpose when every new token had to be reachable by merges alone; the
+    # hashes before were c9b1cea8... (llama3) and 805b6c9f... (llama3-morph), each with one new token (` 스타일`)
+    # that only the whole-pre-token lookup produced.
+    "llama3": ("d7b56104a3395ebe24a37921635cda4a99e800dfc57f046de36dcaf002274d72",
+               "39cbdcb1b3e43777ae0b28d81df425eef6da71d0b57cc723c611c220f5b390f5"),
+    "llama3-morph": ("48d987e5d5c144b1df07e8905a1183d06f46bc44ac6616157dd5a2fa89babbb4",
+                     "9aad64f9f16eb03353aacf721d996a2e93b9516f7daea897adc5c8ba46eeab1d"),
     "llama2-morph": ("000088308e7fc10f8f09c57720c1564bfff825e27888fa9ae3099ddf60b25bf0",
                      "bbdc6fa803261566e0a801fe7847567d1cd914f07e854a2599ccc43966665acc"),
     "tiny-sp": ("b45433730f25c985a7063166b6efaf72de83dc8d60aa425286b1ff88b2b95072",
@@ -187,13 +190,16 @@ def test_text_without_hangul_tokenizes_identically(extended):
 def test_no_unreachable_tokens(extended):
     base, ext = extended
     e = _tok(ext)
+    ej = json.loads((ext / "tokenizer.json").read_text())
+    merges = merges_only(ej)  # ignore_merges off: what runtimes without the whole-word lookup see
     info = json.loads((ext / "extension.json").read_text())
-    assert info["checks"]["unreachable_tokens"] == 0
+    assert info["checks"]["unreachable_tokens"] == 0 and info["checks"]["unreachable_tokens_merges_only"] == 0
     family = info["family"]
     unreachable = []
     for a in info["added"]:
         tok = a["token"]
-        if [t.id for t in e.model.tokenize(tok)] != [a["id"]]:
+        if [t.id for t in e.model.tokenize(tok)] != [a["id"]] or [t.id for t in merges.model.tokenize(tok)] != [
+                a["id"]]:
             unreachable.append(tok)
             continue
         # through the whole pipeline too: byte-level tokens from their text, `▁`-tokens from text with its space
@@ -203,6 +209,30 @@ def test_no_unreachable_tokens(extended):
         elif tok.startswith("▁") and e.encode(tok[1:], add_special_tokens=False).ids != [a["id"]]:
             unreachable.append(tok)
     assert unreachable == []
+
+
+def test_new_merges_build_on_tokens_the_merges_make(extended):
+    """Both parts of every new merge are made by the merges alone (no part exists only through ignore_merges'
+    whole-pre-token lookup), so the new tokens also appear inside longer pre-tokens."""
+    base, ext = extended
+    bj, ej = (json.loads((f / "tokenizer.json").read_text()) for f in (base, ext))
+    merges = merges_only(ej)
+    new = merge_pairs(ej["model"]["merges"])[len(bj["model"]["merges"]):]
+    parts = {x for pair in new for x in pair}
+    assert parts and all([t.value for t in merges.model.tokenize(x)] == [x] for x in parts)
+
+
+def test_llama3_lookup_only_tokens_are_not_built_on():
+    """Llama-3's ` 스타` is a base token its merges never make (only the lookup of the whole pre-token does):
+    kolm segments with the merges alone, so it sees ` 스타일` as the merges cut it, and learns nothing on ` 스타`."""
+    from kolm.vocab.families.byte_level import to_byte_level
+
+    bj = json.loads((real_tokenizer("llama3") / "tokenizer.json").read_text())
+    base, fam = Tokenizer.from_str(json.dumps(bj)), detect(bj)
+    star = to_byte_level(" 스타")
+    assert fam.ignore_merges and star in bj["model"]["vocab"]
+    assert [t.value for t in base.model.tokenize(star)] == [star]  # the lookup
+    assert len(fam.segmenting_model(base).tokenize(star)) > 1  # the merges alone
 
 
 def _decodes_cleanly(tok: str) -> bool:

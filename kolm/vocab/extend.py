@@ -220,15 +220,49 @@ def learn(units: Counter, base_json: dict[str, Any], base: Any, family: Family, 
     cap = int(max_char_share * n)
     char_counts = family.char_counts(units, vocab, exclude)
     new_chars = [ch for ch, c in char_counts.most_common() if c >= min_frequency][:cap]
-    seg_counts, back = _segments(units, _Segmenter(family, family.segmenting_model(base), set(new_chars)))
+    model = family.segmenting_model(base)
+    seg_counts, back = _segments(units, _Segmenter(family, model, set(new_chars)))
     want = n - len(new_chars)
-    base_merges = set(merge_pairs(base_json["model"]["merges"]))
-    available = set(vocab) | set(new_chars)
+    keep = _Filter(family, model, set(merge_pairs(base_json["model"]["merges"])), set(vocab) | set(new_chars),
+                   exclude)
     ask = int(want * 1.03) + 64  # a few learned merges fail the filter; asking for far more costs training time
     while True:
         learned = _train_merges(seg_counts, len(back) + ask, min_frequency)
         exhausted = len(learned) < ask
-        have = set(available)
+        new_tokens, merges, to_existing = keep(learned, back, want)
+        if len(new_tokens) >= want or exhausted:
+            break
+        # more merges failed the filter than expected: ask again, scaled by the share that passed
+        ask = int(ask * min(4.0, 1.1 * want / max(1, len(new_tokens)))) + 256
+    return Extension(family.name, new_chars, new_tokens, merges, to_existing, exhausted and len(new_tokens) < want)
+
+
+class _Filter:
+    """Which learned merges are kept, in order: both parts exist and can be made by merges, the pair is not a
+    base merge, the result is not excluded and forces Hangul.
+
+    "Can be made by merges": a base token that the segmenting model (the base merges alone) does not produce
+    from its own string exists only through ignore_merges' whole-pre-token lookup (Llama-3's `` 스타``); a new
+    token built on it would be made by that lookup alone, never inside a longer pre-token.
+    """
+
+    def __init__(self, family: Family, model: Any, base_merges: set, available: set[str], exclude: frozenset[str]):
+        self.family, self.model, self.base_merges = family, model, base_merges
+        self.available, self.exclude = available, exclude
+        self.by_merges: dict[str, bool] = {}  # base token -> its merges make it (cached across rounds)
+
+    def _made_by_merges(self, token: str, made: set[str]) -> bool:
+        if not self.family.ignore_merges or token in made:
+            return True
+        got = self.by_merges.get(token)
+        if got is None:
+            got = self.by_merges[token] = [t.value for t in self.model.tokenize(token)] == [token]
+        return got
+
+    def __call__(self, learned: list[tuple[str, str]], back: dict[str, str], want: int
+                 ) -> tuple[list[str], list[tuple[str, str]], int]:
+        """(new tokens, kept merges, merges whose result already existed) from the learned merges."""
+        have, made = set(self.available), set()
         new_tokens: list[str] = []
         merges: list[tuple[str, str]] = []
         to_existing = 0
@@ -238,21 +272,19 @@ def learn(units: Counter, base_json: dict[str, Any], base: Any, family: Family, 
             a = "".join(back[c] for c in pa)
             b = "".join(back[c] for c in pb)
             r = a + b
-            if a not in have or b not in have or (a, b) in base_merges or r in exclude:
+            if a not in have or b not in have or (a, b) in self.base_merges or r in self.exclude:
                 continue
-            if not family.forces_hangul(r):
+            if not self.family.forces_hangul(r) or not (self._made_by_merges(a, made)
+                                                         and self._made_by_merges(b, made)):
                 continue
             merges.append((a, b))
+            made.add(r)
             if r in have:
                 to_existing += 1
                 continue
             have.add(r)
             new_tokens.append(r)
-        if len(new_tokens) >= want or exhausted:
-            break
-        # more merges failed the filter than expected: ask again, scaled by the share that passed
-        ask = int(ask * min(4.0, 1.1 * want / max(1, len(new_tokens)))) + 256
-    return Extension(family.name, new_chars, new_tokens, merges, to_existing, exhausted and len(new_tokens) < want)
+        return new_tokens, merges, to_existing
 
 
 def _segments(units: Counter, segmenter: _Segmenter) -> tuple[Counter, dict[str, str]]:
@@ -345,7 +377,7 @@ def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: dict[str, 
         "non_hangul_lines_changed": changed,
         "roundtrip_lines_checked": len(lines),
         "roundtrip_failures": bad_rt,
-        "unreachable_tokens": len(set().union(*unreachable_tokens.values())),
+        "unreachable_tokens": len(unreachable_tokens.get("model", [])),
         **{f"unreachable_tokens_{k}": len(v) for k, v in unreachable_tokens.items() if k != "model"},
     }, {f"compression_{name}": compression(sizes, name) for name in ("base", "extended")}
 
@@ -381,7 +413,7 @@ def extend_tokenizer(base_json: dict[str, Any], units: Counter, n: int, *, min_f
                     exclude=frozenset(exclude))
         out = build_tokenizer_json(base_json, ext)
         new_tok = Tokenizer.from_str(json.dumps(out))
-        bad = family.unreachable(new_tok, ext.new_chars + ext.new_tokens)
+        bad = family.unreachable(new_tok, ext.new_chars + ext.new_tokens, out)
         if not any(bad.values()):
             break
         worst = set().union(*bad.values())
@@ -422,7 +454,8 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     if unit_check is not None:
         checks["unit_cut_documents_checked"], checks["unit_cut_documents_differing"] = unit_check
     t_check = time.perf_counter()
-    if checks["base_tokens_moved"] or checks["non_hangul_lines_changed"] or checks["unreachable_tokens"]:
+    if (checks["base_tokens_moved"] or checks["non_hangul_lines_changed"]
+            or any(v for k, v in checks.items() if k.startswith("unreachable_tokens"))):
         raise KolmError(f"internal invariant violated, nothing written (please report): {checks}")
     report = _report(cfg, folder, family, base_tok, new_json, new_tok, ext, counts, checks, comp)
     report["seconds"] = {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3),
@@ -436,7 +469,7 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
           + (f", {long:,} long ones windowed" if long else "")
           + f", Korean chars/token {c0['korean_chars_per_token']} -> {c1['korean_chars_per_token']}, non-Hangul "
           f"lines changed: {checks['non_hangul_lines_changed']}, unreachable: {checks['unreachable_tokens']} "
-          f"-> {out_path}")
+          f"(by merges alone: {checks['unreachable_tokens_merges_only']}) -> {out_path}")
     return report
 
 

@@ -8,7 +8,8 @@ A family says how the base BPE sees text and what its vocabulary entries mean:
   **forces Hangul** (:meth:`Family.forces_hangul`, the predicate the safety argument rests on),
 - how base pieces behave inside a unit when it is **segmented** (:meth:`Family.piece_info`,
   :meth:`Family.segmenting_model`) and which single characters it may add (:meth:`Family.char_counts`),
-- which checks prove a new token **reachable** (:meth:`Family.unreachable`),
+- which checks prove a new token **reachable** (:meth:`Family.unreachable`: by the model as it is and by its
+  merges alone, which differ for BPE with ``ignore_merges``, e.g. Llama-3),
 - which **extra files** it writes beside ``tokenizer.json`` (:meth:`Family.write_files`).
 
 Adding a family is adding one module to this package that defines a :class:`Family` subclass decorated with
@@ -19,6 +20,7 @@ is what ``extension.json`` records (``"sentencepiece"``, ``"byte_level"``); late
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from collections import Counter
 from pathlib import Path
@@ -45,7 +47,11 @@ class Family:
     name: ClassVar[str] = ""  # the `family` string in extension.json
 
     def __init__(self, tok_json: dict[str, Any]):
-        self.vocab_size = len((tok_json.get("model") or {}).get("vocab") or {})
+        model = tok_json.get("model") or {}
+        self.vocab_size = len(model.get("vocab") or {})
+        # BPE with ignore_merges (Llama-3) looks a whole pre-token up in the vocabulary before merging
+        self.ignore_merges = bool(model.get("ignore_merges"))
+        self._models: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------------------------- detection
 
@@ -93,14 +99,34 @@ class Family:
 
     # ---------------------------------------------------------------------------------------------- models
 
-    def segmenting_model(self, base: Any) -> Any:
-        """The BPE model that segments units while learning (the base tokenizer's, unless the family needs
-        another one to keep every new token reachable)."""
-        return base.model
+    def __getstate__(self) -> dict[str, Any]:  # Rust objects are rebuilt in each process
+        return {**self.__dict__, "_models": {}}
 
-    def unreachable(self, tok: Any, tokens: list[str]) -> dict[str, list[str]]:
-        """Per check, the ``tokens`` that the BPE model of ``tok`` does not produce from their own string."""
-        return {"model": [t for t in tokens if [x.value for x in tok.model.tokenize(t)] != [t]]}
+    def segmenting_model(self, base: Any) -> Any:
+        """The BPE model that segments units while learning: the base's merges *alone*.
+
+        With ``ignore_merges`` the base model looks a whole unit up before merging, and some base tokens are
+        reachable only that way. Learning on such a segment would build new merges on a token the merges never
+        make, and the new token would appear only as a whole pre-token, never inside a longer one (nor in
+        runtimes without ``ignore_merges``). Segmenting with the merges alone avoids that.
+        """
+        if not self.ignore_merges:
+            return base.model
+        if "segment" not in self._models:
+            self._models["segment"] = merges_only(json.loads(base.to_str())).model
+        return self._models["segment"]
+
+    def unreachable(self, tok: Any, tokens: list[str], tok_json: dict[str, Any]) -> dict[str, list[str]]:
+        """The ``tokens`` that the BPE model of ``tok`` (``tok_json``: its tokenizer.json) does not produce from
+        their own string: as it is (``model``) and by its merges alone (``merges_only``; the same model unless
+        it has ``ignore_merges``)."""
+        def missing(model: Any) -> list[str]:
+            return [t for t in tokens if [x.value for x in model.tokenize(t)] != [t]]
+
+        as_is = missing(tok.model)
+        model_json = tok_json.get("model") or {}
+        return {"model": as_is,
+                "merges_only": missing(merges_only(tok_json).model) if model_json.get("ignore_merges") else as_is}
 
     # ---------------------------------------------------------------------------------------------- files
 
@@ -108,6 +134,13 @@ class Family:
         """Write the family's files beside tokenizer.json into ``folder`` (the output being built) and return their
         names; may add fields to ``report`` (extension.json). The generic families write none."""
         return []
+
+
+def merges_only(tok_json: dict[str, Any]) -> Any:
+    """A `tokenizers.Tokenizer` of ``tok_json`` whose BPE model applies its merges only (``ignore_merges`` off)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(json.dumps({**tok_json, "model": {**tok_json["model"], "ignore_merges": False}}))
 
 
 def register(cls: type[Family]) -> type[Family]:

@@ -56,11 +56,10 @@ class ByteLevelFamily(Family):
         super().__init__(tok_json)
         self.pre_json = tok_json.get("pre_tokenizer")
         self.fast = fast_split(self.pre_json)
-        self.ignore_merges = bool((tok_json.get("model") or {}).get("ignore_merges"))
         self._cache: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # compiled regexes and Rust objects are rebuilt in each process
-        return {**self.__dict__, "_cache": {}}
+        return {**super().__getstate__(), "_cache": {}}
 
     @classmethod
     def detect(cls, tok_json: dict[str, Any], types: set[str], where: str) -> bool:
