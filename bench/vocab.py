@@ -4,7 +4,8 @@
 
 - Extends Llama-2 with Korean tokens learned from 90% of ../shared/corpora/ko_dev.txt (every 10th line is held
   out) and compares characters per token on the held-out Korean and on English (en_dev.txt) with Llama-2,
-  Llama-3 and a Korean-only SentencePiece-style BPE with the same number of tokens trained on the same text.
+  Llama-3 (and Llama-3 extended with --llama3-tokens) and a Korean-only SentencePiece-style BPE with the same
+  number of tokens trained on the same text.
 - The Korean-only reference for the bar splits digits one by one, as Llama-2 (and Mistral) do: no base with that
   rule has a multi-digit token, and an extension may not add one (it would change how English numbers
   tokenize). A second reference that merges digits is printed beside it.
@@ -265,6 +266,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-tokens", type=int, default=16000)
     ap.add_argument("--morph-tokens", type=int, default=5000, help="size for the default-vs-morpheme-aware rows")
+    ap.add_argument("--llama3-tokens", type=int, default=6000, help="size of the Llama-3 extension row")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--scales", default="1,8,32,64",
                     help="wall time on the training file repeated k times, for each k in this list")
@@ -297,8 +299,8 @@ def main() -> None:
     llama2, llama3 = shared / "tokenizers" / "llama2", shared / "tokenizers" / "llama3"
     get_kiwi()  # load once, outside the timings
 
-    def extend(n: int, out: str, morph: bool = False, src: Path = corpus) -> dict:
-        cfg = ExtendConfig(base=str(llama2), corpus=[str(src)], num_new_tokens=n, output=str(tmp / out),
+    def extend(n: int, out: str, morph: bool = False, src: Path = corpus, base: Path = llama2) -> dict:
+        cfg = ExtendConfig(base=str(base), corpus=[str(src)], num_new_tokens=n, output=str(tmp / out),
                            min_frequency=1, morpheme_aware=morph, overwrite=True)
         return run(cfg)
 
@@ -322,6 +324,7 @@ def main() -> None:
     ko_only_digits = korean_only_bpe(train, args.new_tokens, split_digits=False)
     extend(args.morph_tokens, "ext_small")
     extend(args.morph_tokens, "ext_small_morph", morph=True)
+    info3 = extend(args.llama3_tokens, "ext_llama3", base=llama3)
 
     toks = {
         "llama2": Tokenizer.from_file(str(llama2 / "tokenizer.json")),
@@ -329,6 +332,7 @@ def main() -> None:
         f"llama2+kolm {args.morph_tokens}": Tokenizer.from_file(str(tmp / "ext_small" / "tokenizer.json")),
         f"llama2+kolm {args.morph_tokens} morph": Tokenizer.from_file(str(tmp / "ext_small_morph" / "tokenizer.json")),
         "llama3": Tokenizer.from_file(str(llama3 / "tokenizer.json")),
+        f"llama3+kolm {args.llama3_tokens}": Tokenizer.from_file(str(tmp / "ext_llama3" / "tokenizer.json")),
         f"korean-only BPE {args.new_tokens}": ko_only,
         f"korean-only BPE {args.new_tokens}, digits merged": ko_only_digits,
     }
@@ -363,6 +367,10 @@ def main() -> None:
          "ok": ext_row["en ids = llama2"] == "100.00%"},
         {"check": "unreachable added tokens", "value": str(info["checks"]["unreachable_tokens"]), "bar": "0",
          "ok": info["checks"]["unreachable_tokens"] == 0},
+        {"check": f"llama3+kolm {args.llama3_tokens}: unreachable as is / by merges alone",
+         "value": f"{info3['checks']['unreachable_tokens']} / {info3['checks']['unreachable_tokens_merges_only']}",
+         "bar": "0 / 0", "ok": info3["checks"]["unreachable_tokens"] == info3["checks"][
+             "unreachable_tokens_merges_only"] == 0},
         {"check": "(info) ko whole lines vs Korean-only BPE with digits merged", "value": f"{ratio_digits:.3f}",
          "bar": "-", "ok": "-"},
     ]
