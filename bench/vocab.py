@@ -200,7 +200,7 @@ def scale_rows(args: argparse.Namespace, train_file: Path, base: Path) -> list[d
     def kolm_cmd(src: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "kolm.cli", "vocab", "extend", "--base", str(base), "--corpus", str(src),
                 "--num-new-tokens", str(args.new_tokens), "--min-frequency", "1", "--output",
-                str(out / "ext-scale"), "--overwrite", *extra]
+                str(out / "ext-scale"), "--overwrite", *extra]  # a later --num-new-tokens in extra wins
 
     def bare_cmd(src: Path) -> list[str]:
         return [sys.executable, __file__, "--bare", str(src), "--new-tokens", str(args.new_tokens)]
@@ -211,13 +211,14 @@ def scale_rows(args: argparse.Namespace, train_file: Path, base: Path) -> list[d
         tb = statistics.median(t for t, _ in runs_b) if bare else None
         tk = statistics.median(t for t, _ in runs_k)
         info = json.loads((out / "ext-scale" / "extension.json").read_text())
-        print(f"scale row {name}: bare {tb}, kolm {tk:.1f}s", flush=True)
-        return {"corpus": name, "MB": round(src.stat().st_size / 1e6, 1), "runs": repeat,
+        got = {"corpus": name, "MB": round(src.stat().st_size / 1e6, 1), "runs": repeat,
                 "bare s": round(tb, 1) if bare else "-", "kolm s": round(tk, 1),
                 "kolm / bare": f"{tk / tb:.2f}x" if bare else "-",
                 "bare peak MB": round(max(m for _, m in runs_b)) if bare else "-",
                 "kolm peak MB": round(max(m for _, m in runs_k)), "procs": info["num_proc"],
                 "windowed docs": info["long_documents"]["windowed"]}
+        print("scale row " + json.dumps(got), flush=True)  # partial results survive a failure further on
+        return got
 
     rows = []
     sizes = [float(x) for x in args.scale_mb.split(",")]
@@ -235,7 +236,8 @@ def scale_rows(args: argparse.Namespace, train_file: Path, base: Path) -> list[d
     rows.append(row("50 MB in ONE line", line50, 1))
     morph = repeat_to(train_file, out / f"ko_train_{args.morph_mb:g}mb.txt", args.morph_mb)
     for n in (1, 2):
-        rows.append(row(f"morpheme-aware, {n} proc", morph, 1, "--morpheme-aware", "--num-proc", str(n), bare=False))
+        rows.append(row(f"morpheme-aware, {n} proc", morph, 1, "--morpheme-aware", "--num-proc", str(n),
+                        "--num-new-tokens", str(args.morph_tokens), bare=False))
     return rows
 
 
@@ -275,10 +277,20 @@ def main() -> None:
     ap.add_argument("--morph-mb", type=float, default=4.0, help="corpus size of the morpheme-aware timing rows")
     ap.add_argument("--distinct", help="a distinct Korean corpus for the scale table (default: harvested)")
     ap.add_argument("--skip-scale", action="store_true", help="leave out the corpus-scale table")
+    ap.add_argument("--scale-only", action="store_true", help="only the corpus-scale table")
     ap.add_argument("--bare", help=argparse.SUPPRESS)  # child process: the bare BpeTrainer on this file
     args = ap.parse_args()
     if args.bare:
         bare_bpe_file(Path(args.bare), args.new_tokens, Path(tempfile.mkdtemp()) / "bare.json")
+        return
+    if args.scale_only:
+        train = [x for i, x in enumerate(lines("ko_dev.txt")) if i % 10]
+        corpus = REPO / "bench" / "out" / "ko_train.txt"
+        corpus.write_text("\n".join(train) + "\n", encoding="utf-8")
+        scale = scale_rows(args, corpus, need_shared() / "tokenizers" / "llama2")
+        print_table(scale, "Corpus scale (see the module docstring)")
+        print_table(scale_bars(scale), "Bars")
+        print_json("vocab_scale", {"scale": scale, "bars": scale_bars(scale)})
         return
     scales = sorted({int(k) for k in args.scales.split(",")} | {1})
 

@@ -198,7 +198,7 @@ def _results(parts: list[CorpusPart], num_proc: int, initargs: tuple) -> Iterato
 
 def count_corpus(files: list[Path], family: Family, *, text_field: str = "text", morpheme_aware: bool = False,
                  num_proc: int = 0, max_bytes: int = 0, fraction: float = 1.0, seed: int = 0,
-                 check_docs: int = 2000, check_chars: int = 1_000_000, max_chars: int = 20000,
+                 check_docs: int = 2000, check_chars: int = 400_000, max_chars: int = 20000,
                  part_bytes: int = PART_BYTES) -> CorpusCounts:
     """Count the Hangul-bearing units of ``files`` (see the module docstring); ``num_proc`` 0: every core.
     The check sample holds at most ``check_docs`` documents and ``check_chars`` characters."""

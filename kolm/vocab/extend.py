@@ -55,7 +55,7 @@ class ExtendConfig:
         0.25, help="SentencePiece family: at most this share of the new tokens is spent on new single characters")
     text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
     allow_fewer: bool = field(False, help="accept fewer new tokens than asked when the corpus supports no more")
-    check_lines: int = field(2000, help="documents in the seeded check sample (at most 1M characters) that the "
+    check_lines: int = field(2000, help="documents in the seeded check sample (at most 400k characters) that the "
                                         "built-in invariant checks and the measurements in extension.json run on")
     num_proc: int = field(0, help="worker processes that read and count the corpus (and run kiwipiepy); "
                                   "0: one per available core")
