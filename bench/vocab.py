@@ -23,8 +23,9 @@
   (medians of --scale-repeat at 100 MB, one run at 1 GB), on the largest *distinct* Korean text this machine
   has (ko_dev.txt plus Korean help pages of Debian's gimp-help-ko and libreoffice-help-ko, fetched with
   `apt-get download` when apt is there; ``--distinct FILE`` to give one), on one 50 MB line against the same
-  bytes in lines (issue 14.8), and the morpheme-aware mode with 1 and 2 processes (at --morph-tokens). Bars: kolm / bare <= 1.0x at
-  >= 100 MB, peak RSS <= 0.5 GB at 100 MB and 1 GB and flat between them. Large files go to bench/out/.
+  bytes in lines (issue 14.8), and the morpheme-aware mode with 1 and 2 processes (at --morph-tokens). Bars:
+  kolm / bare <= 1.0x at >= 100 MB, peak RSS <= 0.5 GB at 100 MB and 1 GB and flat between them. Large files go
+  to bench/out/.
 """
 
 from __future__ import annotations
