@@ -61,6 +61,10 @@ class ExtendConfig:
     text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
     allow_fewer: bool = field(False, help="accept fewer new tokens than asked when the corpus supports no more")
     check_lines: int = field(2000, help="corpus lines used for the built-in invariant checks and measurements")
+    accept_tokenizer_model_mismatch: bool = field(
+        False, help="SentencePiece family: write tokenizer.model even where the sentencepiece library's ids differ "
+                    "from tokenizer.json's (the lines are named in extension.json); default: such a difference is an "
+                    "error")
     overwrite: bool = field(False, help="replace an existing output folder")
     trust_remote_code: bool = field(False, help="allow custom tokenizer code from the hub (off by default)")
 
@@ -451,13 +455,21 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
                 shutil.copy2(folder / name, tmp / name)
         write_tokenizer_config(folder, tmp, report)
         _check_transformers_load(tmp, new_tok, sample)
+        if family == "sentencepiece":  # clients such as llama.cpp's converter read tokenizer.model (spm_model.py)
+            from kolm.vocab.spm_model import write_tokenizer_model
+
+            report["tokenizer_model"] = write_tokenizer_model(
+                folder, new_json, tmp, sample, accept_mismatch=cfg.accept_tokenizer_model_mismatch)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         (tmp / "extension.json").write_text(_report_json(report), encoding="utf-8")
     c0, c1 = report["compression_base"], report["compression_extended"]
+    from kolm.vocab.spm_model import summary as spm_summary
+
     print(f"kolm vocab extend: {family} base, +{len(added)} tokens ({len(ext.new_chars)} chars, "
           f"{len(ext.new_tokens)} merges), Korean chars/token {c0['korean_chars_per_token']} -> "
           f"{c1['korean_chars_per_token']}, non-Hangul lines changed: {checks['non_hangul_lines_changed']}, "
-          f"unreachable: {checks['unreachable_tokens']} -> {out_path}")
+          f"unreachable: {checks['unreachable_tokens']}"
+          + (f", {spm_summary(report['tokenizer_model'])}" if "tokenizer_model" in report else "") + f" -> {out_path}")
     return report
 
 
