@@ -41,7 +41,8 @@ def texts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("texts")
     ko, _ = korean_documents()
     en, _ = english_documents(1500)
-    out = {"ko_held": [x for i, x in enumerate(ko) if i % 10 == 0], "en_held": [x for i, x in enumerate(en) if i % 10 == 0]}
+    out = {"ko_held": [x for i, x in enumerate(ko) if i % 10 == 0],
+           "en_held": [x for i, x in enumerate(en) if i % 10 == 0]}
     for name, docs in (("ko", ko), ("en", en)):
         (root / f"{name}.txt").write_text("\n".join(x for i, x in enumerate(docs) if i % 10) + "\n", encoding="utf-8")
         out[name] = root / f"{name}.txt"
@@ -312,3 +313,86 @@ def test_real_16k_extensions_agree_on_held_out_korean_and_english(name, tmp_path
     held = [x for i, x in enumerate(ko) if i % 10 == 0] + read_lines("en_dev.txt")[::10]
     assert agree(tmp_path / "tok", held) == (len(held), len(held))
 
+
+# ----------------------------------------------------------------------------------------------- later stages
+
+
+@pytest.fixture(scope="module")
+def resized(tmp_path_factory, with_base_model) -> Path:
+    """A tiny Llama on the base tokenizer (the folder also holds the base's tokenizer.model, as real checkpoints do),
+    resized by kolm to the extension."""
+    from helpers import tiny_llama
+
+    base, tok, _ = with_base_model
+    root = tmp_path_factory.mktemp("carry")
+    tiny_llama(len(proto(base).pieces)).save_pretrained(str(root / "base-model"))
+    for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
+        shutil.copy(base / f, root / "base-model" / f)
+    assert main(["model", "resize", "--model", str(root / "base-model"), "--tokenizer", str(tok),
+                 "--output", str(root / "resized")]) == 0
+    return root / "resized"
+
+
+def carried(folder: Path, tok: Path) -> bool:
+    """``folder`` holds the extension's own tokenizer.model, and it agrees with the tokenizer.json beside it."""
+    same = (folder / "tokenizer.model").read_bytes() == (tok / "tokenizer.model").read_bytes()
+    return same and tokenizer_model_mismatch(folder / "tokenizer.model", folder / "tokenizer.json") is None
+
+
+def with_stale_model(src: Path, dst: Path, stale: Path) -> Path:
+    shutil.copytree(src, dst)
+    shutil.copy(stale / "tokenizer.model", dst / "tokenizer.model")
+    return dst
+
+
+def test_resize_carries_the_extensions_model_never_the_base_one(resized, with_base_model, tmp_path, capsys):
+    base, tok, _ = with_base_model
+    assert carried(resized, tok)
+    # an extended tokenizer folder that holds the base's tokenizer.model: it is left out, loudly
+    stale_tok = with_stale_model(tok, tmp_path / "stale-tok", base)
+    assert main(["model", "resize", "--model", str(resized.with_name("base-model")), "--tokenizer", str(stale_tok),
+                 "--output", str(tmp_path / "out")]) == 0
+    assert "left out" in capsys.readouterr().out
+    assert (tmp_path / "out" / "tokenizer.json").is_file() and not (tmp_path / "out" / "tokenizer.model").exists()
+
+
+def test_upscale_carries_it_and_drops_a_stale_one(resized, with_base_model, tmp_path, capsys):
+    base, tok, _ = with_base_model
+    args = ["--layer-map", "0-1,0-1"]
+    assert main(["upscale", "--model", str(resized), "--output", str(tmp_path / "dus"), *args]) == 0
+    assert carried(tmp_path / "dus", tok)
+    assert "tokenizer.model" in json.loads((tmp_path / "dus" / "upscale.json").read_text())["copied"]
+    stale = with_stale_model(resized, tmp_path / "stale", base)
+    assert main(["upscale", "--model", str(stale), "--output", str(tmp_path / "dus2"), *args]) == 0
+    assert "left out" in capsys.readouterr().out and not (tmp_path / "dus2" / "tokenizer.model").exists()
+
+
+def test_merge_lora_carries_it(resized, with_base_model, tmp_path, texts):
+    """An adapter folder as `kolm train sft` leaves it (adapter + tokenizer saved by transformers, which writes no
+    tokenizer.model): the merged model gets the extension's tokenizer.model from the base model folder."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, tok, _ = with_base_model
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(resized)),
+                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    model.save_pretrained(str(tmp_path / "adapter"))
+    AutoTokenizer.from_pretrained(str(resized)).save_pretrained(str(tmp_path / "adapter"))
+    assert not (tmp_path / "adapter" / "tokenizer.model").exists()
+    assert main(["merge-lora", "--base", str(resized), "--adapter", str(tmp_path / "adapter"),
+                 "--output", str(tmp_path / "merged")]) == 0
+    assert carried(tmp_path / "merged", tok)
+    held = texts["ko_held"] + texts["en_held"]
+    assert agree(tmp_path / "merged", held) == (len(held), len(held))
+
+
+def test_push_leaves_out_a_stale_model(resized, with_base_model, tmp_path, capsys):
+    base, _, _ = with_base_model
+    assert main(["push", str(resized), "--repo-id", "org/name", "--dry-run", "--output", str(tmp_path / "a.md")]) == 0
+    out = capsys.readouterr().out
+    assert "  tokenizer.model  (" in out and "left out" not in out
+    stale = with_stale_model(resized, tmp_path / "stale", base)
+    assert main(["push", str(stale), "--repo-id", "org/name", "--dry-run", "--output", str(tmp_path / "b.md")]) == 0
+    out = capsys.readouterr().out
+    assert "  tokenizer.model  (" not in out
+    assert "warning:" in out and "left out (1): tokenizer.model (does not belong to tokenizer.json)" in out

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from kolm.align.model import ADAPTER_META, load_tokenizer, log, model_folder, rows
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import atomic_output_dir
+from kolm.io import atomic_output_dir, carry_tokenizer_model
 
 VOCAB_RECORDS = ("extension.json", "resize.json")  # how the base's vocabulary was made: kept with the merged model
 EMBEDDING_KEYS = ("embed_tokens.weight", "lm_head.weight", "wte.weight", "embed_in.weight", "embed_out.weight")
@@ -133,7 +133,8 @@ def run(cfg: MergeConfig) -> dict[str, Any]:
             raise KolmError(f"merged model is inconsistent: {n_in} embedding rows, {n_out} LM-head rows, "
                             f"config vocab_size {merged.config.get_text_config().vocab_size}")
         merged.save_pretrained(tmp)  # safetensors
-        tokenizer.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)  # PreTrainedTokenizerFast writes no tokenizer.model: carry the one that fits
+        carry_tokenizer_model(tmp, tok_src, base)
         for name in VOCAB_RECORDS:
             if (base / name).is_file():
                 shutil.copyfile(base / name, tmp / name)

@@ -24,18 +24,17 @@ and ``resize.json`` (inits, sizes, per-init statistics and the resolved config).
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import MODEL_TOKENIZER_FILES, atomic_output_dir, resolve_pretrained
+from kolm.io import atomic_output_dir, copy_tokenizer_files, resolve_pretrained
 
 INITS = ("subword-mean", "mean", "random")
-# The new tokenizer folder's files are copied into the output (kolm.io.MODEL_TOKENIZER_FILES; tokenizer.model is
-# left out on purpose: it is the base SentencePiece model and would disagree with the extended vocabulary).
+# The new tokenizer folder's files are copied into the output (kolm.io.copy_tokenizer_files: tokenizer.model only
+# when it belongs to the new tokenizer.json, i.e. the one `kolm vocab extend` wrote, never a stale base model).
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.jinja", "tokenizer*"]
 
 
@@ -351,12 +350,7 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
                                                      trust_remote_code=cfg.trust_remote_code)
         stats = resize_model(model, new, base, cfg.init, cfg.pad_to_multiple_of, cfg.seed, plan=plan)
         model.save_pretrained(tmp)  # transformers 5 always writes safetensors
-        for name in MODEL_TOKENIZER_FILES:
-            src = new_file.parent / name
-            if not src.is_file() and name in ("tokenizer_config.json", "special_tokens_map.json"):
-                src = base_file.parent / name  # the special tokens of an extension are the base's
-            if src.is_file():
-                shutil.copyfile(src, tmp / name)
+        copy_tokenizer_files(new_file.parent, tmp, fallback=base_file.parent)
         stats["config"] = to_dict(cfg)
         (tmp / "resize.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"resized {cfg.model}: vocab {stats['old_vocab_size']} -> {stats['new_vocab_size']} "
