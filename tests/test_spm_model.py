@@ -184,7 +184,7 @@ def test_built_from_tokenizer_json_types_scores_and_flags(from_json):
                                                                                         1, 2, -1)
     assert (n.name, n.add_dummy_prefix, n.remove_extra_whitespaces, n.escape_whitespaces) == ("identity", True,
                                                                                               False, True)
-    assert info["tokenizer_model"]["base_check"]["differences"] == 0
+    assert "base_check" not in info["tokenizer_model"]  # checked only when the new pair differs somewhere
 
 
 @pytest.mark.parametrize("normalizer,pre_tokenizer,prefix", [

@@ -459,7 +459,7 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
             from kolm.vocab.spm_model import write_tokenizer_model
 
             report["tokenizer_model"] = write_tokenizer_model(
-                folder, new_json, tmp, sample, accept_mismatch=cfg.accept_tokenizer_model_mismatch)
+                folder, new_json, tmp, sample, accept_mismatch=cfg.accept_tokenizer_model_mismatch, tokenizer=new_tok)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         (tmp / "extension.json").write_text(_report_json(report), encoding="utf-8")
     c0, c1 = report["compression_base"], report["compression_extended"]

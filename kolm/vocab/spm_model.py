@@ -25,10 +25,11 @@ special tokens added) on the extension's check sample and on seeded fuzzed strin
 whitespace runs, leading spaces, digits, emoji, characters that fall back to bytes, NFD Hangul, new tokens glued
 together). Lines that contain an added token's text are not compared (tokenizer.json cuts added tokens out of the
 text before normalising, SentencePiece sees plain text) and are counted. When the base has a tokenizer.model the
-*base* pair is checked on the same lines, so a difference the base already had is told apart from one kolm
-introduced. A difference kolm introduced is an error (nothing is written) unless ``accept_mismatch`` is set: then
-the file is written, the summary line says so in capitals and extension.json names the first differing lines.
-A difference inherited from the base pair is reported the same way but is not an error: kolm cannot fix the base.
+*base* pair is checked on the same lines (for a base without one: the model built from the base tokenizer.json, when
+the new pair differs somewhere), so a difference the base already had is told apart from one kolm introduced. A
+difference kolm introduced is an error (nothing is written) unless ``accept_mismatch`` is set: then the file is
+written, the summary line says so in capitals and extension.json names the first differing lines. A difference
+inherited from the base pair is reported the same way but is not an error: kolm cannot fix the base.
 """
 
 from __future__ import annotations
@@ -337,17 +338,17 @@ def _base_model(base_folder: Path, base_json: dict[str, Any], tokens: list[str],
 
 
 def write_tokenizer_model(base_folder: Path, new_tokenizer_json: dict[str, Any], out_folder: Path,
-                          sample: list[str], *, accept_mismatch: bool = False, fuzz: int = 3000,
-                          seed: int = 0) -> dict[str, Any]:
+                          sample: list[str], *, accept_mismatch: bool = False, fuzz: int = 3000, seed: int = 0,
+                          tokenizer: Any = None) -> dict[str, Any]:
     """Write ``out_folder/tokenizer.model`` for ``new_tokenizer_json`` (a kolm extension of the tokenizer in
-    ``base_folder``), verify it on ``sample`` plus ``fuzz`` seeded strings, and return the report (extension.json's
-    ``tokenizer_model``).
+    ``base_folder``; ``tokenizer``: its ``tokenizers.Tokenizer`` if the caller has it), verify it on ``sample`` plus
+    ``fuzz`` seeded strings, and return the report (extension.json's ``tokenizer_model``).
 
-    The base pair is checked on the same lines: the base tokenizer.model against the base tokenizer.json, or, when
-    the base has none, the model built from the base tokenizer.json the same way (so what SentencePiece cannot
-    express in the base is told apart from what kolm introduced). Raises KolmError when kolm introduced a
-    difference and ``accept_mismatch`` is False. When tokenizer.json cannot be expressed as a SentencePiece model
-    the file is not written and the report says why (``written: false``, ``reason``)."""
+    The base pair is checked on the same lines (``base_check``) when the base has a tokenizer.model, and otherwise
+    when the new pair differs somewhere, with the model built from the base tokenizer.json the same way: what
+    SentencePiece cannot express in the base is told apart from what kolm introduced. Raises KolmError when kolm
+    introduced a difference and ``accept_mismatch`` is False. When tokenizer.json cannot be expressed as a
+    SentencePiece model the file is not written and the report says why (``written: false``, ``reason``)."""
     t0 = time.perf_counter()
     base_folder, out_folder = Path(base_folder), Path(out_folder)
     tokens = id_tokens(new_tokenizer_json)
@@ -359,20 +360,24 @@ def write_tokenizer_model(base_folder: Path, new_tokenizer_json: dict[str, Any],
             proto, report["source"] = extend_base_model(base_proto, new_tokenizer_json), f"base {TOKENIZER_MODEL}"
         else:
             proto, report["source"] = build_from_tokenizer_json(new_tokenizer_json, base_folder), "tokenizer.json"
-            base_proto = build_from_tokenizer_json(base_json, base_folder)
     except KolmError as e:
         report["reason"] = str(e)
         return report
     report["add_dummy_prefix"] = proto.normalizer_spec.add_dummy_prefix
     lines = list(sample) + fuzz_strings(tokens, list(sample), fuzz, seed)
     sources = ["sample"] * len(sample) + ["fuzz"] * (len(lines) - len(sample))
-    base_check = compare(_processor(base_proto, "the base tokenizer.model"), _hf(base_json), lines, sources)
-    check = compare(_processor(proto, "the new tokenizer.model"), _hf(new_tokenizer_json), lines, sources)
-    base_differing = set(base_check.pop("differing"))
-    introduced = [x for x in check.pop("differing") if x not in base_differing]
-    check["introduced_by_kolm"] = len(introduced)
-    check["inherited_from_base"] = check["differences"] - len(introduced)
-    report.update(check=check, base_check=base_check)
+    check = compare(_processor(proto, "the new tokenizer.model"), tokenizer or _hf(new_tokenizer_json), lines,
+                    sources)
+    differing = check.pop("differing")
+    base_differing: set[str] = set()
+    if base_proto is not None or differing:
+        base_proto = base_proto or build_from_tokenizer_json(base_json, base_folder)
+        base_check = compare(_processor(base_proto, "the base tokenizer.model"), _hf(base_json), lines, sources)
+        base_differing = set(base_check.pop("differing"))
+        report["base_check"] = base_check
+    introduced = [x for x in differing if x not in base_differing]
+    check.update(introduced_by_kolm=len(introduced), inherited_from_base=len(differing) - len(introduced))
+    report["check"] = check
     if introduced and not accept_mismatch:
         raise KolmError(f"{TOKENIZER_MODEL}: the sentencepiece library's ids differ from tokenizer.json's on "
                         f"{len(introduced)} of {check['lines']} checked lines, e.g. {introduced[0][:80]!r}; nothing "
