@@ -2,7 +2,7 @@
 converted to GGUF by llama.cpp's own converter, tokenize in llama.cpp exactly as in transformers?
 
     python bench/llamacpp_parity.py [--new-tokens 16000] [--adversarial 20000] [--bases llama2,mistral,llama3]
-                                    [--real-model DIR] [--work bench/out/llamacpp-parity]
+                                    [--real-model DIR] [--standin] [--work bench/out/llamacpp-parity]
 
 1. llama.cpp comes from PyPI: ``pip download --no-deps --no-binary :all: llama-cpp-python`` (the sdist vendors
    llama.cpp, its ``convert_hf_to_gguf.py`` and ``gguf-py``); ``llama-tokenize`` is built with cmake, CPU only.
@@ -11,6 +11,9 @@ converted to GGUF by llama.cpp's own converter, tokenize in llama.cpp exactly as
    tokens from 90% of ko_dev.txt (every 10th line is held out); a tiny Llama on the base vocabulary is resized to
    it by ``kolm model resize``. ``--real-model DIR`` adds a row for a real model folder (e.g. SmolLM2-135M from
    ``kolm model import``): its own tokenizer is extended the same way and the model itself is resized.
+   ``--standin`` adds such a row for GPT-2's byte-level tokenizer (rebuilt from llama.cpp's test vocabulary) on a
+   tiny Llama. Every model is also converted as it is (the "base" rows), so that a difference llama.cpp already
+   has with the base is told apart from one that kolm's extension brings.
 3. Each resized folder is converted by the vendored ``convert_hf_to_gguf.py``: as kolm wrote it and, for the
    SentencePiece family, once more without kolm's tokenizer.model (the "before": the converter then reads
    tokenizer.json).
@@ -125,9 +128,10 @@ def client_ids(binary: Path | list[str], gguf: Path, strings: list[str], sep: tu
 # ----------------------------------------------------------------------------------------------- kolm outputs
 
 
-def extend_and_resize(name: str, base_tok: Path, base_model: Path | None, corpus: Path, work: Path, n: int) -> Path:
+def extend_and_resize(name: str, base_tok: Path, base_model: Path | None, corpus: Path, work: Path, n: int
+                      ) -> tuple[Path, Path]:
     """``kolm vocab extend`` (``n`` tokens, fewer allowed) and ``kolm model resize`` of ``base_model`` (default: a
-    tiny Llama on the base vocabulary); returns the resized folder."""
+    tiny Llama on the base vocabulary); returns (base model folder, resized folder)."""
     from kolm.model.resize import ResizeConfig
     from kolm.model.resize import run as resize
     from kolm.vocab.extend import ExtendConfig
@@ -139,10 +143,10 @@ def extend_and_resize(name: str, base_tok: Path, base_model: Path | None, corpus
     if base_model is None:
         base_model = tiny_model(base_tok, work / f"base-{name}")
     resize(ResizeConfig(model=str(base_model), tokenizer=str(tok), output=str(out), overwrite=True))
-    return out
+    return base_model, out
 
 
-def tiny_model(tok: Path, out: Path) -> Path:
+def tiny_model(tok: Path, out: Path, tie: bool = False) -> Path:
     """A tiny Llama (2 layers, hidden 64) on ``tok``'s vocabulary, saved with ``tok``'s files beside it."""
     import torch
     from tokenizers import Tokenizer
@@ -151,12 +155,37 @@ def tiny_model(tok: Path, out: Path) -> Path:
     torch.manual_seed(0)
     n = Tokenizer.from_file(str(tok / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
     cfg = LlamaConfig(vocab_size=n, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=512)
+                      num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=tie)
     LlamaForCausalLM(cfg).save_pretrained(str(out))
     for f in tok.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens")):
             shutil.copy(f, out / f.name)
     return out
+
+
+def gpt2_standin(src: Path, out: Path) -> Path:
+    """A stand-in for a real byte-level model (``--standin``): GPT-2's tokenizer, rebuilt from the vocabulary-only
+    GGUF that llama.cpp ships for its tokenizer tests (models/ggml-vocab-gpt-2.gguf), on a tiny tied Llama."""
+    sys.path.insert(0, str(src / "gguf-py"))
+    from gguf import GGUFReader
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    fields = GGUFReader(str(src / "models" / "ggml-vocab-gpt-2.gguf")).fields
+    tokens = [bytes(fields["tokenizer.ggml.tokens"].parts[i]).decode() for i in fields["tokenizer.ggml.tokens"].data]
+    merges = [tuple(bytes(fields["tokenizer.ggml.merges"].parts[i]).decode().split(" "))
+              for i in fields["tokenizer.ggml.merges"].data]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder, tok.post_processor = decoders.ByteLevel(), processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    tok_dir = out.with_name(out.name + "-tokenizer")
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    tok.save(str(tok_dir / "tokenizer.json"))
+    eot = "<|endoftext|>"
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eot, "eos_token": eot, "unk_token": eot,
+        "model_max_length": 1024}))
+    return tiny_model(tok_dir, out, tie=True)
 
 
 def separator(folder: Path) -> tuple[str, int]:
@@ -183,7 +212,7 @@ def adversarial(folder: Path, sample: list[str], n: int) -> list[str]:
 
 
 def compare(binary: Path | list[str], gguf: Path, folder: Path, sets: dict[str, list[str]]) -> dict[str, Any]:
-    """Per set: strings compared, strings with llama.cpp ids == tokenizer.json ids, first differing strings."""
+    """Per set: strings compared, strings with llama.cpp ids == tokenizer.json ids, the differing strings."""
     from tokenizers import Tokenizer
 
     hf = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -194,34 +223,52 @@ def compare(binary: Path | list[str], gguf: Path, folder: Path, sets: dict[str, 
         todo = [s for s in strings if not any(x in s for x in specials)]
         want = [e.ids for e in hf.encode_batch(todo, add_special_tokens=False)]
         got = client_ids(binary, gguf, todo, sep)
-        same = [a == b for a, b in zip(want, got)]
-        out[name] = {"strings": len(todo), "agree": sum(same), "left_out": len(strings) - len(todo),
-                     "first_differences": [todo[i][:120] for i, ok in enumerate(same) if not ok][:3]}
+        differing = [s for s, a, b in zip(todo, want, got) if a != b]
+        out[name] = {"strings": len(todo), "agree": len(todo) - len(differing), "left_out": len(strings) - len(todo),
+                     "differing": differing}
     return out
 
 
-def rows_for(name: str, model: Path, src: Path, binary: Path | list[str], sets: dict[str, list[str]],
+def _label(folder: Path, extended: bool) -> str:
+    from kolm.vocab.family import detect_family
+
+    if (folder / "tokenizer.model").is_file():
+        return "kolm's" if extended else "the base's"
+    family = detect_family(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
+    return "none (tokenizer.json)" if family == "sentencepiece" else "- (byte-level)"
+
+
+def rows_for(name: str, base: Path, model: Path, src: Path, binary: Path | list[str], sets: dict[str, list[str]],
              work: Path) -> list[dict[str, Any]]:
-    """Convert ``model`` (and, with a tokenizer.model, a copy without it) and compare; one row per variant."""
-    variants = [("as kolm wrote it", model)]
+    """Convert the base model, kolm's resized ``model`` and, when it has a tokenizer.model, a copy without it (the
+    "before"); compare each. One row per variant; "not in base" counts differences the base did not have."""
+    ext = json.loads((model / "extension.json").read_text(encoding="utf-8"))
+    variants = [("base", base, False)]
     if (model / "tokenizer.model").is_file():
         before = work / f"{model.name}-no-tokenizer-model"
         shutil.rmtree(before, ignore_errors=True)
         shutil.copytree(model, before)
         (before / "tokenizer.model").unlink()
-        variants = [("none (tokenizer.json)", before), ("kolm's tokenizer.model", model)]
-    rows = []
-    for label, folder in variants:
-        gguf = convert(src, folder, work / f"{folder.name}.gguf")
-        res = compare(binary, gguf, folder, sets)
-        ext = json.loads((folder / "extension.json").read_text(encoding="utf-8"))
-        rows.append({"base": f"{name} +{ext['num_added']}", "tokenizer.model": label
-                     if (model / "tokenizer.model").is_file() else "- (byte-level)",
+        variants.append((f"kolm +{ext['num_added']}", before, True))
+    variants.append((f"kolm +{ext['num_added']}", model, True))
+    rows: list[dict[str, Any]] = []
+    for label, folder, extended in variants:
+        res = compare(binary, convert(src, folder, work / f"{name}-{folder.name}.gguf"), folder, sets)
+        base_bad = set(rows[0]["_detail"]["adversarial"]["differing"]) if rows else set()
+        adv = res["adversarial"]
+        rows.append({"base": name, "model": label, "tokenizer.model": _label(folder, extended),
                      **{k: f"{v['agree']}/{v['strings']}" for k, v in res.items() if k != "adversarial"},
-                     "adversarial differing": f"{res['adversarial']['strings'] - res['adversarial']['agree']}"
-                                              f"/{res['adversarial']['strings']}",
+                     "adversarial differing": f"{adv['strings'] - adv['agree']}/{adv['strings']}",
+                     "not in base": sum(x not in base_bad for x in adv["differing"]) if rows else "-",
                      "_detail": res})
     return rows
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for the JSON line: the table's cells and, per set, counts and the first differing strings."""
+    detail = {k: {**{f: v[f] for f in ("strings", "agree", "left_out")},
+                  "first_differences": [x[:120] for x in v["differing"][:3]]} for k, v in row["_detail"].items()}
+    return {**{k: v for k, v in row.items() if not k.startswith("_")}, "detail": detail}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--adversarial", type=int, default=20000, help="seeded adversarial strings per model")
     ap.add_argument("--bases", default="llama2,mistral,llama3", help="shared tokenizers to extend ('' for none)")
     ap.add_argument("--real-model", type=Path, action="append", default=[], help="a model folder (repeatable)")
+    ap.add_argument("--standin", action="store_true", help="add a stand-in real-model row: GPT-2's byte-level "
+                    "tokenizer (from llama.cpp's test vocabularies) on a tiny Llama")
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "llamacpp-parity")
     ap.add_argument("--tokenize-cmd", default=None, help="a llama-tokenize command to use instead of building one "
                     "(with --converter-src)")
@@ -251,17 +300,20 @@ def main(argv: list[str] | None = None) -> None:
             "en held-out": [x for i, x in enumerate(en) if i % 10 == 0]}
     models = [(b, shared / "tokenizers" / b, None) for b in args.bases.split(",") if b]
     models += [(f"real:{p.name}", p, p) for p in args.real_model]
+    if args.standin:
+        standin = gpt2_standin(src, args.work / "standin-gpt2")
+        models.append(("standin:gpt2", standin, standin))
     rows = []
     for name, tok, model in models:
-        folder = extend_and_resize(name.replace(":", "-"), tok, model, corpus, args.work, args.new_tokens)
+        base, folder = extend_and_resize(name.replace(":", "-"), tok, model, corpus, args.work, args.new_tokens)
         sets = {**held, "adversarial": adversarial(folder, held["ko held-out"] + held["en held-out"],
                                                    args.adversarial)}
-        rows += rows_for(name, folder, src, binary, sets, args.work)
+        rows += rows_for(name.replace(":", "-"), base, folder, src, binary, sets, args.work)
     print_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
-                f"llama.cpp ({src.parent.parent.name if src else 'given'}) vs transformers, ids without BOS")
+                f"llama.cpp ({src.parent.parent.name if src else 'given'}) vs transformers (tokenizer.json), "
+                "token ids without BOS; 'not in base': adversarial strings that differ here but not for the base")
     print_json("llamacpp_parity", {"new_tokens": args.new_tokens, "adversarial": args.adversarial,
-                                   "rows": [{**{k: v for k, v in r.items() if not k.startswith("_")},
-                                             "detail": r["_detail"]} for r in rows]})
+                                   "rows": [_public(r) for r in rows]})
 
 
 if __name__ == "__main__":
