@@ -64,31 +64,35 @@ def test_real_model_row_end_to_end(standin, real_model, tmp_path, capsys):
                 "--work", str(tmp_path), "--tokenize-cmd", " ".join(cmd), "--converter-src", str(tools)])
     out = capsys.readouterr().out
     payload = json.loads(out.split("BENCH_JSON ", 1)[1])
-    (row,) = payload["rows"]
-    assert row["base"] == "real:smol +300" and row["tokenizer.model"] == "- (byte-level)"
-    detail = row["detail"]
-    assert detail["ko held-out"]["agree"] == detail["ko held-out"]["strings"] > 250
-    assert detail["en held-out"]["agree"] == detail["en held-out"]["strings"] > 1000
-    assert row["adversarial differing"] == "0/400" and detail["adversarial"]["left_out"] == 0
+    base, row = payload["rows"]  # the model as it is, then kolm's extension of it
+    assert (base["base"], base["model"], row["base"], row["model"]) == ("real-smol", "base", "real-smol", "kolm +300")
+    assert row["tokenizer.model"] == base["tokenizer.model"] == "- (byte-level)"
+    for r in (base, row):
+        detail = r["detail"]
+        assert detail["ko held-out"]["agree"] == detail["ko held-out"]["strings"] > 250
+        assert detail["en held-out"]["agree"] == detail["en held-out"]["strings"] > 1000
+        assert r["adversarial differing"] == "0/400" and detail["adversarial"]["left_out"] == 0
+    assert row["not in base"] == 0 and base["not in base"] == "-"
     resized = tmp_path / "model-real-smol"
     assert json.loads((resized / "resize.json").read_text())["new_tokens"] == 300
-    assert (tmp_path / "model-real-smol.gguf").is_file() and not (resized / "tokenizer.model").exists()
+    assert (tmp_path / "real-smol-model-real-smol.gguf").is_file() and (tmp_path / "real-smol-smol.gguf").is_file()
+    assert not (resized / "tokenizer.model").exists()
 
 
 def test_differences_are_counted_and_named(standin, real_model, tmp_path, monkeypatch):
     _, cmd = standin
-    folder = bench.extend_and_resize("smol", real_model, real_model, _korean(tmp_path), tmp_path, 200)
+    _, folder = bench.extend_and_resize("smol", real_model, real_model, _korean(tmp_path), tmp_path, 200)
     monkeypatch.setenv("FAKE_DOUBLE_FROM", "1002")  # the stand-in tokenizer repeats every new token's id
     sets = {"ko": ["한국어 모델을 학습합니다", "서울의 날씨"], "en": ["plain English", " two  spaces"]}
     res = bench.compare(cmd, folder / "tokenizer.json", folder, sets)
     assert res["en"]["agree"] == 2 and res["ko"]["agree"] < 2
-    assert res["ko"]["first_differences"] and res["ko"]["first_differences"][0] in sets["ko"]
+    assert res["ko"]["differing"] and set(res["ko"]["differing"]) <= set(sets["ko"])
 
 
 def test_parse_ids_and_separator_checks(standin, real_model, tmp_path):
     assert bench.parse_ids("some log\n[1, 2, 3]\n\n") == [1, 2, 3] and bench.parse_ids("[]\n") == []
     _, cmd = standin
-    folder = bench.extend_and_resize("smol2", real_model, real_model, _korean(tmp_path), tmp_path, 100)
+    _, folder = bench.extend_and_resize("smol2", real_model, real_model, _korean(tmp_path), tmp_path, 100)
     text, sid = bench.separator(folder)
     assert text == "<|end_of_text|>"
     strings = ["", "한국어", " a  b", "😀"]
