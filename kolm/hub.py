@@ -114,7 +114,8 @@ def upload_files(model: Path) -> tuple[list[Path], list[str]]:
                 left.append(str(rel))
             continue
         keep.append(rel)
-    from kolm.vocab.spm_model import TOKENIZER_MODEL, tokenizer_model_mismatch
+    from kolm.io import TOKENIZER_MODEL
+    from kolm.vocab.spm_model import tokenizer_model_mismatch
 
     why = tokenizer_model_mismatch(model / TOKENIZER_MODEL, model / "tokenizer.json") if Path(TOKENIZER_MODEL) in keep \
         else None
