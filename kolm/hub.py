@@ -117,12 +117,12 @@ def upload_files(model: Path) -> tuple[list[Path], list[str]]:
     from kolm.io import TOKENIZER_MODEL
     from kolm.vocab.spm_model import tokenizer_model_mismatch
 
-    why = tokenizer_model_mismatch(model / TOKENIZER_MODEL, model / "tokenizer.json") if Path(TOKENIZER_MODEL) in keep \
-        else None
-    if why:  # a stale SentencePiece model would make llama.cpp users tokenize differently from tokenizer.json
-        keep.remove(Path(TOKENIZER_MODEL))
-        left.append(f"{TOKENIZER_MODEL} (does not belong to tokenizer.json)")
-        print(f"warning: {model / TOKENIZER_MODEL} is not uploaded: it does not belong to tokenizer.json ({why})")
+    if Path(TOKENIZER_MODEL) in keep:  # a stale SentencePiece model would make llama.cpp tokenize differently
+        why = tokenizer_model_mismatch(model / TOKENIZER_MODEL, model / "tokenizer.json")
+        if why:
+            keep.remove(Path(TOKENIZER_MODEL))
+            left.append(f"{TOKENIZER_MODEL} (does not belong to tokenizer.json)")
+            print(f"warning: {model / TOKENIZER_MODEL} is not uploaded: it does not belong to tokenizer.json ({why})")
     return keep, left
 
 
