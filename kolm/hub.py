@@ -99,7 +99,8 @@ def locate(cfg: PushConfig) -> tuple[Path, Path | None]:
 
 
 def upload_files(model: Path) -> tuple[list[Path], list[str]]:
-    """Files to upload (relative paths, sorted) and what was left out (training state, pickles, hidden files)."""
+    """Files to upload (relative paths, sorted) and what was left out (training state, pickles, hidden files, a
+    tokenizer.model that does not belong to the tokenizer.json beside it)."""
     keep, left = [], []
     for p in sorted(model.rglob("*")):
         rel = p.relative_to(model)
@@ -114,6 +115,15 @@ def upload_files(model: Path) -> tuple[list[Path], list[str]]:
                 left.append(str(rel))
             continue
         keep.append(rel)
+    from kolm.io import TOKENIZER_MODEL
+    from kolm.vocab.spm_model import tokenizer_model_mismatch
+
+    if Path(TOKENIZER_MODEL) in keep:  # a stale SentencePiece model would make llama.cpp tokenize differently
+        why = tokenizer_model_mismatch(model / TOKENIZER_MODEL, model / "tokenizer.json")
+        if why:
+            keep.remove(Path(TOKENIZER_MODEL))
+            left.append(f"{TOKENIZER_MODEL} (does not belong to tokenizer.json)")
+            print(f"warning: {model / TOKENIZER_MODEL} is not uploaded: it does not belong to tokenizer.json ({why})")
     return keep, left
 
 

@@ -354,21 +354,63 @@ TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
 # What a model folder carries beside its weights: the tokenizer, and kolm's records of how its vocabulary was
-# extended (extension.json) and resized (resize.json), which later stages read.
+# extended (extension.json) and resized (resize.json), which later stages read. tokenizer.model (SentencePiece)
+# travels only where it belongs to the tokenizer.json beside it (carry_tokenizer_model).
+TOKENIZER_MODEL = "tokenizer.model"
 MODEL_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                         "extension.json", "resize.json")
+                         "extension.json", "resize.json", TOKENIZER_MODEL)
+# An extension's special tokens and chat template are its base's: these may come from the base folder when the
+# extension lacks them.
+BASE_FALLBACK_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
-def copy_tokenizer_files(src: Path, dst: Path, *, keep_existing: bool = False) -> list[str]:
-    """Copy the :data:`MODEL_TOKENIZER_FILES` that ``src`` has into ``dst``; returns the names copied."""
-    import shutil
+def copy_tokenizer_files(src: Path, dst: Path, *, keep_existing: bool = False, fallback: Path | None = None
+                         ) -> list[str]:
+    """Copy the :data:`MODEL_TOKENIZER_FILES` that ``src`` has into ``dst``; returns the names copied.
 
+    ``fallback``: a folder whose :data:`BASE_FALLBACK_FILES` are used where ``src`` lacks them. tokenizer.model is
+    copied only when it belongs to the tokenizer.json that ``dst`` ends up with (:func:`carry_tokenizer_model`).
+    """
     copied = []
     for name in MODEL_TOKENIZER_FILES:
-        if (src / name).is_file() and not (keep_existing and (dst / name).exists()):
-            shutil.copy2(src / name, dst / name)
+        source = src / name
+        if not source.is_file() and fallback is not None and name in BASE_FALLBACK_FILES:
+            source = fallback / name
+        if name != TOKENIZER_MODEL and source.is_file() and not (keep_existing and (dst / name).exists()):
+            shutil.copy2(source, dst / name)
             copied.append(name)
+    if carry_tokenizer_model(dst, src) == src:
+        copied.append(TOKENIZER_MODEL)
     return copied
+
+
+def carry_tokenizer_model(dst: Path, *sources: Path) -> Path | None:
+    """Give ``dst`` the tokenizer.model that belongs to ``dst/tokenizer.json``, if any; returns the folder it came from.
+
+    ``dst``'s own file is kept when it belongs and removed when it does not; otherwise the first file of ``sources``
+    that belongs is copied. A tokenizer.model that does not belong (e.g. the base SentencePiece model beside an
+    extended vocabulary: llama.cpp's converter would read it and tokenize Korean wrongly) never travels, and a line
+    says so. Belonging is :func:`kolm.vocab.spm_model.tokenizer_model_mismatch` against ``dst``'s tokenizer.json
+    (the source folder's while ``dst`` has none): same pieces, in id order; without any tokenizer.json,
+    tokenizer.model is the tokenizer and is copied.
+    """
+    from kolm.vocab.spm_model import tokenizer_model_mismatch
+
+    for folder in (dst, *sources):
+        file = folder / TOKENIZER_MODEL
+        if not file.is_file():
+            continue
+        target = dst / "tokenizer.json" if (dst / "tokenizer.json").is_file() else folder / "tokenizer.json"
+        why = tokenizer_model_mismatch(file, target)
+        if why is None:
+            if folder != dst:
+                shutil.copy2(file, dst / TOKENIZER_MODEL)
+            return folder
+        print(f"warning: {file} {'removed' if folder == dst else 'left out'}: it does not belong to {target} "
+              f"({why}); clients that need a tokenizer.model (llama.cpp's converter) will read tokenizer.json")
+        if folder == dst:
+            file.unlink()
+    return None
 
 
 def check_model_folder(folder: Path, what: str = "model") -> Path:

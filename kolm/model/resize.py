@@ -35,7 +35,6 @@ and ``resize.json`` (inits, sizes, per-init statistics and the resolved config).
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,11 +42,11 @@ from typing import Any
 from kolm.artifacts import EXTENSION_FILE, AddedToken, ResizeRecord, TokenizerExtension
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import MODEL_TOKENIZER_FILES, atomic_output_dir, resolve_pretrained
+from kolm.io import atomic_output_dir, copy_tokenizer_files, resolve_pretrained
 from kolm.model.inits import InitInputs, get_init, names
 
-# The new tokenizer folder's files are copied into the output (kolm.io.MODEL_TOKENIZER_FILES; tokenizer.model is
-# left out on purpose: it is the base SentencePiece model and would disagree with the extended vocabulary).
+# The new tokenizer folder's files are copied into the output (kolm.io.copy_tokenizer_files: tokenizer.model only
+# when it belongs to the new tokenizer.json, i.e. the one `kolm vocab extend` wrote, never a stale base model).
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.jinja", "tokenizer*"]
 
 
@@ -370,13 +369,7 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
         stats = resize_model(model, new, base, cfg.init, cfg.pad_to_multiple_of, cfg.seed, plan=plan,
                              corpus=corpus, budget_s=cfg.init_budget_s, max_steps=cfg.init_steps)
         model.save_pretrained(tmp)  # transformers 5 always writes safetensors
-        for name in MODEL_TOKENIZER_FILES:
-            src = new_file.parent / name
-            if not src.is_file() and name in ("tokenizer_config.json", "special_tokens_map.json",
-                                              "chat_template.jinja"):
-                src = base_file.parent / name  # the special tokens and chat template of an extension are the base's
-            if src.is_file():
-                shutil.copyfile(src, tmp / name)
+        copy_tokenizer_files(new_file.parent, tmp, fallback=base_file.parent)
         stats["config"] = to_dict(cfg)
         ResizeRecord.from_stats(stats).write(tmp)
     print(f"resized {cfg.model}: vocab {stats['old_vocab_size']} -> {stats['new_vocab_size']} "

@@ -34,7 +34,7 @@ from typing import Any
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
 from kolm.vocab.count import CorpusCounts
-from kolm.vocab.families import Family, detect
+from kolm.vocab.families import Family, OutputFiles, detect
 from kolm.vocab.family import has_hangul
 from kolm.vocab.learn import Extension, extend_tokenizer
 
@@ -66,6 +66,10 @@ class ExtendConfig:
     max_document_chars: int = field(
         20000, help="documents longer than this many characters are cut into windows at spaces (counted in "
                     "extension.json); bounds memory and time on huge lines")
+    accept_tokenizer_model_mismatch: bool = field(
+        False, help="SentencePiece family: write tokenizer.model even where the sentencepiece library's ids differ "
+                    "from tokenizer.json's (the lines are named in extension.json); default: such a difference is an "
+                    "error")
     overwrite: bool = field(False, help="replace an existing output folder")
     trust_remote_code: bool = field(False, help="allow custom tokenizer code from the hub (off by default)")
 
@@ -207,7 +211,8 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     report = _report(cfg, folder, family, base_tok, new_json, new_tok, ext, counts, checks, comp)
     report["seconds"] = {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3),
                          "check": round(t_check - t_learn, 3)}
-    _write(out_path, cfg.overwrite, folder, family, new_json, new_tok, counts.sample, report, t0)
+    _write(out_path, cfg.overwrite, folder, family, new_json, new_tok, counts.sample, report, t0,
+           cfg.accept_tokenizer_model_mismatch)
     c0, c1 = report["compression_base"], report["compression_extended"]
     long = counts.stats.windowed_documents
     print(f"kolm vocab extend: {family.name} base, +{report['num_added']} tokens ({len(ext.new_chars)} chars, "
@@ -216,7 +221,8 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
           + (f", {long:,} long ones windowed" if long else "")
           + f", Korean chars/token {c0['korean_chars_per_token']} -> {c1['korean_chars_per_token']}, non-Hangul "
           f"lines changed: {checks['non_hangul_lines_changed']}, unreachable: {checks['unreachable_tokens']} "
-          f"(by merges alone: {checks['unreachable_tokens_merges_only']}) -> {out_path}")
+          f"(by merges alone: {checks['unreachable_tokens_merges_only']})"
+          + (f", {files}" if (files := family.files_summary(report)) else "") + f" -> {out_path}")
     return report
 
 
@@ -277,7 +283,7 @@ def _report(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_
 
 
 def _write(out_path: Path, overwrite: bool, folder: Path, family: Family, new_json: dict[str, Any], new_tok: Any,
-           sample: list[str], report: dict[str, Any], t0: float) -> None:
+           sample: list[str], report: dict[str, Any], t0: float, accept_mismatch: bool = False) -> None:
     """The output folder, complete or not at all: tokenizer.json, the base's side files, tokenizer_config.json,
     the family's own files, extension.json (after transformers loaded the folder and agreed)."""
     from kolm.io import atomic_output_dir
@@ -288,7 +294,7 @@ def _write(out_path: Path, overwrite: bool, folder: Path, family: Family, new_js
             if (folder / name).is_file():
                 shutil.copy2(folder / name, tmp / name)
         write_tokenizer_config(folder, tmp, report)
-        family.write_files(tmp, new_json, report)
+        family.write_files(tmp, OutputFiles(folder, new_json, new_tok, sample, accept_mismatch), report)
         _check_transformers_load(tmp, new_tok, sample)
         report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         (tmp / "extension.json").write_text(_report_json(report), encoding="utf-8")

@@ -23,6 +23,7 @@ import importlib
 import json
 import pkgutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -130,10 +131,26 @@ class Family:
 
     # ---------------------------------------------------------------------------------------------- files
 
-    def write_files(self, folder: Path, tok_json: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    def write_files(self, folder: Path, src: OutputFiles, report: dict[str, Any]) -> list[str]:
         """Write the family's files beside tokenizer.json into ``folder`` (the output being built) and return their
         names; may add fields to ``report`` (extension.json). The generic families write none."""
         return []
+
+    def files_summary(self, report: dict[str, Any]) -> str | None:
+        """A clause about the family's files for the ``kolm vocab extend`` summary line (None: nothing to say)."""
+        return None
+
+
+@dataclass
+class OutputFiles:
+    """What a family's own output files are made from: the base tokenizer folder, the new tokenizer.json (and its
+    ``tokenizers.Tokenizer``), the check sample to verify them on, and whether a verified difference is accepted."""
+
+    base_folder: Path
+    tok_json: dict[str, Any]
+    tokenizer: Any
+    sample: list[str]
+    accept_mismatch: bool = False
 
 
 def merges_only(tok_json: dict[str, Any]) -> Any:

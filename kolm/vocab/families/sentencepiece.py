@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
-from kolm.vocab.families import Family, components, register
+from kolm.vocab.families import Family, OutputFiles, components, register
 from kolm.vocab.families.units import Span, SpanCounter
 from kolm.vocab.family import HANGUL_RE, has_hangul, is_hangul
 
@@ -130,3 +131,20 @@ class SentencePieceFamily(Family):
                 if is_hangul(ch) and ch not in vocab and ch not in exclude:
                     counts[ch] += c
         return counts
+
+    # ------------------------------------------------------------------------------------------------ files
+
+    def write_files(self, folder: Path, src: OutputFiles, report: dict[str, Any]) -> list[str]:
+        """tokenizer.model, verified against tokenizer.json (:mod:`kolm.vocab.spm_model`): clients such as
+        llama.cpp's converter read it, and without it they merge by piece order instead of by rank."""
+        from kolm.vocab.spm_model import write_tokenizer_model
+
+        report["tokenizer_model"] = write_tokenizer_model(src.base_folder, src.tok_json, folder, src.sample,
+                                                          accept_mismatch=src.accept_mismatch,
+                                                          tokenizer=src.tokenizer)
+        return ["tokenizer.model"] if report["tokenizer_model"].get("written") else []
+
+    def files_summary(self, report: dict[str, Any]) -> str | None:
+        from kolm.vocab.spm_model import summary
+
+        return summary(report["tokenizer_model"]) if "tokenizer_model" in report else None
