@@ -200,12 +200,12 @@ def separator(folder: Path) -> tuple[str, int]:
 
 def adversarial(folder: Path, sample: list[str], n: int) -> list[str]:
     """``n`` seeded strings built from the folder's vocabulary (as text) and ``sample`` (spm_model.fuzz_strings)."""
-    from kolm.vocab.family import detect_family, token_text
+    from kolm.vocab.families import detect
     from kolm.vocab.spm_model import fuzz_strings, id_tokens
 
     tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    family = detect_family(tj)
-    return fuzz_strings([token_text(t, family) for t in id_tokens(tj)], sample, n, seed=13)
+    family = detect(tj)
+    return fuzz_strings([family.token_text(t) for t in id_tokens(tj)], sample, n, seed=13)
 
 
 # ----------------------------------------------------------------------------------------------- comparing
@@ -230,27 +230,29 @@ def compare(binary: Path | list[str], gguf: Path, folder: Path, sets: dict[str, 
 
 
 def _label(folder: Path, extended: bool) -> str:
-    from kolm.vocab.family import detect_family
+    from kolm.vocab.families import detect
 
     if (folder / "tokenizer.model").is_file():
         return "kolm's" if extended else "the base's"
-    family = detect_family(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
-    return "none (tokenizer.json)" if family == "sentencepiece" else "- (byte-level)"
+    family = detect(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
+    return "none (tokenizer.json)" if family.name == "sentencepiece" else "- (byte-level)"
 
 
 def rows_for(name: str, base: Path, model: Path, src: Path, binary: Path | list[str], sets: dict[str, list[str]],
              work: Path) -> list[dict[str, Any]]:
     """Convert the base model, kolm's resized ``model`` and, when it has a tokenizer.model, a copy without it (the
     "before"); compare each. One row per variant; "not in base" counts differences the base did not have."""
-    ext = json.loads((model / "extension.json").read_text(encoding="utf-8"))
+    from kolm.artifacts import TokenizerExtension
+
+    ext = TokenizerExtension.read(model)
     variants = [("base", base, False)]
     if (model / "tokenizer.model").is_file():
         before = work / f"{model.name}-no-tokenizer-model"
         shutil.rmtree(before, ignore_errors=True)
         shutil.copytree(model, before)
         (before / "tokenizer.model").unlink()
-        variants.append((f"kolm +{ext['num_added']}", before, True))
-    variants.append((f"kolm +{ext['num_added']}", model, True))
+        variants.append((f"kolm +{ext.num_added}", before, True))
+    variants.append((f"kolm +{ext.num_added}", model, True))
     rows: list[dict[str, Any]] = []
     for label, folder, extended in variants:
         res = compare(binary, convert(src, folder, work / f"{name}-{folder.name}.gguf"), folder, sets)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, lines, median_time, need_shared, print_json, print_table  # noqa: E402
+from kolm.artifacts import TokenizerExtension  # noqa: E402
 
 
 def korean_only_bpe(train: list[str] | Path, vocab_size: int, split_digits: bool = True):
@@ -211,7 +212,7 @@ def scale_rows(args: argparse.Namespace, train_file: Path, base: Path) -> list[d
         runs_k = [measured(kolm_cmd(src, *extra)) for _ in range(repeat)]
         tb = statistics.median(t for t, _ in runs_b) if bare else None
         tk = statistics.median(t for t, _ in runs_k)
-        info = json.loads((out / "ext-scale" / "extension.json").read_text())
+        info = TokenizerExtension.read(out / "ext-scale").details
         got = {"corpus": name, "MB": round(src.stat().st_size / 1e6, 1), "runs": repeat,
                 "bare s": round(tb, 1) if bare else "-", "kolm s": round(tk, 1),
                 "kolm / bare": f"{tk / tb:.2f}x" if bare else "-",

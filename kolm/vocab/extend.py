@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts import AddedToken, TokenizerExtension
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
 from kolm.vocab.count import CorpusCounts
@@ -208,22 +209,22 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     if (checks["base_tokens_moved"] or checks["non_hangul_lines_changed"]
             or any(v for k, v in checks.items() if k.startswith("unreachable_tokens"))):
         raise KolmError(f"internal invariant violated, nothing written (please report): {checks}")
-    report = _report(cfg, folder, family, base_tok, new_json, new_tok, ext, counts, checks, comp)
-    report["seconds"] = {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3),
+    record = _record(cfg, folder, family, base_tok, new_json, new_tok, ext, counts, checks, comp)
+    record.details["seconds"] = {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3),
                          "check": round(t_check - t_learn, 3)}
-    _write(out_path, cfg.overwrite, folder, family, new_json, new_tok, counts.sample, report, t0,
+    _write(out_path, cfg.overwrite, folder, family, new_json, new_tok, counts.sample, record, t0,
            cfg.accept_tokenizer_model_mismatch)
-    c0, c1 = report["compression_base"], report["compression_extended"]
+    c0, c1 = record.korean_chars_per_token()
     long = counts.stats.windowed_documents
-    print(f"kolm vocab extend: {family.name} base, +{report['num_added']} tokens ({len(ext.new_chars)} chars, "
+    print(f"kolm vocab extend: {family.name} base, +{record.num_added} tokens ({len(ext.new_chars)} chars, "
           f"{len(ext.new_tokens)} merges) from {counts.stats.documents:,} documents"
           + (f" ({counts.bytes_read / counts.corpus_bytes:.1%} sample)" if counts.sampled else "")
           + (f", {long:,} long ones windowed" if long else "")
-          + f", Korean chars/token {c0['korean_chars_per_token']} -> {c1['korean_chars_per_token']}, non-Hangul "
+          + f", Korean chars/token {c0} -> {c1}, non-Hangul "
           f"lines changed: {checks['non_hangul_lines_changed']}, unreachable: {checks['unreachable_tokens']} "
           f"(by merges alone: {checks['unreachable_tokens_merges_only']})"
-          + (f", {files}" if (files := family.files_summary(report)) else "") + f" -> {out_path}")
-    return report
+          + (f", {files}" if (files := family.files_summary(record.details)) else "") + f" -> {out_path}")
+    return record.to_json()
 
 
 def count(cfg: ExtendConfig, files: list[Path], family: Family) -> CorpusCounts:
@@ -239,33 +240,18 @@ def count(cfg: ExtendConfig, files: list[Path], family: Family) -> CorpusCounts:
     return counts
 
 
-def _report(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_json: dict[str, Any], new_tok: Any,
-            ext: Extension, counts: CorpusCounts, checks: dict[str, Any], comp: dict[str, Any]) -> dict[str, Any]:
-    """The contents of extension.json (``seconds`` is added by the caller)."""
+def _record(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_json: dict[str, Any], new_tok: Any,
+            ext: Extension, counts: CorpusCounts, checks: dict[str, Any], comp: dict[str, Any]) -> TokenizerExtension:
+    """What extension.json records (the caller adds ``seconds`` to its details)."""
     from kolm.io import file_sha256
 
     vocab = new_json["model"]["vocab"]
-    added = [{"id": vocab[t], "token": t, "text": family.token_text(t), "kind": kind,
-              "base_ids": [x.id for x in base_tok.model.tokenize(t)]}
+    added = [AddedToken(vocab[t], t, family.token_text(t), kind, [x.id for x in base_tok.model.tokenize(t)])
              for kind, toks in (("char", ext.new_chars), ("merge", ext.new_tokens)) for t in toks]
-    return {
-        "kolm_version": __import__("kolm").__version__,
-        "family": family.name,
-        "base": cfg.base,
-        "base_tokenizer_sha256": file_sha256(folder / "tokenizer.json"),
-        "base_vocab_size": base_tok.get_vocab_size(with_added_tokens=True),
-        "vocab_size": new_tok.get_vocab_size(with_added_tokens=True),
-        "num_new_tokens_requested": cfg.num_new_tokens,
-        "num_added": len(added),
-        "num_new_chars": len(ext.new_chars),
-        "num_new_merge_tokens": len(ext.new_tokens),
+    details = {
         "num_new_merges": len(ext.merges),
         "merges_to_existing_tokens": ext.merges_to_existing,
         "pruned_unreachable": ext.pruned_unreachable,
-        "morpheme_aware": cfg.morpheme_aware,
-        "min_frequency": cfg.min_frequency,
-        "corpus": [str(Path(f)) for f in cfg.corpus],
-        "corpus_documents": counts.stats.documents,
         "corpus_bytes": counts.corpus_bytes,
         "corpus_bytes_read": counts.bytes_read,
         "sample": {"max_bytes": parse_size(cfg.max_bytes, "max_bytes") or None, "fraction": cfg.sample,
@@ -276,14 +262,19 @@ def _report(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_
         "distinct_units": len(counts.units),
         "check_sample": {"documents": len(counts.sample), "seed": cfg.seed,
                          "how": "uniform over the documents read (bottom-k of a seeded key per document)"},
-        "checks": checks,
-        **comp,
-        "added": added,
     }
+    return TokenizerExtension(
+        added=added, family=family.name, base=cfg.base, base_vocab_size=base_tok.get_vocab_size(with_added_tokens=True),
+        vocab_size=new_tok.get_vocab_size(with_added_tokens=True),
+        base_tokenizer_sha256=file_sha256(folder / "tokenizer.json"), num_new_tokens_requested=cfg.num_new_tokens,
+        morpheme_aware=cfg.morpheme_aware, min_frequency=cfg.min_frequency,
+        corpus=[str(Path(f)) for f in cfg.corpus], corpus_documents=counts.stats.documents,
+        compression_base=comp["compression_base"], compression_extended=comp["compression_extended"],
+        checks=checks, details=details, kolm_version=__import__("kolm").__version__)
 
 
 def _write(out_path: Path, overwrite: bool, folder: Path, family: Family, new_json: dict[str, Any], new_tok: Any,
-           sample: list[str], report: dict[str, Any], t0: float, accept_mismatch: bool = False) -> None:
+           sample: list[str], record: TokenizerExtension, t0: float, accept_mismatch: bool = False) -> None:
     """The output folder, complete or not at all: tokenizer.json, the base's side files, tokenizer_config.json,
     the family's own files, extension.json (after transformers loaded the folder and agreed)."""
     from kolm.io import atomic_output_dir
@@ -293,22 +284,16 @@ def _write(out_path: Path, overwrite: bool, folder: Path, family: Family, new_js
         for name in ("special_tokens_map.json", "chat_template.jinja", "generation_config.json"):
             if (folder / name).is_file():
                 shutil.copy2(folder / name, tmp / name)
-        write_tokenizer_config(folder, tmp, report)
-        family.write_files(tmp, OutputFiles(folder, new_json, new_tok, sample, accept_mismatch), report)
+        record.base_tokenizer_class = write_tokenizer_config(folder, tmp)
+        family.write_files(tmp, OutputFiles(folder, new_json, new_tok, sample, accept_mismatch), record.details)
         _check_transformers_load(tmp, new_tok, sample)
-        report["seconds"]["total"] = round(time.perf_counter() - t0, 3)
-        (tmp / "extension.json").write_text(_report_json(report), encoding="utf-8")
+        record.details["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        record.write(tmp)
 
 
-def _report_json(report: dict[str, Any]) -> str:
-    """extension.json: indented, with one line per added token (json's indenting encoder is slow on 100k entries)."""
-    head = json.dumps({k: v for k, v in report.items() if k != "added"}, ensure_ascii=False, indent=2)
-    rows = ",\n".join("    " + json.dumps(a, ensure_ascii=False) for a in report["added"])
-    return head[:-2] + ',\n  "added": [\n' + rows + "\n  ]\n}\n"
-
-
-def write_tokenizer_config(base_folder: Path, out: Path, report: dict[str, Any]) -> None:
-    """Copy the base tokenizer_config.json, pointing transformers at tokenizer.json verbatim.
+def write_tokenizer_config(base_folder: Path, out: Path) -> str | None:
+    """Copy the base tokenizer_config.json, pointing transformers at tokenizer.json verbatim; returns the base's
+    tokenizer class (recorded in extension.json).
 
     transformers 5's model-specific classes (e.g. LlamaTokenizer) rebuild their pre-tokenization from code and
     then disagree with tokenizer.json (Llama-2, leading spaces: `▁` + `▁▁` vs `▁▁▁`). PreTrainedTokenizerFast loads
@@ -316,9 +301,10 @@ def write_tokenizer_config(base_folder: Path, out: Path, report: dict[str, Any])
     """
     src = base_folder / "tokenizer_config.json"
     cfg = json.loads(src.read_text(encoding="utf-8")) if src.is_file() else {}
-    report["base_tokenizer_class"] = cfg.get("tokenizer_class")
+    base_class = cfg.get("tokenizer_class")
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
+    return base_class
 
 
 def _check_transformers_load(folder: Path, new_tok: Any, sample: list[str]) -> None:
