@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, lines, median_time, need_shared, print_json, print_table  # noqa: E402
+
 from kolm.artifacts import TokenizerExtension  # noqa: E402
 
 
