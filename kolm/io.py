@@ -351,6 +351,8 @@ TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer.model", "vocab.json")
+# What a tokenizer may consist of on the hub (downloaded when a hub id names one).
+TOKENIZER_HUB_PATTERNS = [*TOKENIZER_FILES, "vocab.*", "merges.txt", "*.model", "*.tiktoken", "added_tokens.json"]
 
 
 # What a model folder carries beside its weights: the tokenizer, and kolm's records of how its vocabulary was
@@ -411,6 +413,40 @@ def carry_tokenizer_model(dst: Path, *sources: Path) -> Path | None:
         if folder == dst:
             file.unlink()
     return None
+
+
+def load_tokenizer_json(spec: str | Path, what: str = "tokenizer", *, allow_autotokenizer: bool = False,
+                        trust_remote_code: bool = False) -> tuple[Any, Path]:
+    """A ``tokenizers.Tokenizer`` for a folder holding tokenizer.json, the file itself or a hub id, and the file.
+
+    ``allow_autotokenizer``: a folder without tokenizer.json is loaded with transformers' AutoTokenizer and its fast
+    backend is used (then the path returned is the folder). Errors name ``what`` and the path.
+    """
+    from tokenizers import Tokenizer
+
+    given = Path(spec).expanduser()
+    if given.is_file():
+        folder, file = given.parent, given
+    else:
+        folder = resolve_pretrained(str(spec), allow_patterns=TOKENIZER_HUB_PATTERNS)
+        file = folder / "tokenizer.json"
+    if file.is_file():
+        try:
+            return Tokenizer.from_file(str(file)), file
+        except Exception as e:  # noqa: BLE001 - the Rust side raises plain Exceptions
+            raise KolmError(f"{what}: {file} is not a valid tokenizer.json ({e})") from None
+    if not allow_autotokenizer:
+        raise KolmError(f"{what}: no tokenizer.json in {folder}")
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types; all mean "cannot load"
+        raise KolmError(f"{what}: {folder}: cannot load a tokenizer: {e}") from None
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise KolmError(f"{what}: {folder}: only a slow tokenizer is available; save it with tokenizer.json")
+    return backend, folder
 
 
 def check_model_folder(folder: Path, what: str = "model") -> Path:

@@ -42,7 +42,7 @@ from typing import Any
 from kolm.artifacts import EXTENSION_FILE, AddedToken, ResizeRecord, TokenizerExtension
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import atomic_output_dir, copy_tokenizer_files, resolve_pretrained
+from kolm.io import atomic_output_dir, copy_tokenizer_files, load_tokenizer_json, resolve_pretrained
 from kolm.model.inits import InitInputs, get_init, names
 
 # The new tokenizer folder's files are copied into the output (kolm.io.copy_tokenizer_files: tokenizer.model only
@@ -82,20 +82,6 @@ class ResizeConfig:
 
 
 # ----------------------------------------------------------------------------------------------- tokenizers
-def load_tokenizer(path: str | Path, what: str) -> tuple[Any, Path]:
-    """A ``tokenizers.Tokenizer`` from a folder holding tokenizer.json (or the file itself, or a hub id)."""
-    from tokenizers import Tokenizer
-
-    p = Path(path).expanduser()
-    file = p if p.is_file() else resolve_pretrained(str(path), allow_patterns=MODEL_PATTERNS) / "tokenizer.json"
-    if not file.is_file():
-        raise KolmError(f"{what}: no tokenizer.json in {file.parent}")
-    try:
-        return Tokenizer.from_file(str(file)), file
-    except Exception as e:  # noqa: BLE001 - the Rust side raises plain Exceptions
-        raise KolmError(f"{file}: not a valid tokenizer.json ({e})") from None
-
-
 @dataclass
 class ExtensionPlan:
     """What the new tokenizer adds to the base one."""
@@ -344,8 +330,8 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
     model_dir = resolve_pretrained(cfg.model, allow_patterns=MODEL_PATTERNS)
     _check_weights(model_dir)
     base_src = cfg.base_tokenizer or model_dir
-    base, base_file = load_tokenizer(base_src, "base_tokenizer" if cfg.base_tokenizer else "model")
-    new, new_file = load_tokenizer(cfg.tokenizer, "tokenizer")
+    base, base_file = load_tokenizer_json(base_src, "base_tokenizer" if cfg.base_tokenizer else "model")
+    new, new_file = load_tokenizer_json(cfg.tokenizer, "tokenizer")
     ext_file = new_file.parent / EXTENSION_FILE
     extension = TokenizerExtension.read(ext_file)
     plan = plan_extension(new, base, extension.added if extension else None, new_name=str(new_file),
