@@ -231,12 +231,13 @@ def _bpb_section(cfg: PushConfig, run_info: dict[str, Any] | None) -> list[str]:
     out = ["## Evaluation: bits per byte", "",
            "Bits per byte do not depend on the tokenizer, so this model and its base compare directly (lower is "
            "better).", ""]
-    if cfg.eval:
+    res = read_json_object(Path(cfg.eval), "`kolm eval` results.json") if cfg.eval else {}
+    if cfg.eval and not res.get("rows") and not any(m.get("tasks") for m in res.get("models") or []
+                                                    if isinstance(m, dict)):
+        raise KolmError(f"eval: {cfg.eval} is not a `kolm eval` results.json (no rows, no task scores)")
+    if res.get("rows"):  # else a results.json with task scores only: the run's own bpb below
         from kolm.eval.run import format_markdown
 
-        res = read_json_object(Path(cfg.eval), "`kolm eval` results.json")
-        if not res.get("rows"):
-            raise KolmError(f"eval: {cfg.eval} is not a `kolm eval` results.json (no rows)")
         texts = ", ".join(f"{lang}: {t['docs']} documents, {t['bytes']:,} bytes" for lang, t in res["texts"].items())
         return out + [format_markdown(res["rows"]).rstrip("\n"), "", f"`kolm eval` on {texts}.", ""]
     s = (run_info or {}).get("summary")
@@ -256,6 +257,22 @@ def _bpb_section(cfg: PushConfig, run_info: dict[str, Any] | None) -> list[str]:
             f"forgetting {_fmt(forget)} bpb ({_fmt(s.get('forgetting_pct'), 1)}%), on the held-out validation "
             "documents of the data build.", ""]
     return out
+
+
+def _task_section(cfg: PushConfig, model: Path) -> list[str]:
+    """Benchmark task scores of ``--eval results.json`` (``kolm eval --tasks/--suite``), every model vs the first."""
+    res = read_json_object(Path(cfg.eval), "`kolm eval` results.json") if cfg.eval else {}
+    if not any(isinstance(m, dict) and m.get("tasks") for m in res.get("models") or []):
+        return []
+    from kolm.eval.harness import format_task_markdown, model_folder, read_task_models, task_rows
+
+    models = [m for m in read_task_models(cfg.eval) if m["tasks"]]  # type: ignore[arg-type]
+    this = next((m["name"] for m in models if model_folder(m) == model.resolve()), None)
+    return ["## Evaluation: benchmark tasks", "",
+            "lm-evaluation-harness tasks run with `kolm eval`; higher is better. \"vs first\" is the change against "
+            f"`{models[0]['name']}`, given where both were scored on the same examples with the same number of "
+            "few-shot examples (n, shots)." + (f" This model is `{this}`." if this else ""), "",
+            format_task_markdown(task_rows(models)).rstrip("\n"), ""]
 
 
 def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dict[str, Any]]:
@@ -284,7 +301,7 @@ def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dic
         body += [f"**License**: {lic_source}.", ""]
     if not base_id:
         body += ["The base model was a local folder; pass `--base-model ORG/NAME` to `kolm push` to link it.", ""]
-    body += _sections(run_info, ext, resize) + _bpb_section(cfg, run_info)
+    body += _sections(run_info, ext, resize) + _bpb_section(cfg, run_info) + _task_section(cfg, model)
     body += ["## Usage", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
              f'tokenizer = AutoTokenizer.from_pretrained("{cfg.repo_id}"{rev})',
              f'model = AutoModelForCausalLM.from_pretrained("{cfg.repo_id}"{rev}, dtype="auto", device_map="auto")',

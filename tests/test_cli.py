@@ -247,8 +247,9 @@ CASES: dict[str, Case] = {
     "eval": Case({"model": ["m"], "text": ["ko=k.txt"]},
                  {"scalar": ("batch_size", 4), "bool": ("nfc", False), "list": ("text", ["ko=a.txt", "en=b.txt"]),
                   "literal": ("dtype", "float32")}, mix=("model", ["m1", "m2"])),
-    "dashboard": Case({}, {"scalar": ("watch", 5.0), "string": ("output", "r2.html")},
-                      positional=("runs", ["run1", "run2"])),
+    "dashboard": Case({"title": "runs"}, {"scalar": ("watch", 5.0), "string": ("output", "r2.html"),
+                           "list": ("eval", ["e1.json", "e2.json"])},
+                      mix=("eval", ["e3.json", "e4.json"]), positional=("runs", ["run1", "run2"])),
     "push": Case({"repo_id": "org/m"}, {"bool": ("private", True), "scalar": ("license", "mit"),
                                         "list": ("datasets", ["org/ds1", "org/ds2"])},
                  mix=("datasets", ["org/a", "org/b"]), positional=("dir", "out/final")),
@@ -558,7 +559,7 @@ PATH_FIELDS = {
     "merge-lora": {"base", "adapter", "output"},
     "upscale": {"model", "output"},
     "eval": {"model", "text", "data", "output", "include_path"},
-    "dashboard": {"runs", "output", "base_eval"},
+    "dashboard": {"runs", "output", "base_eval", "eval"},
     "push": {"dir", "run", "eval", "output"},
 }
 

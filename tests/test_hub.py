@@ -10,7 +10,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
-from test_dashboard import make_run
+from test_dashboard import eval_results, make_run, task_entry
 
 from kolm.cli import main
 
@@ -90,6 +90,32 @@ def test_eval_results_table_and_license_fallbacks(run, tmp_path, capsys):
     assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--output", str(card)]) == 0
     text = card.read_text()
     assert ModelCard(text).data.license == "other" and "set it with --license" in text
+
+
+def test_task_scores_on_the_card(run, tmp_path):
+    base_tasks = {"kolm_ko_mc": task_entry({"acc": 0.25}), "mmlu": task_entry({"acc": 0.4}, n=5700, shots=5, lang="en")}
+    res = eval_results(tmp_path / "results.json", [
+        ("base", tmp_path / "base-model", base_tasks),
+        ("run-emb-full/final", run / "final", {"kolm_ko_mc": task_entry({"acc": 0.5}),
+                                               "mmlu": task_entry({"acc": 0.35}, n=570, shots=5, lang="en")})])
+    card = tmp_path / "c.md"
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--output", str(card), "--eval", str(res)]) == 0
+    text = card.read_text()
+    assert ModelCard(text).data.base_model == "meta-llama/Llama-2-7b-hf"  # the card still parses
+    tasks = text[text.index("## Evaluation: benchmark tasks"):]
+    assert "This model is `run-emb-full/final`." in tasks
+    assert "| base | kolm_ko_mc | ko | acc | 0.2500 | 0.0500 | - | 44 | 0 |" in tasks
+    assert "| run-emb-full/final | kolm_ko_mc | ko | acc | 0.5000 | 0.0500 | +0.2500 | 44 | 0 |" in tasks
+    assert "| run-emb-full/final | mmlu | en | acc | 0.3500 | 0.0500 | settings differ | 570 | 5 |" in tasks
+    # a results.json with task scores only: the bits-per-byte table comes from the run's own evaluation
+    assert "| base (step 0) | 4.6900 | 3.3268 |" in text and text.index("bits per byte") < text.index("benchmark tasks")
+    # the same file given to a model it does not hold: every model's scores, none called "this model"
+    other = tmp_path / "other.json"
+    other.write_text(res.read_text().replace(str((run / "final").resolve()), str(tmp_path / "x")))
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--output", str(card), "--eval", str(other)]) == 0
+    assert "This model is" not in card.read_text() and "| run-emb-full/final | kolm_ko_mc |" in card.read_text()
+    (tmp_path / "empty.json").write_text('{"models": [{"model": "m", "bpb": {}}], "rows": []}')
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--eval", str(tmp_path / "empty.json")]) == 2
 
 
 @pytest.mark.parametrize("repo_id", ["bad id/name", "org/na--me", "a/b/c", "org/name.git", "org/n@me"])

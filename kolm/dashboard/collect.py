@@ -202,7 +202,7 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
         base["comparable"] = bool(run_bytes) and len(same) == len(run_bytes)
         if base["comparable"]:
             reference = {"source": "base_eval.json", "model": base["model"], "bpb": dict(base["bpb"])}
-        elif run_bytes:
+        elif run_bytes and base["bpb"]:  # a base_eval.json with task scores only is no bpb reference
             diff = ", ".join(f"{lang} {base['bytes'].get(lang)} vs {run_bytes[lang]} bytes" for lang in run_bytes
                              if base["bytes"].get(lang) != run_bytes[lang])
             warnings.append(f"{be_path} was measured on other text than the run's evaluation ({diff}); not used "
@@ -265,3 +265,47 @@ def rank(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       **{k: s[k] for k in ("gain_ref_bpb", "gain_latest_bpb", "gain", "gain_pct", "forgetting_ref_bpb",
                                            "forgetting_latest_bpb", "forgetting", "forgetting_pct")}})
     return table
+
+
+
+EvalFiles = list[tuple[Path, list[dict[str, Any]]]]  # (results.json, its models as read by read_task_models)
+
+
+def runs_models(run: Path, evals: EvalFiles) -> list[tuple[Path, int, Path]]:
+    """(file, index, model folder) of every model with task scores in the ``kolm eval`` results files that lies
+    inside ``run`` (its ``final/`` or a stage's model)."""
+    from kolm.eval.harness import model_folder
+
+    run = run.resolve()
+    out = []
+    for path, models in evals:
+        for i, m in enumerate(models):
+            folder = model_folder(m)
+            if m["tasks"] and folder is not None and (folder == run or run in folder.parents):
+                out.append((path, i, folder))
+    return out
+
+
+def task_scores(rf: RunFolder, evals: EvalFiles, base_eval: Path | None) -> dict[str, Any]:
+    """The benchmark task scores of a run's models, each compared with its base: the first model of the same
+    results file when that is not one of the run's, else the tasks of ``base_eval.json``. Without scores of the
+    run's models, the base's own scores (when ``base_eval.json`` has them)."""
+    from kolm.eval.harness import read_task_models, task_rows
+
+    run = rf.path.resolve()
+    be = base_eval or (rf.base_eval if rf.base_eval.is_file() else None)
+    base = next(iter(read_task_models(be)), None) if be is not None else None
+    base = base if base and base["tasks"] else None
+    mine = runs_models(run, evals)
+    out = []
+    for path, i, folder in mine:
+        models = next(ms for p, ms in evals if p == path)
+        own_first = any(p == path and j == 0 for p, j, _ in mine)
+        ref, where = (models[0], path.name) if i > 0 and not own_first and models[0]["tasks"] else (
+            base, be.name if be else None)
+        out.append({"label": folder.relative_to(run).as_posix(), "source": str(path),
+                    "reference": f"{ref['name']} ({where})" if ref else None,
+                    "rows": task_rows([models[i]], reference=ref)})
+    if not out and base is not None:
+        out.append({"label": f"base {base['name']}", "source": str(be), "reference": None, "rows": task_rows([base])})
+    return {"models": out}

@@ -1,6 +1,7 @@
 """Write the dashboard: one self-contained HTML file (inline CSS, inline JS drawing SVG charts from embedded JSON,
 no network), plus the same numbers as ``<name>.json``, ``<name>.csv`` (one row per run: the ranking) and
-``<name>_curves.csv`` (one row per run x evaluation step x language). Files are replaced atomically, so a browser
+``<name>_curves.csv`` (one row per run x evaluation step x language) and ``<name>_tasks.csv`` (one row per run x
+model x benchmark task x metric). Files are replaced atomically, so a browser
 refreshing during ``--watch`` never reads half a page.
 """
 
@@ -19,6 +20,8 @@ SUMMARY_COLUMNS = ["rank_gain", "rank_forgetting", "run", "status", "step", "ste
                    "forgetting_latest_bpb", "forgetting", "forgetting_pct"]
 CURVE_COLUMNS = ["run", "stage_index", "stage", "step", "tokens_seen", "lang", "bpb", "reference_bpb",
                  "change_vs_reference"]
+TASK_COLUMNS = ["run", "model", "task", "lang", "metric", "score", "stderr", "samples", "num_fewshot", "reference",
+                "ref_score", "delta", "comparable"]
 
 CSS = """
 :root{--fg:#1d2330;--mut:#5b6475;--bd:#d9dee7;--bg:#f6f7fa;--warn:#fff4d6;--warnbd:#e7c65b}
@@ -35,6 +38,7 @@ border-bottom:1px solid var(--bd);text-align:right;white-space:nowrap}
 th{font-weight:600;background:#fafbfc;white-space:normal}
 th:first-child,td:first-child,table.rank th:nth-child(3),table.rank td:nth-child(3){text-align:left}
 table.kv td:first-child{color:var(--mut)}
+table.tasks th:nth-child(-n+3),table.tasks td:nth-child(-n+3){text-align:left}
 th.sortable{cursor:pointer}th.sortable:hover{background:#eef1f6}.good{color:#17803d}.bad{color:#b42318}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin-top:4px}
 .sw{display:inline-block;width:18px;height:0;border-top:3px solid;vertical-align:middle;margin-right:5px}
@@ -300,6 +304,24 @@ function ranking() {
   return box;
 }
 
+function taskTables(box, r) {
+  box.appendChild(el("h4", {}, "Benchmark tasks"));
+  const models = (r.tasks && r.tasks.models) || [];
+  if (!models.length) {
+    box.appendChild(el("div", {"class": "mut"}, "no task scores (kolm eval --model BASE --model RUN/final " +
+      "--tasks ... --output DIR, then kolm dashboard --eval DIR/results.json)"));
+    return;
+  }
+  for (const m of models) {
+    const div = box.appendChild(el("div", {"class": "tasks", "data-run": r.name, "data-model": m.label}));
+    div.appendChild(el("div", {"class": "mut"}, `${m.label}` + (m.reference ? ` vs ${m.reference}` : "")));
+    div.appendChild(table(["task", "lang", "metric", "score", "base", "change", "n", "shots"], m.rows.map(x => [
+      x.task, x.lang || "\u2013", x.metric, fmt(x.score), fmt(x.ref_score),
+      x.comparable === false ? {text: "settings differ", cls: "mut"} : signed(x.delta, x.higher_is_better),
+      fmtI(x.samples), x.num_fewshot ?? "\u2013"]), {cls: "tasks"}));
+  }
+}
+
 function runCard(r, i) {
   const box = el("div", {"class": "box run", "data-run": r.name});
   const h = box.appendChild(el("h3"));
@@ -332,6 +354,7 @@ function runCard(r, i) {
   })));
   box.appendChild(el("div", {"class": "mut"}, "reference: " + (r.reference ? r.reference.source +
     (r.reference.model ? ` (${r.reference.model})` : "") : "none (no step-0 evaluation)")));
+  taskTables(box, r);
   box.appendChild(el("h4", {}, "Stages"));
   box.appendChild(table(["stage", "kind", "steps", "lr", "warm-up", "progress"], r.stages.map(st =>
     [`${st.index}: ${st.name}`, st.kind + (st.lora_r ? ` (r=${st.lora_r})` : ""), fmtI(st.max_steps), st.lr ?? "\u2013",
@@ -405,7 +428,8 @@ def html_page(data: dict[str, Any], refresh: int | None = None) -> str:
 {meta}<title>{title}</title><style>{CSS}</style></head>
 <body><header><h1>{title}</h1><div class="mut">generated {html.escape(data["generated"])} by kolm {html.escape(
         data["kolm_version"])} &middot; {len(data["runs"])} run(s) &middot; numbers also in
-{html.escape(data["files"]["json"])}, {html.escape(data["files"]["csv"])}, {html.escape(data["files"]["curves_csv"])}
+{html.escape(data["files"]["json"])}, {html.escape(data["files"]["csv"])}, {html.escape(data["files"]["curves_csv"])},
+{html.escape(data["files"]["tasks_csv"])}
 </div>{watching}<div class="warn" id="js-error" hidden></div>
 <noscript><div class="warn">The charts are drawn by JavaScript; the numbers are in the JSON/CSV files beside this
 page.</div></noscript></header>
@@ -437,6 +461,11 @@ def curve_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def task_csv_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**row, "run": r["name"], "model": m["label"]} for r in runs for m in r.get("tasks", {}).get("models", [])
+            for row in m["rows"]]
+
+
 def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
@@ -450,4 +479,5 @@ def write_report(data: dict[str, Any], html_path: Path, refresh: int | None = No
     _write(folder / data["files"]["json"], json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     _write(folder / data["files"]["csv"], _csv(data["ranking"], SUMMARY_COLUMNS))
     _write(folder / data["files"]["curves_csv"], _csv(curve_rows(data["runs"]), CURVE_COLUMNS))
+    _write(folder / data["files"]["tasks_csv"], _csv(task_csv_rows(data["runs"]), TASK_COLUMNS))
     _write(html_path, html_page(data, refresh))
