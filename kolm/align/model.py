@@ -15,7 +15,7 @@ from typing import Any
 from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_process
 from kolm.config import save, to_dict
 from kolm.errors import KolmError
-from kolm.io import resolve_pretrained
+from kolm.io import apply_umask, resolve_pretrained
 from kolm.model.lora import peft_lora_config
 
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
@@ -197,6 +197,7 @@ def train_and_save(trainer: Any, cfg: AlignConfig, info: dict[str, Any]) -> dict
         save(cfg, out / "kolm_config.yaml")
         meta = {**info, "steps": trainer.state.global_step, "config": to_dict(cfg)}
         (out / ADAPTER_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        apply_umask(out)  # safetensors writes 0600 files
     log(f"saved the {info['kind'].upper()} adapter ({trainer.state.global_step} steps) to {out}; make a standalone "
         f"model with `kolm merge-lora --base {info['base_model']} --adapter {out} --output MERGED`")
     return info
