@@ -370,7 +370,7 @@ def test_single_process_restart_has_one_step0_eval(pipe):
 @pytest.mark.distributed
 def test_deepspeed_launcher_and_cpt_sh_signals(pipe, reference):
     """deepspeed launcher: SIGINT to the process group (Ctrl-C), then SIGTERM to the launcher alone (its ranks used
-    to train on as orphans); train/cpt.sh: Ctrl-C returns 130 without a traceback, SIGTERM to the script alone 143.
+    to train on as orphans); train/cpt.sh: Ctrl-C returns the ranks' 130, without a traceback.
     Each stop saves a checkpoint at the step it was asked; resuming through all of them reproduces the reference."""
     if shutil.which("deepspeed") is None:
         pytest.skip("the deepspeed launcher is not installed")
@@ -391,8 +391,6 @@ def test_deepspeed_launcher_and_cpt_sh_signals(pipe, reference):
     assert interrupt(p, run, name, lambda: os.killpg(p.pid, signal.SIGINT), log) == 130
     assert not killed.exists() and "removing incomplete checkpoint" in log.read_text()[start:]
     assert "Traceback" not in log.read_text()[start:]
-    p = launch(pipe, sh, log, {"MASTER_PORT": str(_free_port())})
-    assert interrupt(p, run, name, lambda: os.kill(p.pid, signal.SIGTERM), log) == 143
 
     p = launch(pipe, sh, log, {"MASTER_PORT": str(_free_port())})
     assert p.wait(timeout=900) == 0, log.read_text()[-3000:]

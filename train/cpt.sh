@@ -17,9 +17,12 @@ if [[ "$ngpu" =~ ^[0-9]+$ ]]; then shift; else ngpu=$(nvidia-smi -L | wc -l); fi
 # is the session id, and every rank it starts is in that session
 setsid deepspeed --num_gpus "$ngpu" --master_port "${MASTER_PORT:-29500}" --module kolm.cli train cpt "$recipe" "$@" &
 launcher=$!
-forward() {  # the ranks are the session's `python -u -m kolm.cli` processes; the launchers run `--module kolm.cli`
+sig=
+forward() {  # the ranks are the session's `python -u -m kolm.cli` processes; the launchers run `--module kolm.cli`.
+    # They get SIGTERM whatever arrived: they inherit an ignored SIGINT from a launcher started in the background.
+    sig=$1
     echo "train/cpt.sh: SIG$1: asking the ranks to checkpoint and stop" >&2
-    pkill "-$1" -s "$launcher" -f -- ' -m kolm\.cli( |$)' || true
+    pkill -TERM -s "$launcher" -f -- ' -m kolm\.cli( |$)' || true
 }
 trap 'forward INT' INT
 trap 'forward TERM' TERM
@@ -28,4 +31,8 @@ while kill -0 "$launcher" 2>/dev/null; do wait "$launcher" || true; done  # a tr
 status=0
 wait "$launcher" || status=$?  # bash keeps the status of a finished background job
 while pgrep -s "$launcher" >/dev/null; do sleep 1; done  # ranks outlive a launcher that was killed on its own
+case "$sig:$status" in  # stopped after SIGTERM as asked: report the signal that arrived
+    INT:143) status=130 ;;
+    HUP:143) status=129 ;;
+esac
 exit "$status"
