@@ -28,7 +28,7 @@ from test_cpt import _free_port, metrics, safetensors
 
 from kolm.cli import main
 
-STEPS = 14
+STEPS = 20
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ SIGTERM, 130 for SIGINT, 129 for SIGHUP). How launchers deliver signals shapes t
   ignored, as Python itself does for SIGINT.
 
 DeepSpeed's ``launch.py`` sends SIGKILL 30 s after it forwards a signal (hard-coded in DeepSpeed 0.19), so under the
-raw ``deepspeed`` launcher a step plus its checkpoint must fit in 30 s; ``train/cpt.sh`` signals the ranks itself
-and torchrun's timeout is a flag (``--shutdown-timeout``, ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``), see the README.
+raw ``deepspeed`` launcher a step plus its checkpoint must fit in 30 s; ``train/cpt.sh`` signals the ranks itself,
+and torchrun's 30 s is a setting from torch 2.12 on (``--shutdown-timeout``, ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``).
 """
 
 from __future__ import annotations
