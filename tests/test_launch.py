@@ -350,6 +350,7 @@ def test_output_folders_follow_the_umask(tmp_path, umask):
     assert stat.S_IMODE((out / "run.sh").stat().st_mode) == 0o700 | (0o666 & ~umask)
 
 
+@pytest.mark.slow
 def test_single_process_restart_has_one_step0_eval(pipe):
     """A run killed before its first checkpoint starts over on --resume; metrics.jsonl then holds every row once
     (the first stage's step-0 evaluation was written twice before)."""
