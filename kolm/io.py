@@ -541,13 +541,44 @@ def check_safetensors(folder_or_file: str | Path, pattern: str = "*.safetensors"
             raise KolmError(f"{f}: not a complete safetensors file ({e}); it is cut short or corrupt, copy it "
                             "again") from None
     return files
+def current_umask() -> int:
+    """The process's umask (read from /proc on Linux, where reading it changes nothing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def apply_umask(path: str | Path) -> None:
+    """Give ``path`` and everything below it at least the permissions that the user's umask gives new files and
+    folders (``0666 & ~umask``, ``0777 & ~umask``); never removes one.
+
+    Writers that go through temporary files create them private: ``tempfile.mkdtemp`` makes 0700 folders and
+    safetensors (``save_file``, ``save_pretrained``) 0600 files, which the other users of a shared cluster then
+    cannot read even with umask 022.
+    """
+    mask = current_umask()
+    root = Path(path)
+    for p in [root, *root.rglob("*")] if root.is_dir() else [root]:
+        if p.is_symlink():
+            continue
+        mode = p.stat().st_mode & 0o7777
+        want = mode | ((0o777 if p.is_dir() else 0o666) & ~mask)
+        if want != mode:
+            os.chmod(p, want)
 
 
 @contextlib.contextmanager
 def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it is renamed to ``out``, on error removed.
 
-    No partial output folder is ever left behind under the final name.
+    No partial output folder is ever left behind under the final name; the folder and its files get the
+    permissions of the user's umask (:func:`apply_umask`), not the 0700 of a temporary folder.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
@@ -560,6 +591,7 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    apply_umask(tmp)
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     os.replace(tmp, out)

@@ -17,7 +17,7 @@ from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_pr
 from kolm.artifacts import EXTENSION_FILE, TokenizerExtension
 from kolm.config import ConfigError, save, to_dict
 from kolm.errors import KolmError
-from kolm.io import check_safetensors, resolve_pretrained, tokenizer_fingerprint
+from kolm.io import apply_umask, check_safetensors, resolve_pretrained, tokenizer_fingerprint
 from kolm.model.lora import peft_lora_config
 
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
@@ -254,6 +254,7 @@ def train_and_save(trainer: Any, cfg: AlignConfig, info: dict[str, Any]) -> dict
         save(cfg, out / "kolm_config.yaml")
         meta = {**info, "steps": trainer.state.global_step, "config": to_dict(cfg)}
         (out / ADAPTER_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        apply_umask(out)  # safetensors writes 0600 files
     log(f"saved the {info['kind'].upper()} adapter ({trainer.state.global_step} steps) to {out}; make a standalone "
         f"model with `kolm merge-lora --base {info['base_model']} --adapter {out} --output MERGED`")
     return info

@@ -83,7 +83,7 @@ class MetricsCallback(TrainerCallback):
         step = state.global_step
         if self.validation and self.every > 0 and (step % self.every == 0 or step == state.max_steps):
             self.evaluate(model, step)
-        if _any_rank(self.signals.received is not None):
+        if self.signals.stop_requested():
             self.stopped_by_signal = True
             control.should_save = True
             control.should_training_stop = True
@@ -106,20 +106,6 @@ def _gpu_memory() -> dict[str, float]:
         return {}
     return {"gpu_max_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
             "gpu_max_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
-
-
-def _any_rank(flag: bool) -> bool:
-    """True on every rank if any rank got a signal (so all ranks stop at the same step)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 class CheckpointCallback(TrainerCallback):
