@@ -158,18 +158,13 @@ def _bytes_of(evals: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain_lang: str = "ko",
-             forget_lang: str = "en", allow_missing_metrics: bool = False) -> dict[str, Any]:
-    """Everything the dashboard shows about one run folder."""
-    rf = RunFolder(path)
-    run = rf.path
-    if not run.is_dir():
-        raise KolmError(f"run folder not found: {run}")
-    mpath = rf.metrics
-    warnings: list[str] = []
+def _run_metrics(rf: RunFolder, allow_missing: bool, warnings: list[str]) -> dict[str, Any]:
+    """The run's parsed metrics.jsonl (empty when it is missing and ``allow_missing``); what was skipped or is
+    suspicious goes into ``warnings``."""
+    mpath, run = rf.metrics, rf.path
     if mpath.is_file():
         metrics = read_metrics(mpath)
-    elif allow_missing_metrics:
+    elif allow_missing:
         metrics = {"evals": [], "train": [], "lines": 0, "skipped": 0, "skipped_lines": [], "nonfinite": 0}
         warnings.append("no metrics.jsonl yet")
     else:
@@ -185,13 +180,13 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
     evals = metrics["evals"]
     if mpath.is_file() and not evals:
         warnings.append("no evaluations in metrics.jsonl yet (eval.every: 0, or the run just started)")
-    recipe = rf.read_recipe()
-    manifest = DataManifest.read(rf.data_manifest) if rf.data_manifest.is_file() else None
-    extension, ext_path = find_extension(rf, recipe)
-    order = {gain_lang: 0, forget_lang: 1}
-    langs = sorted({lang for e in evals for lang in e["bpb"]}, key=lambda x: (order.get(x, 2), x))
+    return metrics
 
-    step0 = next((e for e in evals if e["step"] == 0 and e["stage_index"] == 0), None)
+
+def _reference(rf: RunFolder, evals: list[dict[str, Any]], step0: dict[str, Any] | None, base_eval: Path | None,
+               warnings: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The bpb reference of a run and its base_eval.json (if any): base_eval.json when it was measured on the same
+    text as the run's evaluation (same bytes per language), else the step-0 evaluation."""
     reference = {"source": "step 0", "bpb": dict(step0["bpb"])} if step0 else None
     base = None
     be_path = base_eval or (rf.base_eval if rf.base_eval.is_file() else None)
@@ -207,6 +202,27 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
                              if base["bytes"].get(lang) != run_bytes[lang])
             warnings.append(f"{be_path} was measured on other text than the run's evaluation ({diff}); not used "
                             f"as the reference (run `kolm eval --data DATA --max-docs N` on the base model)")
+    return reference, base
+
+
+def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain_lang: str = "ko",
+             forget_lang: str = "en", allow_missing_metrics: bool = False) -> dict[str, Any]:
+    """Everything the dashboard shows about one run folder."""
+    rf = RunFolder(path)
+    run = rf.path
+    if not run.is_dir():
+        raise KolmError(f"run folder not found: {run}")
+    warnings: list[str] = []
+    metrics = _run_metrics(rf, allow_missing_metrics, warnings)
+    evals = metrics["evals"]
+    recipe = rf.read_recipe()
+    manifest = DataManifest.read(rf.data_manifest) if rf.data_manifest.is_file() else None
+    extension, ext_path = find_extension(rf, recipe)
+    order = {gain_lang: 0, forget_lang: 1}
+    langs = sorted({lang for e in evals for lang in e["bpb"]}, key=lambda x: (order.get(x, 2), x))
+
+    step0 = next((e for e in evals if e["step"] == 0 and e["stage_index"] == 0), None)
+    reference, base = _reference(rf, evals, step0, base_eval, warnings)
     latest = next((e for e in reversed(evals) if all(v is not None for v in e["bpb"].values())), None)
     summary = summarize(reference, latest, gain_lang, forget_lang)
     stages = _stages(recipe, rf, evals + metrics["train"])
