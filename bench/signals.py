@@ -59,6 +59,11 @@ def build(root: Path, tree: Path) -> None:
                    env=env, check=True, capture_output=True)
 
 
+def _default_signals() -> None:
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,8 +107,10 @@ def run_case(case: str, root: Path, tree: Path, n_steps: int) -> dict[str, Any]:
            "MASTER_PORT": str(port)}
     log = root / f"{name}.log"
     with open(log, "w") as fh:
+        # as from a terminal: SIGINT and SIGTERM at their defaults even when this script was started in the background
+        # (a background job inherits an ignored SIGINT, and bash cannot trap a signal ignored at its start)
         p = subprocess.Popen(command(launcher, f"{name}.yaml", tree, port), cwd=root, env=env, stdout=fh,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+                             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_default_signals)
     run = root / "runs" / name
     while len(steps(run)) < 3:
         if p.poll() is not None:

@@ -31,8 +31,11 @@ while kill -0 "$launcher" 2>/dev/null; do wait "$launcher" || true; done  # a tr
 status=0
 wait "$launcher" || status=$?  # bash keeps the status of a finished background job
 while pgrep -s "$launcher" >/dev/null; do sleep 1; done  # ranks outlive a launcher that was killed on its own
-case "$sig:$status" in  # stopped after SIGTERM as asked: report the signal that arrived
-    INT:143) status=130 ;;
-    HUP:143) status=129 ;;
+# stopped as asked: report the signal that arrived (the launcher's own status can be another rank's, e.g. -6 = 250
+# from a rank aborted in teardown after the checkpoint was complete; a clean finish stays 0)
+case "$sig" in
+    INT) [ "$status" -eq 0 ] || status=130 ;;
+    TERM) [ "$status" -eq 0 ] || status=143 ;;
+    HUP) [ "$status" -eq 0 ] || status=129 ;;
 esac
 exit "$status"
