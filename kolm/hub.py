@@ -11,7 +11,9 @@ extension, data mix, stages, steps, tokens; read from ``extension.json``/``resiz
 run's online evaluation, or ``--eval results.json`` of ``kolm eval``) and usage code.
 
 Uploaded: the model folder without training state (checkpoints, optimizer/scheduler/RNG states, trainer state,
-pickled ``training_args.bin``) and without pickle weights (kolm publishes safetensors only).
+pickled ``training_args.bin``) and without pickle weights (kolm publishes safetensors only). Records and other small
+text files go up as publishable copies without local paths (:mod:`kolm.artifacts.public`), from a staged folder that
+``--dry-run --stage DIR`` writes out for reading; the local files stay as they are.
 
 The token comes from ``huggingface_hub.get_token()`` (``HF_TOKEN``, then the cached ``hf auth login``). It is no
 config field, so it is never printed by ``--dry-run``, saved, or written into the card; hub errors are scrubbed

@@ -286,12 +286,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     if cfg.output and not cfg.overwrite:
         check_output(Path(cfg.output))
-    folders = [check_model_folder(m) for m in cfg.model]  # all checked before any (slow) loading
-    from kolm.artifacts.tokenizer_match import check_model_records
-
-    for spec, folder in zip(cfg.model, folders):  # the tokenizer beside the weights is the one they were made for
-        for note in check_model_records(folder, f"model {spec}"):
-            print(f"note: {note}")
+    folders = _check_models(cfg.model)
     tasks = None
     if cfg.tasks or cfg.suite:  # task names and data are checked before any model is loaded
         from kolm.eval import harness
@@ -343,6 +338,18 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
                           + ([f"{len(tasks.names)} task(s)"] if tasks is not None else []))
         print(f"kolm eval: {len(models)} model(s) x {what} -> {out / 'results.json'}")
     return result
+
+
+def _check_models(specs: list[str]) -> list[Path]:
+    """Every model folder checked before any (slow) loading: weights complete, and the tokenizer beside them the one
+    their extension.json/resize.json were written for."""
+    from kolm.artifacts.tokenizer_match import check_model_records
+
+    folders = [check_model_folder(m) for m in specs]
+    for spec, folder in zip(specs, folders):
+        for note in check_model_records(folder, f"model {spec}"):
+            print(f"note: {note}")
+    return folders
 
 
 def skipped_line(result: dict[str, Any]) -> str:
