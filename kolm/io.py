@@ -450,7 +450,8 @@ def load_tokenizer_json(spec: str | Path, what: str = "tokenizer", *, allow_auto
 
 
 def check_model_folder(folder: Path, what: str = "model") -> Path:
-    """A loadable model folder: config.json, safetensors weights (never pickle) and a tokenizer beside them."""
+    """A loadable model folder: config.json, safetensors weights (never pickle) that are complete
+    (:func:`check_safetensors`: headers readable, sizes as the headers say) and a tokenizer beside them."""
     if not (folder / "config.json").is_file():
         raise KolmError(f"{what}: {folder} is not a model folder (no config.json)")
     if not any(folder.glob("*.safetensors")):
@@ -458,6 +459,8 @@ def check_model_folder(folder: Path, what: str = "model") -> Path:
     if not any((folder / m).is_file() for m in TOKENIZER_MARKERS):
         raise KolmError(f"{what}: {folder} has no tokenizer (no {', '.join(TOKENIZER_MARKERS)}); a model is used "
                         f"with its own tokenizer: copy the tokenizer files into the folder")
+    read_json_object(folder / "config.json", f"{what} config.json")
+    check_safetensors(folder)
     return folder
 
 
@@ -541,6 +544,28 @@ def check_safetensors(folder_or_file: str | Path, pattern: str = "*.safetensors"
             raise KolmError(f"{f}: not a complete safetensors file ({e}); it is cut short or corrupt, copy it "
                             "again") from None
     return files
+
+
+def check_arrow_dataset(folder: str | Path, what: str = "data") -> list[Path]:
+    """Read every ``*.arrow`` file of a ``datasets`` folder (``save_to_disk``) to its end through a memory map, so a
+    cut or corrupt shard raises a one-line KolmError naming it before any long job starts; returns the files. Batch
+    headers are parsed, the data is not copied (cheap even for a large split)."""
+    import pyarrow as pa
+
+    p = Path(folder)
+    files = sorted(p.glob("*.arrow"))
+    if not files:
+        raise KolmError(f"{what}: {p} holds no .arrow files (not a `datasets` folder)")
+    for f in files:
+        try:
+            with pa.memory_map(str(f)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise KolmError(f"{what}: {f} is not a complete Arrow file ({type(e).__name__}: {e}); it is cut short or "
+                            "corrupt: build the data again or copy it again") from None
+    return files
+
+
 def current_umask() -> int:
     """The process's umask (read from /proc on Linux, where reading it changes nothing)."""
     try:

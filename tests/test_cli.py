@@ -560,7 +560,7 @@ PATH_FIELDS = {
     "upscale": {"model", "output"},
     "eval": {"model", "text", "data", "output", "include_path"},
     "dashboard": {"runs", "output", "base_eval", "eval"},
-    "push": {"dir", "run", "eval", "output"},
+    "push": {"dir", "run", "eval", "output", "stage"},
 }
 
 

@@ -34,6 +34,11 @@ from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 
 LANG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+# Longer documents are skipped (and counted): scoring costs time and memory in proportion to a document's length,
+# and one runaway line (a whole dump on one line: 50 MB took over 150 s and 4.8 GB before it was stopped) would
+# dominate the run and the number. 200,000 characters is about a hundred pages, far above any real paragraph.
+MAX_DOC_CHARS = 200_000
+RESULTS_FORMAT = "kolm.eval/1"
 
 
 @dataclass
@@ -48,6 +53,8 @@ class EvalConfig:
                              help="a `kolm data build` folder: score its validation splits (same docs as training)")
     output: str | None = field(None, path=True, help="folder for results.json and results.md")
     max_docs: int | None = field(None, help="at most N documents per language (the first N)")
+    max_doc_chars: int = field(MAX_DOC_CHARS, help="skip documents longer than this many characters (counted in "
+                                                   "the table and results.json; 0: no limit)")
     text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
     nfc: bool = field(True, help="NFC-normalise documents (as `kolm data build` does)")
     max_length: int | None = field(None, help="window in tokens (default: the data's seq_len with --data, else the "
@@ -67,6 +74,7 @@ class EvalConfig:
     log_samples: bool = field(False, help="with --output: write every task example's choice log-likelihoods and "
                                           "prediction to DIR/samples/MODEL/TASK.jsonl")
     trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
+    overwrite: bool = field(False, help="replace a results.json/results.md in --output that kolm eval did not write")
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -80,6 +88,8 @@ class EvalConfig:
             raise ConfigError(f"max_docs: must be > 0, got {self.max_docs}")
         if self.batch_size <= 0:
             raise ConfigError("batch_size: must be > 0")
+        if self.max_doc_chars < 0:
+            raise ConfigError(f"max_doc_chars: must be >= 0 (0: no limit), got {self.max_doc_chars}")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError("max_length: must be >= 2")
 
@@ -108,29 +118,42 @@ class EvalConfig:
 
 
 def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
-    """``{lang: {"texts": [...], "source": [...]}}`` from the text files and/or the data folder."""
+    """``{lang: {"texts": [...], "source": [...], "skipped_docs": n, "skipped_bytes": n}}`` from the text files
+    and/or the data folder; documents over ``max_doc_chars`` are left out and counted."""
     from kolm.io import check_corpus_files, iter_corpus
 
     out: dict[str, dict[str, Any]] = {}
     for lang, files in cfg.text_files().items():
-        texts = []
+        d = out[lang] = {"texts": [], "source": files, "skipped_docs": 0, "skipped_bytes": 0}
         for doc in iter_corpus(check_corpus_files(files), cfg.text_field):
-            texts.append(doc)
-            if cfg.max_docs and len(texts) >= cfg.max_docs:
+            _keep(d, doc, cfg.max_doc_chars)
+            if cfg.max_docs and len(d["texts"]) >= cfg.max_docs:
                 break
-        out[lang] = {"texts": texts, "source": files}
     if cfg.data:
         splits, seq_len = _validation_splits(Path(cfg.data), cfg.max_docs)
         for lang, (texts, where) in splits.items():
             if lang in out:
                 raise KolmError(f"language {lang!r} is given by --text and by --data {cfg.data}; choose one")
-            out[lang] = {"texts": texts, "source": [where], "seq_len": seq_len}
+            d = out[lang] = {"texts": [], "source": [where], "seq_len": seq_len, "skipped_docs": 0,
+                             "skipped_bytes": 0}
+            for doc in texts:
+                _keep(d, doc, cfg.max_doc_chars)
     for lang, d in out.items():
         if cfg.nfc:
             d["texts"] = [unicodedata.normalize("NFC", t) for t in d["texts"]]
         if not d["texts"]:
-            raise KolmError(f"{lang}: no documents in {', '.join(d['source'])}")
+            skipped = f" ({d['skipped_docs']} over max_doc_chars {cfg.max_doc_chars} skipped)" \
+                if d["skipped_docs"] else ""
+            raise KolmError(f"{lang}: no documents in {', '.join(d['source'])}{skipped}")
     return out
+
+
+def _keep(d: dict[str, Any], doc: str, max_chars: int) -> None:
+    if max_chars and len(doc) > max_chars:
+        d["skipped_docs"] += 1
+        d["skipped_bytes"] += len(doc.encode("utf-8"))
+    else:
+        d["texts"].append(doc)
 
 
 def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tuple[list[str], str]], int | None]:
@@ -261,7 +284,9 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     import kolm
 
     t0 = time.perf_counter()
-    folders = [check_model_folder(m) for m in cfg.model]  # all checked before any (slow) loading
+    if cfg.output and not cfg.overwrite:
+        check_output(Path(cfg.output))
+    folders = _check_models(cfg.model)
     tasks = None
     if cfg.tasks or cfg.suite:  # task names and data are checked before any model is loaded
         from kolm.eval import harness
@@ -283,9 +308,12 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         models.append(entry)
         del model
     result: dict[str, Any] = {
-        "format": "kolm.eval/1", "kolm_version": kolm.__version__,
+        "format": RESULTS_FORMAT, "kolm_version": kolm.__version__,
         "texts": {lang: {"source": d["source"], "docs": len(d["texts"]),
-                         "bytes": sum(len(x.encode("utf-8")) for x in d["texts"])} for lang, d in texts.items()},
+                         "bytes": sum(len(x.encode("utf-8")) for x in d["texts"]),
+                         "skipped_docs": d["skipped_docs"], "skipped_bytes": d["skipped_bytes"]}
+                  for lang, d in texts.items()},
+        "max_doc_chars": cfg.max_doc_chars,
         "models": models, "config": to_dict(cfg),
     }
     result["rows"] = result_rows(result)
@@ -293,15 +321,16 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         result["suite"] = cfg.suite
         result["task_rows"] = harness.task_rows(models)
     result["seconds"] = round(time.perf_counter() - t0, 3)
+    skipped = skipped_line(result)
     if result["rows"]:
-        print(format_table(result["rows"]))
+        print(format_table(result["rows"]) + (f"\n{skipped}" if skipped else ""))
     if tasks is not None:
         print(harness.format_task_table(result["task_rows"]))
     if cfg.output:
         out = Path(cfg.output)
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        md = format_markdown(result["rows"]) if result["rows"] else ""
+        md = format_markdown(result["rows"]) + (f"\n{skipped}\n" if skipped else "") if result["rows"] else ""
         if tasks is not None:
             md += ("\n" if md else "") + harness.format_task_markdown(result["task_rows"])
         _write_atomic(out / "results.md", md)
@@ -309,6 +338,46 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
                           + ([f"{len(tasks.names)} task(s)"] if tasks is not None else []))
         print(f"kolm eval: {len(models)} model(s) x {what} -> {out / 'results.json'}")
     return result
+
+
+def _check_models(specs: list[str]) -> list[Path]:
+    """Every model folder checked before any (slow) loading: weights complete, and the tokenizer beside them the one
+    their extension.json/resize.json were written for."""
+    from kolm.artifacts.tokenizer_match import check_model_records
+
+    folders = [check_model_folder(m) for m in specs]
+    for spec, folder in zip(specs, folders):
+        for note in check_model_records(folder, f"model {spec}"):
+            print(f"note: {note}")
+    return folders
+
+
+def skipped_line(result: dict[str, Any]) -> str:
+    """One line naming the documents left out for their length, per language ("" when none were)."""
+    per = {lang: t for lang, t in result["texts"].items() if t.get("skipped_docs")}
+    if not per:
+        return ""
+    return (f"skipped {sum(t['skipped_docs'] for t in per.values())} document(s) longer than "
+            f"{result['max_doc_chars']:,} characters (max_doc_chars): "
+            + ", ".join(f"{lang} {t['skipped_docs']} ({t['skipped_bytes']:,} bytes)" for lang, t in per.items()))
+
+
+def check_output(out: Path) -> None:
+    """Refuse an ``--output`` that would overwrite files kolm eval did not write (before any work)."""
+    if out.exists() and not out.is_dir():
+        raise KolmError(f"output: {out} is a file, not a folder")
+    res, md = out / "results.json", out / "results.md"
+    if res.exists():
+        try:
+            ours = json.loads(res.read_text(encoding="utf-8")).get("format") == RESULTS_FORMAT
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            ours = False
+        if not ours:
+            raise KolmError(f"output: {res} exists and was not written by kolm eval; choose another folder or pass "
+                            "--overwrite to replace it")
+    elif md.exists():
+        raise KolmError(f"output: {md} exists and was not written by kolm eval; choose another folder or pass "
+                        "--overwrite to replace it")
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -42,7 +42,13 @@ from typing import Any
 from kolm.artifacts import EXTENSION_FILE, AddedToken, ResizeRecord, TokenizerExtension
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import atomic_output_dir, copy_tokenizer_files, load_tokenizer_json, resolve_pretrained
+from kolm.io import (
+    atomic_output_dir,
+    check_safetensors,
+    copy_tokenizer_files,
+    load_tokenizer_json,
+    resolve_pretrained,
+)
 from kolm.model.inits import InitInputs, get_init, names
 
 # The new tokenizer folder's files are copied into the output (kolm.io.copy_tokenizer_files: tokenizer.model only
@@ -296,6 +302,7 @@ def _plan_stats(init: str, ext: ExtensionPlan, old_n: int, target: int, rows: li
 # ----------------------------------------------------------------------------------------------- command
 def _check_weights(model_dir: Path) -> None:
     if any(model_dir.glob("*.safetensors")):
+        check_safetensors(model_dir)  # a cut file is named here, before the output folder is made
         return
     pickles = sorted(p.name for p in model_dir.glob("*.bin")) + sorted(p.name for p in model_dir.glob("*.pt*"))
     if pickles:

@@ -41,7 +41,7 @@ from typing import Any
 
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import TOKENIZER_MODEL, atomic_output_dir, carry_tokenizer_model, resolve_pretrained
+from kolm.io import TOKENIZER_MODEL, atomic_output_dir, carry_tokenizer_model, check_safetensors, resolve_pretrained
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 SOLAR_DROP = 8
@@ -220,6 +220,9 @@ def load_source(model_dir: Path, need_weights: bool = True) -> Source:
         return Source(model_dir, config, mt, n, None)
 
     tensors: dict[str, TensorInfo] = {}
+    if need_weights:
+        for f in files:  # sizes as the headers say: a cut shard is named before any output is written
+            check_safetensors(f)
     for f in files:
         for k, info in read_header(f).items():
             if k in tensors:

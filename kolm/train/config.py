@@ -124,6 +124,7 @@ class CptConfig:
     report_to: list[str] = field(default_factory=list, help="extra loggers: tensorboard, wandb (when installed)")
     logging_steps: int = field(1, help="log the training loss every N steps")
     resume: bool = field(False, help="continue from the newest complete checkpoint in the run folder")
+    overwrite: bool = field(False, help="replace an existing output folder that is not this run's (deletes it)")
     trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
 
     def __post_init__(self) -> None:
@@ -132,6 +133,8 @@ class CptConfig:
                 raise ConfigError(f"{name}: required")
         if not self.stages:
             raise ConfigError("stages: at least one stage")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume and overwrite: choose one (--resume continues the run, --overwrite replaces it)")
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"stages: names must be unique, got {names}")

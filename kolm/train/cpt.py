@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from kolm.artifacts import DataFolder, RunFolder, StageFolder, find_new_token_start
+from kolm.artifacts.tokenizer_match import check_manifest_tokenizer
 from kolm.errors import KolmError
-from kolm.io import apply_umask, check_model_folder, copy_tokenizer_files, file_sha256
+from kolm.io import apply_umask, check_model_folder, copy_tokenizer_files
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
 from kolm.train.run_state import barrier, is_main, resume_point, rewind_metrics
 from kolm.train.signals import StopSignals
@@ -52,18 +53,17 @@ def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
 
 
 def preflight(cfg: CptConfig) -> Preflight:
-    """Refuse a bad run before any training: vocab/tokenizer/data mismatches, missing splits, seq_len limits."""
+    """Refuse a bad run before anything is written: a folder that is not this run's, cut or corrupt weights and data
+    shards, vocab/tokenizer/data mismatches (tokenizers compared by content), missing splits, seq_len limits."""
     model, data = Path(cfg.model), DataFolder(cfg.data)
-    check_model_folder(model)
+    if not cfg.overwrite:
+        RunFolder(cfg.output).check_owner(cfg.model, cfg.data, resume=cfg.resume)
+    check_model_folder(model)  # also reads every safetensors header: a cut file is named here
     if not (model / "tokenizer.json").is_file():
         raise KolmError(f"model: {model} has no tokenizer.json beside the weights")
     manifest = data.manifest
     mcfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    tok_hash = file_sha256(model / "tokenizer.json")
-    if manifest.tokenizer_sha256 != tok_hash:
-        raise KolmError(f"data: {data.path} was built with another tokenizer (manifest sha256 "
-                        f"{manifest.tokenizer_sha256[:12]}..., model tokenizer {tok_hash[:12]}...); rebuild "
-                        f"the data with the model's tokenizer")
+    check_manifest_tokenizer(manifest, model / "tokenizer.json", data.path)
     from tokenizers import Tokenizer
 
     n_tok = Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
@@ -75,7 +75,7 @@ def preflight(cfg: CptConfig) -> Preflight:
     if max_pos and manifest.seq_len > max_pos:
         raise KolmError(f"seq_len {manifest.seq_len} of the data is above the model's limit (max_position_embeddings "
                         f"{max_pos}); rebuild the data with a smaller seq_len")
-    data.check_splits(validation=cfg.eval.every > 0)
+    data.check_splits(validation=cfg.eval.every > 0)  # every Arrow shard read to its end
     new_start = cfg.new_token_start if cfg.new_token_start is not None else find_new_token_start(model)
     if "embeddings" in {s.kind for s in cfg.stages} and new_start is None:
         raise KolmError("embeddings stage: cannot tell which rows are new (no resize.json/extension.json in the "
@@ -172,11 +172,13 @@ def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
                             "or set deepspeed: null for a plain single-process run")
         deepspeed.init_distributed()  # before TrainingArguments: ZeRO-3 sizes batches and partitions by world size
     run = RunFolder(cfg.output)
-    if not cfg.resume and run.has_started():
+    if not cfg.resume and not cfg.overwrite and run.has_started():
         raise KolmError(f"output: {run.path} already has a run; pass --resume to continue it or choose a new folder")
     if is_main():
         from kolm.config import save
 
+        if cfg.overwrite and run.path.exists():
+            shutil.rmtree(run.path) if run.path.is_dir() else run.path.unlink()
         run.path.mkdir(parents=True, exist_ok=True)
         save(cfg, run.recipe)
         shutil.copy2(pre.data.manifest_path, run.data_manifest)
@@ -221,8 +223,20 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
 
 def run(cfg: CptConfig) -> Path:
     pre = preflight(cfg)
-    run_dir = _start_run(cfg, pre)
     train = pre.data.load_train()
+    fresh = cfg.overwrite or not Path(cfg.output).exists()
+    run_dir = _start_run(cfg, pre)
+    try:
+        return _run_stages(cfg, pre, run_dir, train)
+    except Exception:
+        # a failure before anything was trained (e.g. the model does not load) leaves no recipe.yaml behind that
+        # would make the folder look like a run
+        if fresh and is_main() and not run_dir.has_started():
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+        raise
+
+
+def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any) -> Path:
     src, offset, step_offset = Path(cfg.model), 0, 0
     with StopSignals() as signals:
         for i, stage in enumerate(cfg.stages):
