@@ -170,7 +170,9 @@ def _free_port() -> int:
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     t = time.time()
     while not path.exists():
-        assert proc.poll() is None, f"run ended before {path} appeared (rc {proc.returncode})"
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"run ended before {path} appeared (rc {proc.returncode}): {out[-2000:]}")
         assert time.time() - t < timeout, f"timed out waiting for {path}"
         time.sleep(0.2)
 
