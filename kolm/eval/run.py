@@ -88,27 +88,24 @@ class EvalConfig:
 
 def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     """``{lang: {"texts": [...], "source": [...]}}`` from the text files and/or the data folder."""
-    from kolm.io import check_corpus_files, iter_corpus
+    from kolm.io import read_documents
 
     out: dict[str, dict[str, Any]] = {}
     for lang, files in cfg.text_files().items():
-        texts = []
-        for doc in iter_corpus(check_corpus_files(files), cfg.text_field):
-            texts.append(doc)
-            if cfg.max_docs and len(texts) >= cfg.max_docs:
-                break
+        try:
+            texts = read_documents(files, cfg.text_field, cfg.max_docs, cfg.nfc)
+        except KolmError as e:
+            raise KolmError(f"{lang}: {e}") from None
         out[lang] = {"texts": texts, "source": files}
     if cfg.data:
         splits, seq_len = _validation_splits(Path(cfg.data), cfg.max_docs)
         for lang, (texts, where) in splits.items():
             if lang in out:
                 raise KolmError(f"language {lang!r} is given by --text and by --data {cfg.data}; choose one")
-            out[lang] = {"texts": texts, "source": [where], "seq_len": seq_len}
-    for lang, d in out.items():
-        if cfg.nfc:
-            d["texts"] = [unicodedata.normalize("NFC", t) for t in d["texts"]]
-        if not d["texts"]:
-            raise KolmError(f"{lang}: no documents in {', '.join(d['source'])}")
+            if not texts:
+                raise KolmError(f"{lang}: no documents in {where}")
+            out[lang] = {"texts": [unicodedata.normalize("NFC", t) for t in texts] if cfg.nfc else texts,
+                         "source": [where], "seq_len": seq_len}
     return out
 
 
