@@ -229,10 +229,14 @@ CASES: dict[str, Case] = {
     "train sft": Case(SFT_BASE, {"scalar": ("chat_template", "default"), "bool": ("packing", True),
                                  "nested": ("lora.r", 8), "nested_bool": ("lora.train_new_tokens", True),
                                  "nested_list": ("lora.target_modules", ["q_proj", "v_proj"]),
-                                 "nested_literal": ("train.precision", "fp32")}, positional=("recipe", None)),
+                                 "nested_literal": ("train.precision", "fp32"),
+                                 "list": ("report_to", ["tensorboard", "wandb"]),
+                                 "mapping": ("trl.neftune_noise_alpha", 5.0)},
+                      mix=("report_to", ["tensorboard"]), positional=("recipe", None)),
     "train dpo": Case(SFT_BASE, {"scalar": ("beta", 0.05), "bool": ("trust_remote_code", True),
                                  "list": ("loss_type", ["sigmoid", "ipo"]), "nested": ("train.learning_rate", 1e-5),
-                                 "nested_list": ("data.train", ["a.jsonl", "b.jsonl"])},
+                                 "nested_list": ("data.train", ["a.jsonl", "b.jsonl"]),
+                                 "mapping": ("eval.sets.en", ["en.txt"])},
                       mix=("loss_type", ["sigmoid", "hinge"]), positional=("recipe", None)),
     "merge-lora": Case({"base": "b", "adapter": "a", "output": "o"},
                        {"bool": ("overwrite", True), "literal": ("dtype", "bf16"), "scalar": ("base", "org/base")}),
@@ -541,13 +545,13 @@ PATH_FIELDS = {
     "demo": {"output", "ko_text", "en_text"},
     "vocab extend": {"base", "corpus", "output"},
     "vocab report": {"tokenizer", "text"},
-    "train cpt": {"model", "data", "output", "deepspeed"},
+    "train cpt": {"model", "data", "output", "deepspeed", "eval.sets"},
     "model init": {"tokenizer", "output"},
     "model resize": {"model", "tokenizer", "output", "base_tokenizer"},
     "data build": {"tokenizer", "output", "sources.paths"},
     "data inspect": {"dir"},
-    "train sft": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train"},
-    "train dpo": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train"},
+    "train sft": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train", "eval.sets"},
+    "train dpo": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train", "eval.sets"},
     "merge-lora": {"base", "adapter", "output"},
     "upscale": {"model", "output"},
     "eval": {"model", "text", "data", "output", "include_path"},
@@ -584,8 +588,10 @@ def test_one_path_rule_for_every_command(name, tmp_path, monkeypatch):
         key = key.replace("sources.", "sources.0.")  # an item of a list of sections
         rel = REL.get(key.split(".")[-1], "rel/" + key.split(".")[-1])
         value, expect = (f"ko={rel}", f"ko={rdir / rel}") if meta.get("sep") else (rel, str(rdir / rel))
-        many = typing.get_origin(_strip_optional(key_type(cls, key)[1])[0]) is list
-        given[key], want[key] = ([value], [expect]) if many else (value, expect)
+        origin = typing.get_origin(_strip_optional(key_type(cls, key)[1])[0])
+        given[key], want[key] = ([value], [expect]) if origin is list else (value, expect)
+        if origin is dict:  # a mapping of paths (eval.sets: {LANG: [FILES]})
+            given[key], want[key] = {"ko": [value]}, {"ko": [expect]}
         put(data, key, given[key])
         if meta.get("hub"):  # ORG/NAME that does not exist is a hub id: this one is a local folder
             (rdir / rel).mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from kolm.config import ConfigError, field
 from kolm.model.lora import LLAMA_TARGETS
-from kolm.train.config import DEEPSPEED_PRESETS
+from kolm.train.config import DEEPSPEED_PRESETS, OnlineEvalConfig
 
 
 @dataclass
@@ -134,6 +134,9 @@ class AlignConfig:
     data: DataSection = field(default_factory=DataSection, help="training data")
     lora: LoraSection = field(default_factory=LoraSection, help="the LoRA adapter")
     train: TrainSection = field(default_factory=TrainSection, help="optimisation")
+    eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig,
+                                   help="online bits per byte on eval.sets ({ko: FILE, en: FILE}) at the start, "
+                                        "every eval.every steps and at the end; off without sets")
 
     def __post_init__(self) -> None:
         for name in ("model", "output"):
