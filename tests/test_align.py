@@ -389,19 +389,25 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_zero3_sft_and_dpo(base, tmp_path):
-    """SFT and DPO steps under ZeRO-3 on 2 CPU ranks: base weights partitioned, adapters saved and loadable."""
+    """SFT and DPO steps under ZeRO-3 on 2 CPU ranks: base weights partitioned, adapters saved and loadable, the
+    online evaluation collective."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kolm.eval.bpb import bits_per_byte
 
     if shutil.which("deepspeed") is None:
         pytest.skip("the deepspeed launcher is not installed")
     ds = json.loads((REPO / "train" / "deepspeed" / "zero3.json").read_text())
     ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition every parameter
     (tmp_path / "ds.json").write_text(json.dumps(ds))
+    texts = _eval_files(tmp_path)
     (tmp_path / "job.json").write_text(json.dumps({"model": str(base), "sft_data": str(INSTRUCT),
                                                    "dpo_data": str(PREFS), "out": str(tmp_path),
-                                                   "deepspeed": str(tmp_path / "ds.json")}))
+                                                   "deepspeed": str(tmp_path / "ds.json"),
+                                                   "eval_sets": {lang: str(tmp_path / f"{lang}.txt")
+                                                                 for lang in texts}}))
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
            str(REPO / "tests" / "dist_align_script.py"), str(tmp_path / "job.json")]
@@ -419,3 +425,10 @@ def test_zero3_sft_and_dpo(base, tmp_path):
         assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # trained (B starts at zero)
         with torch.no_grad():
             model(input_ids=torch.tensor([[1, 5, 9]]))
+        # the online evaluation ran across both ranks and scored what one process scores on base + adapter
+        log = json.loads((out / "train_log.json").read_text())
+        assert sorted(x["step"] for x in log if "eval_ko_bpb" in x) == [0, 2, 3]
+        last = next(x for x in log if x["step"] == 3 and "eval_en_bpb" in x)
+        for lang, docs in texts.items():
+            ref = bits_per_byte(model.eval(), AutoTokenizer.from_pretrained(out), docs, max_length=96).bpb
+            assert last[f"eval_{lang}_bpb"] == pytest.approx(ref, rel=1e-4), lang

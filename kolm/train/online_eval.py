@@ -57,24 +57,27 @@ def read_eval_sets(cfg: OnlineEvalConfig, tokenizer: Any) -> list[EvalSet]:
 
 def cpt_eval_sets(cfg: CptEvalConfig, data: Any, tokenizer: Any) -> list[EvalSet]:
     """The sets ``kolm train cpt`` evaluates on: the data folder's validation splits (``eval.splits``), in the
-    manifest's order, with a language in ``eval.sets`` scored on its set instead, then the other sets."""
+    manifest's order, with a language in ``eval.sets`` scored on its set instead, then the other sets. Prints one
+    line saying which (rank 0)."""
     sets = {s.lang: s for s in read_eval_sets(cfg, tokenizer)}
     out = []
     for lang in data.manifest.languages if cfg.every > 0 and cfg.splits else ():
         if lang in sets:
-            _say(f"kolm train cpt: eval {lang}: {sets[lang].source} instead of the data folder's validation split")
+            sets[lang].source += ", not the data's validation split"
             out.append(sets.pop(lang))
             continue
-        split = data.validation(lang, cfg.max_docs)
+        try:
+            split = data.validation(lang, cfg.max_docs)
+        except KolmError as e:
+            raise KolmError(f"{e} (or evaluate {lang} on a file: eval.sets.{lang}=FILE)") from None
         if not split.input_ids:
             raise KolmError(f"data: the validation split for {lang!r} has no input_ids column: {split.path}")
         out.append(EvalSet(lang, split.input_ids, split.n_bytes, "validation split"))
-    return out + list(sets.values())
-
-
-def _say(msg: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(msg, flush=True)
+    out += sets.values()
+    if out and int(os.environ.get("RANK", "0")) == 0:
+        print(f"kolm train cpt: bits per byte every {cfg.every} steps on {'; '.join(s.describe() for s in out)}",
+              flush=True)
+    return out
 
 
 class OnlineEval(TrainerCallback):
@@ -93,8 +96,10 @@ class OnlineEval(TrainerCallback):
         """``{lang: BpbResult.as_dict()}`` of ``model`` on every set."""
         from kolm.eval.bpb import score_documents
 
-        return {s.lang: score_documents(model, s.input_ids, s.n_bytes, self.prefix_id, max_length=self.max_length,
-                                        stride=self.stride, batch_size=self.batch_size).as_dict() for s in self.sets}
+        out = {s.lang: score_documents(model, s.input_ids, s.n_bytes, self.prefix_id, max_length=self.max_length,
+                                       stride=self.stride, batch_size=self.batch_size).as_dict() for s in self.sets}
+        _forget_zero3_trace(self.trainer)
+        return out
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         if self.at_start:  # no training log at step 0: log the evaluation on its own
@@ -106,6 +111,22 @@ class OnlineEval(TrainerCallback):
         if step % self.every == 0 or step == state.max_steps:
             self.trainer.record_metrics(eval_logs(self.evaluate(model)))
             control.should_log = True  # logged now with this step's training numbers, logging step or not
+
+
+def _forget_zero3_trace(trainer: Any) -> None:
+    """Under ZeRO-3, release every parameter the evaluation gathered and drop the module order DeepSpeed recorded
+    from its forward passes, so the next training step records its own. Otherwise that step prefetches in the
+    evaluation's order, e.g. the ``lm_head`` that trl's fused loss gathers by hand, and DeepSpeed fails with "Cannot
+    partition a param in flight". (``_invalidate_trace`` is what DeepSpeed itself calls when a forward pass leaves
+    the recorded order; it has no public name.)"""
+    engine = getattr(trainer, "deepspeed", None)
+    offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None)
+    if offload is None:
+        return
+    offload.empty_partition_cache()
+    coordinator = offload.get_param_coordinator()
+    if not coordinator.is_invalid_trace():
+        coordinator._invalidate_trace()
 
 
 def add_online_eval(trainer: Any, sets: list[EvalSet], cfg: OnlineEvalConfig, prefix_id: int, max_length: int,
