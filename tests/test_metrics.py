@@ -227,3 +227,31 @@ def test_eval_section_in_recipes(tmp_path):
         OnlineEvalConfig(sets={"ko": []})
     with pytest.raises(ConfigError, match="eval.stride"):
         OnlineEvalConfig(stride=0)
+
+
+def test_cpt_eval_sets_beside_and_instead_of_the_data_splits(tmp_path, capsys):
+    from kolm.artifacts import ValidationSplit
+    from kolm.train.online_eval import cpt_eval_sets
+
+    class Data:  # a data folder with ko and en validation splits (as kolm.artifacts.DataFolder reads them)
+        manifest = types.SimpleNamespace(languages={"ko": None, "en": None})
+
+        def validation(self, lang, max_docs):
+            if lang == "en":
+                raise KolmError(f"data: missing validation split for {lang!r}: /d/validation/en")
+            return ValidationSplit(lang, Path(f"/d/validation/{lang}"), [], [[5, 6], [7]], 10)
+
+    (tmp_path / "en.txt").write_text("a a\na\n", encoding="utf-8")
+    (tmp_path / "ja.txt").write_text("가\n", encoding="utf-8")
+    files = {"en": [str(tmp_path / "en.txt")], "ja": [str(tmp_path / "ja.txt")]}
+    sets = cpt_eval_sets(CptEvalConfig(every=5, sets=files), Data(), _tok())
+    assert [(s.lang, s.input_ids, s.n_bytes) for s in sets] == [("ko", [[5, 6], [7]], 10), ("en", [[2, 2], [2]], 4),
+                                                               ("ja", [[1]], 3)]
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and "every 5 steps" in line and "ko (2 docs, validation split)" in line
+    assert "en (2 docs, eval.sets en.txt, not the data's validation split)" in line
+    only = cpt_eval_sets(CptEvalConfig(every=5, sets=files, splits=False), Data(), _tok())
+    assert [s.lang for s in only] == ["en", "ja"]
+    with pytest.raises(KolmError, match=r"missing validation split for 'en'.*eval.sets.en=FILE"):
+        cpt_eval_sets(CptEvalConfig(every=5), Data(), _tok())
+    assert cpt_eval_sets(CptEvalConfig(every=0, sets=files), Data(), _tok()) == []

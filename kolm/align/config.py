@@ -1,5 +1,6 @@
-"""Config sections shared by ``kolm train sft`` and ``kolm train dpo``: data, LoRA, optimisation, and the top-level
-fields both commands have (model, output, chat template, DeepSpeed, loggers, further trl arguments).
+"""Config sections shared by ``kolm train sft`` and ``kolm train dpo``: data, LoRA, optimisation, online evaluation
+(``eval``, the section of ``kolm train cpt``: :class:`kolm.train.config.OnlineEvalConfig`), and the top-level fields
+both commands have (model, output, chat template, DeepSpeed, loggers, further trl arguments).
 
 The ``train:`` section maps one to one onto trl's SFTConfig/DPOConfig (``kolm.align.model.TRAIN_TO_TRL``); ``trl:``
 passes any other argument of those configs through (checked when the command starts, before any data is read).

@@ -135,7 +135,9 @@ class AtRunStep:
     def __init__(self, inner: Any, offset: int):
         self.inner, self.offset = inner, offset
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # only called for what AtRunStep itself lacks
+        if name == "inner":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
