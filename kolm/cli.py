@@ -63,6 +63,7 @@ COMMANDS: list[Command] = [
             positional_is_config=True),
     Command(("model", "init"), "kolm.model.init", "InitConfig", "run",
             "a small Llama built from config for a tokenizer (smoke runs, demos)"),
+    Command(("model", "import"), "kolm.model.gguf", "ImportConfig", "run", "GGUF file -> safetensors model+tokenizer"),
     Command(("model", "resize"), "kolm.model.resize", "ResizeConfig", "run",
             "resize a model's embeddings and LM head to an extended tokenizer"),
     Command(("data", "build"), "kolm.data.build", "DataBuildConfig", "run",

@@ -11,7 +11,9 @@ extension, data mix, stages, steps, tokens; read from ``extension.json``/``resiz
 run's online evaluation, or ``--eval results.json`` of ``kolm eval``) and usage code.
 
 Uploaded: the model folder without training state (checkpoints, optimizer/scheduler/RNG states, trainer state,
-pickled ``training_args.bin``) and without pickle weights (kolm publishes safetensors only).
+pickled ``training_args.bin``) and without pickle weights (kolm publishes safetensors only). Records and other small
+text files go up as publishable copies without local paths (:mod:`kolm.artifacts.public`), from a staged folder that
+``--dry-run --stage DIR`` writes out for reading; the local files stay as they are.
 
 The token comes from ``huggingface_hub.get_token()`` (``HF_TOKEN``, then the cached ``hf auth login``). It is no
 config field, so it is never printed by ``--dry-run``, saved, or written into the card; hub errors are scrubbed
@@ -21,17 +23,19 @@ of it before they are shown.
 from __future__ import annotations
 
 import fnmatch
-import glob
-import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kolm.artifacts import ResizeRecord, RunFolder, TokenizerExtension
+from kolm.artifacts.public import hub_id_of_path, public_file, public_string, public_text
 from kolm.artifacts.run_folder import DONE
+from kolm.artifacts.tokenizer_match import check_model_records
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 from kolm.paths import is_hub_id
 from kolm.train.run_state import MARKER
 
@@ -56,6 +60,8 @@ class PushConfig:
     license: str | None = field(None, help="license when the base model's one cannot be found")
     datasets: list[str] = field(default_factory=list, help="hub dataset ids (default: hub sources of the data)")
     output: str | None = field(None, path=True, help="--dry-run: write the card here (default: DIR/README.md)")
+    stage: str | None = field(None, path=True, help="--dry-run: write every file as it would be uploaded into this "
+                                                    "new folder (records without local paths, links to the weights)")
     commit_message: str = field("Upload model with kolm push", help="commit message on the Hub")
     overwrite_card: bool = field(False, help="replace a README.md in the model folder that kolm did not write")
 
@@ -95,11 +101,44 @@ def locate(cfg: PushConfig) -> tuple[Path, Path | None]:
             raise KolmError(f"run: {run} is not a folder")
     from kolm.io import check_model_folder
 
-    return check_model_folder(model), run
+    check_model_folder(model)
+    for note in check_model_records(model, "dir"):  # the tokenizer is the one the records were written for
+        print(f"note: {note}")
+    return model, run
+
+
+def publishable(model: Path, files: list[Path]) -> dict[Path, bytes]:
+    """The files whose uploaded copy differs from the local one: their publishable bytes (local paths replaced by
+    names or hub ids, :mod:`kolm.artifacts.public`). Tokenizer data and weights are never rewritten."""
+    out = {}
+    for f in files:
+        if f.name in ("tokenizer.json", "vocab.json", "merges.txt"):
+            continue
+        data = public_file(model / f)
+        if data is not None:
+            out[f] = data
+    return out
+
+
+def stage_upload(model: Path, files: list[Path], card: str, dest: Path) -> list[Path]:
+    """Lay out in ``dest`` exactly what is uploaded: the publishable copies, links to every other file (weights are
+    never copied) and README.md; returns the files that were rewritten."""
+    import os
+
+    rewritten = publishable(model, files)
+    for f in files:
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        if f in rewritten:
+            (dest / f).write_bytes(rewritten[f])
+        else:
+            os.symlink((model / f).resolve(), dest / f)
+    (dest / "README.md").write_text(card, encoding="utf-8")
+    return sorted(rewritten)
 
 
 def upload_files(model: Path) -> tuple[list[Path], list[str]]:
-    """Files to upload (relative paths, sorted) and what was left out (training state, pickles, hidden files)."""
+    """Files to upload (relative paths, sorted) and what was left out (training state, pickles, hidden files, a
+    tokenizer.model that does not belong to the tokenizer.json beside it)."""
     keep, left = [], []
     for p in sorted(model.rglob("*")):
         rel = p.relative_to(model)
@@ -114,21 +153,16 @@ def upload_files(model: Path) -> tuple[list[Path], list[str]]:
                 left.append(str(rel))
             continue
         keep.append(rel)
+    from kolm.io import TOKENIZER_MODEL
+    from kolm.vocab.spm_model import tokenizer_model_mismatch
+
+    if Path(TOKENIZER_MODEL) in keep:  # a stale SentencePiece model would make llama.cpp tokenize differently
+        why = tokenizer_model_mismatch(model / TOKENIZER_MODEL, model / "tokenizer.json")
+        if why:
+            keep.remove(Path(TOKENIZER_MODEL))
+            left.append(f"{TOKENIZER_MODEL} (does not belong to tokenizer.json)")
+            print(f"warning: {model / TOKENIZER_MODEL} is not uploaded: it does not belong to tokenizer.json ({why})")
     return keep, left
-
-
-def _hub_id_of_folder(v: Any) -> str | None:
-    """A hub snapshot folder in the HF cache (``.../models--ORG--NAME/snapshots/SHA``) names its repo."""
-    m = re.search(r"models--([^/]+?)--([^/]+)/snapshots/", str(v))
-    return f"{m.group(1)}/{m.group(2)}" if m else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (ValueError, UnicodeDecodeError) as e:
-        raise KolmError(f"{path}: not valid JSON ({e})") from None
-    return data if isinstance(data, dict) else {}
 
 
 def find_base(cfg: PushConfig, model: Path, run_info: dict[str, Any] | None) -> tuple[str | None, list[Path]]:
@@ -144,8 +178,8 @@ def find_base(cfg: PushConfig, model: Path, run_info: dict[str, Any] | None) -> 
     for c in cands:
         if is_hub_id(c):
             return c, folders
-        if _hub_id_of_folder(c):
-            return _hub_id_of_folder(c), folders
+        if isinstance(c, str) and hub_id_of_path(c):
+            return hub_id_of_path(c), folders
     return None, folders
 
 
@@ -193,7 +227,7 @@ def _sections(run_info: dict[str, Any] | None, ext: TokenizerExtension | None, r
         out += ["### Tokenizer extension (`kolm vocab extend`)", "",
                 "| base tokenizer | family | base vocab | new vocab | added tokens | new characters | new merges | "
                 "Korean chars/token (base → extended) |", "|---|---|---:|---:|---:|---:|---:|---:|",
-                f"| {ext.base} | {ext.family} | {_fmt(ext.base_vocab_size)} | {_fmt(ext.vocab_size)} | "
+                f"| {public_string(ext.base)} | {ext.family} | {_fmt(ext.base_vocab_size)} | {_fmt(ext.vocab_size)} | "
                 f"{_fmt(ext.num_added)} | {_fmt(ext.num_new_chars)} | {_fmt(ext.num_new_merge_tokens)} | "
                 f"{_fmt(ko_base, 3)} → {_fmt(ko_ext, 3)} |", ""]
         out += ["Base token ids are unchanged; text without Hangul tokenizes exactly as with the base tokenizer.", ""]
@@ -229,12 +263,13 @@ def _bpb_section(cfg: PushConfig, run_info: dict[str, Any] | None) -> list[str]:
     out = ["## Evaluation: bits per byte", "",
            "Bits per byte do not depend on the tokenizer, so this model and its base compare directly (lower is "
            "better).", ""]
-    if cfg.eval:
+    res = read_json_object(Path(cfg.eval), "`kolm eval` results.json") if cfg.eval else {}
+    if cfg.eval and not res.get("rows") and not any(m.get("tasks") for m in res.get("models") or []
+                                                    if isinstance(m, dict)):
+        raise KolmError(f"eval: {cfg.eval} is not a `kolm eval` results.json (no rows, no task scores)")
+    if res.get("rows"):  # else a results.json with task scores only: the run's own bpb below
         from kolm.eval.run import format_markdown
 
-        res = _read_json(Path(cfg.eval))
-        if not res.get("rows"):
-            raise KolmError(f"eval: {cfg.eval} is not a `kolm eval` results.json (no rows)")
         texts = ", ".join(f"{lang}: {t['docs']} documents, {t['bytes']:,} bytes" for lang, t in res["texts"].items())
         return out + [format_markdown(res["rows"]).rstrip("\n"), "", f"`kolm eval` on {texts}.", ""]
     s = (run_info or {}).get("summary")
@@ -254,6 +289,22 @@ def _bpb_section(cfg: PushConfig, run_info: dict[str, Any] | None) -> list[str]:
             f"forgetting {_fmt(forget)} bpb ({_fmt(s.get('forgetting_pct'), 1)}%), on the held-out validation "
             "documents of the data build.", ""]
     return out
+
+
+def _task_section(cfg: PushConfig, model: Path) -> list[str]:
+    """Benchmark task scores of ``--eval results.json`` (``kolm eval --tasks/--suite``), every model vs the first."""
+    res = read_json_object(Path(cfg.eval), "`kolm eval` results.json") if cfg.eval else {}
+    if not any(isinstance(m, dict) and m.get("tasks") for m in res.get("models") or []):
+        return []
+    from kolm.eval.harness import format_task_markdown, model_folder, read_task_models, task_rows
+
+    models = [m for m in read_task_models(cfg.eval) if m["tasks"]]  # type: ignore[arg-type]
+    this = next((m["name"] for m in models if model_folder(m) == model.resolve()), None)
+    return ["## Evaluation: benchmark tasks", "",
+            "lm-evaluation-harness tasks run with `kolm eval`; higher is better. \"vs first\" is the change against "
+            f"`{models[0]['name']}`, given where both were scored on the same examples with the same number of "
+            "few-shot examples (n, shots)." + (f" This model is `{this}`." if this else ""), "",
+            format_task_markdown(task_rows(models)).rstrip("\n"), ""]
 
 
 def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dict[str, Any]]:
@@ -282,7 +333,7 @@ def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dic
         body += [f"**License**: {lic_source}.", ""]
     if not base_id:
         body += ["The base model was a local folder; pass `--base-model ORG/NAME` to `kolm push` to link it.", ""]
-    body += _sections(run_info, ext, resize) + _bpb_section(cfg, run_info)
+    body += _sections(run_info, ext, resize) + _bpb_section(cfg, run_info) + _task_section(cfg, model)
     body += ["## Usage", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
              f'tokenizer = AutoTokenizer.from_pretrained("{cfg.repo_id}"{rev})',
              f'model = AutoModelForCausalLM.from_pretrained("{cfg.repo_id}"{rev}, dtype="auto", device_map="auto")',
@@ -292,7 +343,7 @@ def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dic
              "## Limitations", "", "Continual pretraining on web-style text: the model can produce wrong, biased or "
              "offensive text and has no safety tuning. Check the base model's limitations and license.", "",
              CARD_MARKER, ""]
-    text = f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(body)
+    text = public_text(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(body))  # no local path reaches the card
     return text, {"base_model": base_id, "license": lic, "license_source": lic_source, "datasets": datasets,
                   "run": str(run) if run else None}
 
@@ -330,9 +381,20 @@ def dry_run(cfg: PushConfig) -> dict[str, Any]:
         print(line)
     print(f"model card: {path} (license {info['license']}: {info['license_source']}; base_model "
           f"{info['base_model'] or 'unknown'})")
+    rewritten = sorted(publishable(model, files))
+    if cfg.stage:
+        from kolm.io import atomic_output_dir
+
+        with atomic_output_dir(cfg.stage) as tmp:
+            stage_upload(model, files, card, tmp)
+        print(f"staged upload: {cfg.stage}")
+    if rewritten:
+        print("uploaded without local paths: " + ", ".join(map(str, rewritten)) + " (the local files stay as they "
+              "are)")
     print("token: " + ("found (HF_TOKEN or the cached login)" if get_token() else
                        "none found: set HF_TOKEN or run `hf auth login` before pushing"))
-    return {"files": [str(f) for f in files] + ["README.md"], "left_out": left, "card": str(path), **info}
+    return {"files": [str(f) for f in files] + ["README.md"], "left_out": left, "card": str(path),
+            "rewritten": [str(f) for f in rewritten], **info}
 
 
 def _scrub(text: str, token: str) -> str:
@@ -353,15 +415,18 @@ def run(cfg: PushConfig) -> dict[str, Any]:
     for line in _describe(model, files, left):
         print(line)
     api = HfApi(token=token)
-    try:
-        url = api.create_repo(cfg.repo_id, private=cfg.private, repo_type="model", exist_ok=True)
-        if cfg.revision and cfg.revision != "main":
-            api.create_branch(cfg.repo_id, branch=cfg.revision, repo_type="model", exist_ok=True)
-        commit = api.upload_folder(repo_id=cfg.repo_id, folder_path=str(model), repo_type="model",
-                                   revision=cfg.revision, commit_message=cfg.commit_message,
-                                   allow_patterns=[glob.escape(str(f)) for f in files] + ["README.md"])
-    except Exception as e:  # noqa: BLE001 - hub/network errors of many types; shown without the token
-        raise KolmError(f"push to {cfg.repo_id} failed: {_scrub(f'{type(e).__name__}: {e}', token)}") from None
+    with tempfile.TemporaryDirectory(prefix=".kolm-push-") as staged:
+        rewritten = stage_upload(model, files, _scrub(card, token), Path(staged))
+        try:
+            url = api.create_repo(cfg.repo_id, private=cfg.private, repo_type="model", exist_ok=True)
+            if cfg.revision and cfg.revision != "main":
+                api.create_branch(cfg.repo_id, branch=cfg.revision, repo_type="model", exist_ok=True)
+            commit = api.upload_folder(repo_id=cfg.repo_id, folder_path=staged, repo_type="model",
+                                       revision=cfg.revision, commit_message=cfg.commit_message)
+        except Exception as e:  # noqa: BLE001 - hub/network errors of many types; shown without the token
+            raise KolmError(f"push to {cfg.repo_id} failed: {_scrub(f'{type(e).__name__}: {e}', token)}") from None
+    if rewritten:
+        print("uploaded without local paths: " + ", ".join(map(str, rewritten)))
     print(f"kolm push: {len(files) + 1} file(s) -> {getattr(commit, 'commit_url', None) or url} (card {path})")
     return {"files": [str(f) for f in files] + ["README.md"], "left_out": left, "card": str(path),
-            "commit_url": str(getattr(commit, "commit_url", "")), **info}
+            "rewritten": [str(f) for f in rewritten], "commit_url": str(getattr(commit, "commit_url", "")), **info}

@@ -93,6 +93,11 @@ def test_data_folder_errors_name_what_is_missing(tmp_path):
     with pytest.raises(KolmError, match="missing train split"):
         folder.check_splits()
     (tmp_path / "train").mkdir()
+    with pytest.raises(KolmError, match="holds no .arrow files"):  # an empty folder is no split
+        folder.check_splits()
+    from datasets import Dataset
+
+    Dataset.from_dict({"input_ids": [[1, 2]]}).save_to_disk(str(tmp_path / "train"))
     with pytest.raises(KolmError, match="validation split for 'ko'"):
         folder.check_splits()
     folder.check_splits(validation=False)

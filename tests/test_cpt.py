@@ -99,6 +99,9 @@ def test_embeddings_then_full(pipeline):
 
     m = AutoModelForCausalLM.from_pretrained(str(run / "final"))
     assert m.get_input_embeddings().weight.shape[0] == len(AutoTokenizer.from_pretrained(str(run / "final")))
+    # the extension's tokenizer.model (kolm vocab extend) travels with every stage's final model
+    for final in (run / "stages" / "00-emb" / "final", run / "final"):
+        assert (final / "tokenizer.model").read_bytes() == (pipeline / "tok" / "tokenizer.model").read_bytes()
 
 
 def test_lora_stage_merges_into_plain_model(pipeline):
@@ -125,6 +128,7 @@ def test_lora_stage_merges_into_plain_model(pipeline):
     start = json.loads((pipeline / "model" / "resize.json").read_text())["base_tokenizer_size"]
     w0, w1 = plain.get_input_embeddings().weight, merged.get_input_embeddings().weight
     assert w1[:start].equal(w0[:start]) and not w1[start:].equal(w0[start:])
+    assert (run / "final" / "tokenizer.model").read_bytes() == (pipeline / "tok" / "tokenizer.model").read_bytes()
 
 
 def _fails(capsys, r: Path, *extra: str) -> str:

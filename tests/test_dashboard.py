@@ -82,7 +82,10 @@ def make_run(root: Path, name: str, *, ko: list[float], en: list[float], stages=
         final = run / "final"
         final.mkdir()
         (final / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 32500}))
-        (final / "model.safetensors").write_bytes(b"\0" * 64)
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        save_file({"w": np.zeros(16, dtype=np.float32)}, str(final / "model.safetensors"))  # complete: push reads it
         (final / "tokenizer.json").write_text("{}")
         (final / "tokenizer_config.json").write_text("{}")
         if extension:
@@ -184,6 +187,75 @@ def test_base_eval_reference(tmp_path, capsys):
     assert "not a `kolm eval` results.json" in capsys.readouterr().err
 
 
+
+def task_entry(scores: dict[str, float], n: int = 44, shots: int = 0, lang: str = "ko") -> dict:
+    """One task's scores as `kolm eval --tasks` writes them into results.json (kolm.eval.harness)."""
+    return {"metrics": scores, "stderr": {k: 0.05 for k in scores}, "higher_is_better": {k: True for k in scores},
+            "samples": n, "num_fewshot": shots, "lang": lang, "group": False}
+
+
+def eval_results(path: Path, models: list[tuple[str, Path, dict]]) -> Path:
+    """A `kolm eval` results.json with task scores only (no --text): (name, model folder, tasks) per model."""
+    path.write_text(json.dumps({"format": "kolm.eval/1", "texts": {}, "rows": [], "models": [
+        {"name": n, "model": str(f), "path": str(f), "abspath": str(f.resolve()), "bpb": {}, "tasks": t}
+        for n, f, t in models]}))
+    return path
+
+
+def test_task_scores_beside_bpb(tmp_path, capsys):
+    a, b = two_runs(tmp_path)
+    base_tasks = {"kolm_ko_mc": task_entry({"acc": 0.25, "acc_norm": 0.3}),
+                  "arc_easy": task_entry({"acc": 0.6}, n=100, shots=25, lang="en")}
+    res = eval_results(tmp_path / "results.json", [
+        ("base", tmp_path / "base-model", base_tasks),
+        ("emb-full/final", a / "final", {"kolm_ko_mc": task_entry({"acc": 0.5, "acc_norm": 0.45}),
+                                         "arc_easy": task_entry({"acc": 0.55}, n=100, shots=25, lang="en")}),
+        ("lora/final", b / "final", {"kolm_ko_mc": task_entry({"acc": 0.75, "acc_norm": 0.7}),
+                                     "arc_easy": task_entry({"acc": 0.5}, n=50, shots=25, lang="en")}),
+        ("00-embeddings", a / "stages" / "00-embeddings" / "final", {"kolm_ko_mc": task_entry({"acc": 0.3})})])
+    out = tmp_path / "report.html"
+    assert main(["dashboard", str(a), str(b), "--eval", str(res), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "emb-full: step 12" in printed and "4 task score(s)" in printed  # final: 3 rows, the stage's model: 1
+    data = json.loads(out.with_suffix(".json").read_text())
+    ta, tb = (r["tasks"]["models"] for r in data["runs"])
+    assert [m["label"] for m in ta] == ["final", "stages/00-embeddings/final"] and [m["label"] for m in tb] == ["final"]
+    assert ta[0]["reference"] == "base (results.json)"
+    rows = {(x["task"], x["metric"]): x for x in ta[0]["rows"]}
+    assert rows[("kolm_ko_mc", "acc")]["score"] == 0.5 and rows[("kolm_ko_mc", "acc")]["ref_score"] == 0.25
+    assert rows[("kolm_ko_mc", "acc")]["delta"] == pytest.approx(0.25)
+    assert rows[("arc_easy", "acc")]["delta"] == pytest.approx(-0.05) and rows[("arc_easy", "acc")]["lang"] == "en"
+    lora = {(x["task"], x["metric"]): x for x in tb[0]["rows"]}
+    assert lora[("arc_easy", "acc")]["delta"] is None and lora[("arc_easy", "acc")]["comparable"] is False  # 50 vs 100
+    csv_rows = list(csv.DictReader(out.with_name("report_tasks.csv").open()))
+    assert len(csv_rows) == 3 + 1 + 3
+    assert {(r["run"], r["model"], r["task"], r["metric"], r["delta"]) for r in csv_rows} >= {
+        ("emb-full", "final", "kolm_ko_mc", "acc", "0.25"), ("lora", "final", "arc_easy", "acc", "")}
+    assert data["warnings"] == []
+    # base_eval.json with task scores: the reference when the results file holds only the run's model
+    (a / "base_eval.json").write_text(json.dumps({"models": [{"model": "base", "bpb": {}, "tasks": base_tasks}]}))
+    alone = eval_results(tmp_path / "alone.json", [("final", a / "final", {
+        "kolm_ko_mc": task_entry({"acc": 0.5, "acc_norm": 0.45})})])
+    other = eval_results(tmp_path / "other.json", [("x", tmp_path / "elsewhere", base_tasks)])
+    assert main(["dashboard", str(a), str(b), "--eval", str(alone), str(other), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.with_suffix(".json").read_text())
+    (m,) = data["runs"][0]["tasks"]["models"]
+    assert m["reference"] == "base (base_eval.json)" and m["rows"][0]["delta"] == pytest.approx(0.25)
+    assert data["runs"][0]["reference"]["source"] == "step 0"  # a base_eval.json without bpb: no bpb reference
+    assert not any("other text" in w for w in data["runs"][0]["warnings"])
+    assert data["runs"][1]["tasks"]["models"] == []
+    assert any("other.json: none of its models" in w for w in data["warnings"]) and "other.json" in printed
+    # without --eval: the base's own scores from base_eval.json
+    assert main(["dashboard", str(a), "--output", str(out)]) == 0
+    (m,) = json.loads(out.with_suffix(".json").read_text())["runs"][0]["tasks"]["models"]
+    assert m["label"] == "base base" and [x["score"] for x in m["rows"]] == [0.25, 0.3, 0.6]
+    assert all(x["delta"] is None for x in m["rows"])
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"models": [{"tasks": {"t": 0.5}}]}')
+    assert main(["dashboard", str(a), "--eval", str(broken), "--output", str(out)]) == 2
+    assert "kolm's task format" in capsys.readouterr().err
+
 def test_bad_input_errors(tmp_path, capsys):
     assert main(["dashboard", str(tmp_path / "nope"), "--output", str(tmp_path / "r.html")]) == 2
     assert "run folder not found" in capsys.readouterr().err
@@ -266,8 +338,13 @@ def test_renders_in_headless_chromium(tmp_path):
     odd = make_run(tmp_path, 'x<script><b id="inj">&<!--', ko=[4.7, 4.5], en=[3.3, float("nan")], finished=False)
     with open(odd / "metrics.jsonl", "a") as fh:
         fh.write('{"kind": "eval", "step": 12, "ev')  # truncated
+    res = eval_results(tmp_path / "results.json", [
+        ("base", tmp_path / "base-model", {"kolm_ko_mc": task_entry({"acc": 0.25}), "mmlu": task_entry(
+            {"acc": 0.4}, n=5700, shots=5, lang="en")}),
+        ("emb-full/final", a / "final", {"kolm_ko_mc": task_entry({"acc": 0.5}), "mmlu": task_entry(
+            {"acc": 0.35}, n=5700, shots=5, lang="en")})])
     out = tmp_path / "site" / "report.html"
-    assert main(["dashboard", str(a), str(b), str(odd), "--output", str(out)]) == 0
+    assert main(["dashboard", str(a), str(b), str(odd), "--eval", str(res), "--output", str(out)]) == 0
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'chrome'}", "--enable-logging=stderr", "--v=0"]
@@ -296,6 +373,14 @@ def test_renders_in_headless_chromium(tmp_path):
     assert sum(tag == "circle" and "point" in at.get("class", "") for tag, at in els) == 3
     assert any(at.get("id") == "skipped" for _, at in els)
     assert 'id="js-error" hidden' in dom.stdout
+    # benchmark tasks: a table for emb-full's final model, with the change vs the base coloured by direction
+    tasks = [at for tag, at in els if tag == "div" and "tasks" in at.get("class", "").split()]
+    assert [(at["data-run"], at["data-model"]) for at in tasks] == [("emb-full", "final")]
+    assert re.search(r'<td>kolm_ko_mc</td><td>ko</td><td>acc</td><td>0.5000</td><td>0.2500</td>'
+                     r'<td class="good"[^>]*>\+0.2500</td>', dom.stdout)
+    assert re.search(r'<td>mmlu</td><td>en</td><td>acc</td><td>0.3500</td><td>0.4000</td>'
+                     r'<td class="bad"[^>]*>-0.0500</td><td>5,700</td><td>5</td>', dom.stdout)
+    assert dom.stdout.count('<div class="mut">no task scores') == 2  # lora and the odd run
     png = tmp_path / "shot.png"
     shot = subprocess.run([str(CHROMIUM), *flags, f"--screenshot={png}", "--window-size=1280,2000",
                            "--hide-scrollbars", url], capture_output=True, text=True, timeout=90)

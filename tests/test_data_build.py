@@ -564,7 +564,8 @@ def test_second_build_into_a_running_output_is_refused(tok, corpus, tmp_path, mo
     assert build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})["resumed"] is True
 
 
-def test_empty_files_are_refused_or_reported_before_work(tok, tmp_path, capsys):
+def test_empty_files_are_refused_or_reported_before_work(tok, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     rng = random.Random(14)
     write_lines(tmp_path / "en.txt", [en_doc(rng) for _ in range(80)])
     (tmp_path / "ko.txt").write_bytes(b"")
@@ -578,11 +579,11 @@ def test_empty_files_are_refused_or_reported_before_work(tok, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(KolmError, match=r"^language ko has nothing to read: source ko_web: its 2 files are empty; "
                                         r"source ko_js: ko.jsonl is empty; source ko_capped: max_docs is 0; fix"):
-        build(tok, out, srcs, {"ko": 0.8, "en": 0.2}, recipe_dir=str(tmp_path))
+        build(tok, out, srcs, {"ko": 0.8, "en": 0.2})
     assert not out.exists()
     write_lines(tmp_path / "ko2.txt", [ko_doc(rng) for _ in range(80)])
     srcs[0]["paths"] = ["ko.txt", "ko2.txt"]  # one empty file beside a good one: a warning, and the build runs
-    m = build(tok, out, srcs, {"ko": 0.8, "en": 0.2}, recipe_dir=str(tmp_path))
+    m = build(tok, out, srcs, {"ko": 0.8, "en": 0.2})
     assert m["warnings"][:3] == [f"source ko_web: {tmp_path / 'ko.txt'} is empty",
                                  "source ko_js adds nothing: ko.jsonl is empty",
                                  "source ko_capped adds nothing: max_docs is 0"]
@@ -621,16 +622,15 @@ def test_truncated_compressed_file_keeps_what_was_read(tok, tmp_path, monkeypatc
     from kolm.data import sources as src_mod
 
     monkeypatch.setattr(src_mod, "_iter_lines", functools.partial(src_mod._iter_lines, chunk=4096))
+    monkeypatch.chdir(tmp_path)
     rng = random.Random(17)
     docs = [ko_doc(rng) for _ in range(300)]
     blob = gzip.compress(("\n".join(docs) + "\n").encode())
     (tmp_path / "cut.txt.gz").write_bytes(blob[: len(blob) * 2 // 3])
     (tmp_path / "bad.txt.gz").write_bytes(b"not gzip at all")
     with pytest.raises(KolmError, match=r"sources\[0\] \(ko\): .*bad.txt.gz: cannot be read \(BadGzipFile"):
-        build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["*.txt.gz"]}], {"ko": 1.0},
-              recipe_dir=str(tmp_path))
-    m = build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["cut.txt.gz"]}], {"ko": 1.0},
-              recipe_dir=str(tmp_path))
+        build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["*.txt.gz"]}], {"ko": 1.0})
+    m = build(tok, tmp_path / "out", [{"name": "ko", "lang": "ko", "paths": ["cut.txt.gz"]}], {"ko": 1.0})
     s = m["sources"]["ko"]
     assert 50 < s["read"] < 300 and s["kept"] == s["read"]  # the documents before the cut, all of them
     assert m["warnings"] == [f"source ko: {tmp_path / 'cut.txt.gz'} is truncated or corrupt after record "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 import unicodedata
 from pathlib import Path
 
@@ -134,41 +133,6 @@ def test_tasks_without_lm_eval_is_a_clear_error(models, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # importing it raises ImportError
     assert main(["eval", "--model", str(base), "--text", f"ko={ko}", "--tasks", "hellaswag"]) == 2
     assert "lm-evaluation-harness" in capsys.readouterr().err
-
-
-def test_tasks_go_through_lm_eval_python_api(models, monkeypatch, tmp_path):
-    """Wiring only (lm-eval is not a dependency): the model object, tasks and local task folder are passed on."""
-    base, _, ko, _ = models
-    calls: dict = {}
-
-    class HFLM:
-        def __init__(self, pretrained, tokenizer, batch_size):
-            calls["lm"] = (type(pretrained).__name__, len(tokenizer), batch_size)
-
-    class TaskManager:
-        def __init__(self, include_path=None):
-            calls["include_path"] = include_path
-
-    def simple_evaluate(model, tasks, num_fewshot, limit, task_manager):
-        calls["tasks"] = (tasks, num_fewshot, limit)
-        return {"results": {"ko_task": {"alias": "ko_task", "acc,none": 0.5, "acc_stderr,none": 0.1}}}
-
-    mod = types.ModuleType("lm_eval")
-    mod.simple_evaluate = simple_evaluate
-    models_mod, hf_mod, tasks_mod = (types.ModuleType(n) for n in ("lm_eval.models", "lm_eval.models.huggingface",
-                                                                  "lm_eval.tasks"))
-    hf_mod.HFLM, tasks_mod.TaskManager = HFLM, TaskManager
-    for name, m in (("lm_eval", mod), ("lm_eval.models", models_mod), ("lm_eval.models.huggingface", hf_mod),
-                    ("lm_eval.tasks", tasks_mod)):
-        monkeypatch.setitem(sys.modules, name, m)
-    tasks_dir = tmp_path / "tasks"
-    tasks_dir.mkdir()
-    assert main(["eval", "--model", str(base), "--text", f"ko={ko}", "--tasks", "ko_task", "--include-path",
-                 str(tasks_dir), "--task-limit", "3", "--output", str(tmp_path / "o")]) == 0
-    res = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert res["models"][0]["tasks"] == {"ko_task": {"acc,none": 0.5, "acc_stderr,none": 0.1}}
-    assert calls["include_path"] == str(tasks_dir) and calls["tasks"] == (["ko_task"], None, 3)
-    assert calls["lm"][0] == "LlamaForCausalLM"
 
 
 def test_short_names():

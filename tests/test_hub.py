@@ -9,8 +9,7 @@ from unittest import mock
 import huggingface_hub
 import pytest
 from huggingface_hub import HfApi, ModelCard
-from huggingface_hub.utils import filter_repo_objects
-from test_dashboard import make_run
+from test_dashboard import eval_results, make_run, task_entry
 
 from kolm.cli import main
 
@@ -92,6 +91,32 @@ def test_eval_results_table_and_license_fallbacks(run, tmp_path, capsys):
     assert ModelCard(text).data.license == "other" and "set it with --license" in text
 
 
+def test_task_scores_on_the_card(run, tmp_path):
+    base_tasks = {"kolm_ko_mc": task_entry({"acc": 0.25}), "mmlu": task_entry({"acc": 0.4}, n=5700, shots=5, lang="en")}
+    res = eval_results(tmp_path / "results.json", [
+        ("base", tmp_path / "base-model", base_tasks),
+        ("run-emb-full/final", run / "final", {"kolm_ko_mc": task_entry({"acc": 0.5}),
+                                               "mmlu": task_entry({"acc": 0.35}, n=570, shots=5, lang="en")})])
+    card = tmp_path / "c.md"
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--output", str(card), "--eval", str(res)]) == 0
+    text = card.read_text()
+    assert ModelCard(text).data.base_model == "meta-llama/Llama-2-7b-hf"  # the card still parses
+    tasks = text[text.index("## Evaluation: benchmark tasks"):]
+    assert "This model is `run-emb-full/final`." in tasks
+    assert "| base | kolm_ko_mc | ko | acc | 0.2500 | 0.0500 | - | 44 | 0 |" in tasks
+    assert "| run-emb-full/final | kolm_ko_mc | ko | acc | 0.5000 | 0.0500 | +0.2500 | 44 | 0 |" in tasks
+    assert "| run-emb-full/final | mmlu | en | acc | 0.3500 | 0.0500 | settings differ | 570 | 5 |" in tasks
+    # a results.json with task scores only: the bits-per-byte table comes from the run's own evaluation
+    assert "| base (step 0) | 4.6900 | 3.3268 |" in text and text.index("bits per byte") < text.index("benchmark tasks")
+    # the same file given to a model it does not hold: every model's scores, none called "this model"
+    other = tmp_path / "other.json"
+    other.write_text(res.read_text().replace(str((run / "final").resolve()), str(tmp_path / "x")))
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--output", str(card), "--eval", str(other)]) == 0
+    assert "This model is" not in card.read_text() and "| run-emb-full/final | kolm_ko_mc |" in card.read_text()
+    (tmp_path / "empty.json").write_text('{"models": [{"model": "m", "bpb": {}}], "rows": []}')
+    assert main(["push", str(run), "--repo-id", "o/n", "--dry-run", "--eval", str(tmp_path / "empty.json")]) == 2
+
+
 @pytest.mark.parametrize("repo_id", ["bad id/name", "org/na--me", "a/b/c", "org/name.git", "org/n@me"])
 def test_invalid_repo_id(run, repo_id, capsys):
     assert main(["push", str(run), "--repo-id", repo_id, "--dry-run"]) == 2
@@ -111,12 +136,20 @@ def test_model_without_tokenizer_or_weights(run, tmp_path, capsys):
     assert "safetensors" in capsys.readouterr().err
 
 
+staged: list[str] = []
+
+
+def _upload_folder(self, *, folder_path, **kw):
+    """Record the files of the staged upload folder (a temporary folder, gone after the push)."""
+    staged[:] = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+    return mock.Mock(commit_url="https://huggingface.co/my-org/llama2-ko/commit/1")
+
+
 def _patched():
     return (mock.patch.object(HfApi, "create_repo", autospec=True,
                               return_value="https://huggingface.co/my-org/llama2-ko"),
             mock.patch.object(HfApi, "create_branch", autospec=True),
-            mock.patch.object(HfApi, "upload_folder", autospec=True,
-                              return_value=mock.Mock(commit_url="https://huggingface.co/my-org/llama2-ko/commit/1")))
+            mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=_upload_folder))
 
 
 def test_push_calls_the_hub_api_and_never_leaks_the_token(run, tmp_path, monkeypatch, capsys, caplog):
@@ -131,11 +164,8 @@ def test_push_calls_the_hub_api_and_never_leaks_the_token(run, tmp_path, monkeyp
     assert create_branch.call_args.args[1] == "my-org/llama2-ko" and create_branch.call_args.kwargs["branch"] == "v1"
     kw = upload.call_args.kwargs
     assert kw["repo_id"] == "my-org/llama2-ko" and kw["revision"] == "v1"
-    assert Path(kw["folder_path"]) == run / "final"
-    everything = sorted(str(p.relative_to(run / "final")) for p in (run / "final").rglob("*") if p.is_file())
-    # huggingface_hub's own pattern filter picks exactly the intended files out of the folder
-    assert sorted(filter_repo_objects(everything, allow_patterns=kw["allow_patterns"])) == sorted(
-        [*EXPECTED, "README.md"])
+    # a staged folder holding exactly the intended files (read while the mock ran: it is removed afterwards)
+    assert staged == sorted([*EXPECTED, "README.md"])
     assert ModelCard((run / "final" / "README.md").read_text()).data.base_model == "meta-llama/Llama-2-7b-hf"
     # ... but never shown, logged or written
     out = capsys.readouterr()

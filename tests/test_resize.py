@@ -41,14 +41,9 @@ KO = [
 # ----------------------------------------------------------------------------------------------- fixtures
 def _byte_chars() -> dict[str, int]:
     """GPT-2 byte-level alphabet: character -> byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def extend_by_hand(base_dir: Path, ko_texts: list[str], out: Path, n_new: int) -> Path:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import sysconfig
@@ -21,8 +22,9 @@ from helpers import make_bytelevel_tokenizer, make_sp_tokenizer, read_lines, rea
 from tokenizers import Tokenizer
 
 from kolm.cli import main
-from kolm.vocab.extend import merge_pairs
-from kolm.vocab.family import bl_to_bytes, forces_hangul, has_hangul, is_hangul, token_forces_hangul
+from kolm.vocab.families import detect, merges_only
+from kolm.vocab.family import bl_to_bytes, forces_hangul, has_hangul, is_hangul
+from kolm.vocab.learn import merge_pairs
 
 # ------------------------------------------------------------------------------------------------ test text
 
@@ -106,11 +108,50 @@ def extended(request, tmp_path_factory, ko_train):
     return base, _extend(base, ko_train, tmp / "ext", 3000)
 
 
+# sha256 of tokenizer.json and of extension.json's `added` list (json.dumps(sort_keys=True, ensure_ascii=False)),
+# made with kolm before the streamed counting and the family classes (commit 8f0d2a1) on ko_dev.txt. The refactor
+# must reproduce them byte for byte. They depend on the `tokenizers` trainer (and kiwipiepy for the morpheme-aware
+# rows) in the version ranges pyproject.toml allows.
+GOLDEN = {
+    "llama2": ("a0f215ef46c2fcd759dc1d92bb8ec0a2f0f5eabc96b18579924499a6e641de30",
+               "4b7590c06aa7e8c8eeaeb4356a184d073a7bec034104c91d8127a6ff0fb80be5"),
+    "mistral": ("189204342b4ed33ee6d9ffaf4bc6e759d5f56f64003820df21a5ec66212427a5",
+                "1d39d9798fa9c89b874c9c08301f6a7d3cfb0fdcdfea857100c5a7d4af0fa05c"),
+    # Llama-3 (ignore_merges) changed on purpose when every new token had to be reachable by merges alone; the
+    # hashes before were c9b1cea8... (llama3) and 805b6c9f... (llama3-morph), each with one new token (` 스타일`)
+    # that only the whole-pre-token lookup produced.
+    "llama3": ("d7b56104a3395ebe24a37921635cda4a99e800dfc57f046de36dcaf002274d72",
+               "39cbdcb1b3e43777ae0b28d81df425eef6da71d0b57cc723c611c220f5b390f5"),
+    "llama3-morph": ("48d987e5d5c144b1df07e8905a1183d06f46bc44ac6616157dd5a2fa89babbb4",
+                     "9aad64f9f16eb03353aacf721d996a2e93b9516f7daea897adc5c8ba46eeab1d"),
+    "llama2-morph": ("000088308e7fc10f8f09c57720c1564bfff825e27888fa9ae3099ddf60b25bf0",
+                     "bbdc6fa803261566e0a801fe7847567d1cd914f07e854a2599ccc43966665acc"),
+    "tiny-sp": ("b45433730f25c985a7063166b6efaf72de83dc8d60aa425286b1ff88b2b95072",
+                "e754fe464709b9ebcbece388cc3f7502d97fc89c6a4c399a58540e733a6116da"),
+    "tiny-bl": ("f42ecb03d4b75d80b47cd83f3da4082298f6df780749d7bd1401af42f17580d8",
+                "439cc83aca5fb41d8c8e9af66b1259cccdf7276b9980a259118421aa7e05df12"),
+}
+
+
+def output_hashes(folder: Path) -> tuple[str, str]:
+    added = json.loads((folder / "extension.json").read_text())["added"]
+    return (hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest(),
+            hashlib.sha256(json.dumps(added, ensure_ascii=False, sort_keys=True).encode()).hexdigest())
+
+
 def _tok(folder: Path) -> Tokenizer:
     return Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
 # ------------------------------------------------------------------------------------------------ invariants
+
+
+def test_same_output_as_before(extended, request):
+    """tokenizer.json and the `added` list are byte for byte what kolm wrote before the refactor."""
+    name = request.node.callspec.params["extended"]
+    if name not in GOLDEN:
+        pytest.skip(f"no reference output for {name}")
+    assert output_hashes(extended[1]) == GOLDEN[name]
 
 
 def test_original_ids_and_specials_unchanged(extended):
@@ -128,7 +169,9 @@ def test_original_ids_and_specials_unchanged(extended):
     assert new_ids == list(range(max(bv.values()) + 1, max(bv.values()) + 1 + len(new_ids)))
     info = json.loads((ext / "extension.json").read_text())
     assert [a["id"] for a in info["added"]] == new_ids
-    assert all(token_forces_hangul(a["token"], info["family"]) for a in info["added"])
+    family = detect(bj)
+    assert family.name == info["family"]
+    assert all(family.forces_hangul(a["token"]) for a in info["added"])
 
 
 def test_text_without_hangul_tokenizes_identically(extended):
@@ -147,13 +190,16 @@ def test_text_without_hangul_tokenizes_identically(extended):
 def test_no_unreachable_tokens(extended):
     base, ext = extended
     e = _tok(ext)
+    ej = json.loads((ext / "tokenizer.json").read_text())
+    merges = merges_only(ej)  # ignore_merges off: what runtimes without the whole-word lookup see
     info = json.loads((ext / "extension.json").read_text())
-    assert info["checks"]["unreachable_tokens"] == 0
+    assert info["checks"]["unreachable_tokens"] == 0 and info["checks"]["unreachable_tokens_merges_only"] == 0
     family = info["family"]
     unreachable = []
     for a in info["added"]:
         tok = a["token"]
-        if [t.id for t in e.model.tokenize(tok)] != [a["id"]]:
+        if [t.id for t in e.model.tokenize(tok)] != [a["id"]] or [t.id for t in merges.model.tokenize(tok)] != [
+                a["id"]]:
             unreachable.append(tok)
             continue
         # through the whole pipeline too: byte-level tokens from their text, `▁`-tokens from text with its space
@@ -163,6 +209,30 @@ def test_no_unreachable_tokens(extended):
         elif tok.startswith("▁") and e.encode(tok[1:], add_special_tokens=False).ids != [a["id"]]:
             unreachable.append(tok)
     assert unreachable == []
+
+
+def test_new_merges_build_on_tokens_the_merges_make(extended):
+    """Both parts of every new merge are made by the merges alone (no part exists only through ignore_merges'
+    whole-pre-token lookup), so the new tokens also appear inside longer pre-tokens."""
+    base, ext = extended
+    bj, ej = (json.loads((f / "tokenizer.json").read_text()) for f in (base, ext))
+    merges = merges_only(ej)
+    new = merge_pairs(ej["model"]["merges"])[len(bj["model"]["merges"]):]
+    parts = {x for pair in new for x in pair}
+    assert parts and all([t.value for t in merges.model.tokenize(x)] == [x] for x in parts)
+
+
+def test_llama3_lookup_only_tokens_are_not_built_on():
+    """Llama-3's ` 스타` is a base token its merges never make (only the lookup of the whole pre-token does):
+    kolm segments with the merges alone, so it sees ` 스타일` as the merges cut it, and learns nothing on ` 스타`."""
+    from kolm.vocab.families.byte_level import to_byte_level
+
+    bj = json.loads((real_tokenizer("llama3") / "tokenizer.json").read_text())
+    base, fam = Tokenizer.from_str(json.dumps(bj)), detect(bj)
+    star = to_byte_level(" 스타")
+    assert fam.ignore_merges and star in bj["model"]["vocab"]
+    assert [t.value for t in base.model.tokenize(star)] == [star]  # the lookup
+    assert len(fam.segmenting_model(base).tokenize(star)) > 1  # the merges alone
 
 
 def _decodes_cleanly(tok: str) -> bool:
@@ -295,6 +365,7 @@ def test_morpheme_aware_tokens_align_with_morphemes(tmp_path, ko_train):
     base = real_tokenizer("llama2")
     plain = _extend(base, ko_train, tmp_path / "plain", 1500)
     morph = _extend(base, ko_train, tmp_path / "morph", 1500, "--morpheme-aware")
+    assert output_hashes(morph) == GOLDEN["llama2-morph"]
     held = read_lines("ko_dev.txt")[::7]
     p, m = measure(_tok(plain), held), measure(_tok(morph), held)
     assert m["morph_precision"] > p["morph_precision"] + 0.1

@@ -29,6 +29,7 @@ from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 from kolm.io import (
     atomic_output_dir,
+    carry_tokenizer_model,
     check_safetensors,
     read_json_object,
     tokenizer_content,
@@ -178,7 +179,8 @@ def run(cfg: MergeConfig) -> dict[str, Any]:
     with atomic_output_dir(cfg.output, overwrite=cfg.overwrite) as tmp:
         merged = _merge(cfg, base, adapter, base_rows)
         merged.save_pretrained(tmp)  # safetensors
-        tokenizer.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)  # PreTrainedTokenizerFast writes no tokenizer.model: carry the one that fits
+        carry_tokenizer_model(tmp, tok_src, base)
         for name in VOCAB_RECORDS:
             if (base / name).is_file():
                 shutil.copyfile(base / name, tmp / name)

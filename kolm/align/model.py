@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_process
+from kolm.artifacts import EXTENSION_FILE, TokenizerExtension
 from kolm.config import ConfigError, save, to_dict
 from kolm.errors import KolmError
-from kolm.io import check_safetensors, resolve_pretrained, tokenizer_fingerprint
+from kolm.io import apply_umask, check_safetensors, resolve_pretrained, tokenizer_fingerprint
 from kolm.model.lora import peft_lora_config
 from kolm.train.metrics import check_report_to, report_to_arg
 
@@ -108,15 +109,11 @@ def new_token_ids(lora: LoraSection, vocab: int, folders: list[Path]) -> list[in
         ids = sorted(set(lora.new_token_ids))
         source = "lora.new_token_ids"
     else:
-        ext = next((f / "extension.json" for f in folders if (f / "extension.json").is_file()), None)
-        if ext is None:
-            raise KolmError("lora.train_new_tokens: no extension.json (from `kolm vocab extend`) next to the model "
+        found = next(((f, ext) for f in folders if (ext := TokenizerExtension.read(f)) is not None), None)
+        if found is None:
+            raise KolmError(f"lora.train_new_tokens: no {EXTENSION_FILE} (from `kolm vocab extend`) next to the model "
                             f"or tokenizer ({', '.join(map(str, folders))}); list the ids in lora.new_token_ids")
-        try:
-            ids = sorted({int(e["id"]) for e in json.loads(ext.read_text(encoding="utf-8"))["added"]})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise KolmError(f"{ext}: no valid `added` list of {{id: ...}} entries ({e})") from None
-        source = str(ext)
+        ids, source = found[1].added_ids(), str(found[0] / EXTENSION_FILE)
     if not ids:
         raise KolmError(f"lora.train_new_tokens: {source} lists no token ids")
     if ids[-1] >= vocab:
@@ -242,6 +239,7 @@ def train_and_save(trainer: Any, cfg: AlignConfig, info: dict[str, Any]) -> dict
         save(cfg, out / "kolm_config.yaml")
         meta = {**info, "steps": trainer.state.global_step, "config": to_dict(cfg)}
         (out / ADAPTER_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        apply_umask(out)  # safetensors writes 0600 files
     log(f"saved the {info['kind'].upper()} adapter ({trainer.state.global_step} steps) to {out}; make a standalone "
         f"model with `kolm merge-lora --base {info['base_model']} --adapter {out} --output MERGED`")
     return info

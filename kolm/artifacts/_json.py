@@ -1,23 +1,8 @@
-"""Reading a JSON object from a kolm artifact with errors that name the file."""
+"""Small file helpers of the artifact owners (reading JSON objects is :func:`kolm.io.read_json_object`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
-
-from kolm.errors import KolmError
-
-
-def read_object(path: Path, what: str) -> dict[str, Any]:
-    """The JSON object in ``path``; a KolmError naming the file when it is unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise KolmError(f"{path}: not a valid {what} ({e})") from None
-    if not isinstance(data, dict):
-        raise KolmError(f"{path}: not a valid {what} (the top level must be a JSON object)")
-    return data
 
 
 def folder_file(folder_or_file: str | Path, name: str) -> Path:

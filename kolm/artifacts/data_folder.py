@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import read_object
 from kolm.errors import KolmError
+from kolm.io import check_arrow_dataset, read_json_object
 
 MANIFEST_FILE = "manifest.json"
 
@@ -45,6 +45,7 @@ class DataManifest:
     train_path: str
     languages: dict[str, LanguageInfo]
     lang_tokens: tuple[list[str], str] | None  # (languages, file) of the per-sequence token counts
+    tokenizer_fingerprint: str = ""  # kolm.io.tokenizer_fingerprint ("" in manifests written before it)
     train_sequences: int | None = None
     train_tokens: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -57,7 +58,7 @@ class DataManifest:
     @classmethod
     def read(cls, path: str | Path) -> DataManifest:
         path = Path(path)
-        data = read_object(path, "kolm data manifest")
+        data = read_json_object(path, "kolm data manifest")
         try:
             tok, train = data.get("tokenizer") or {}, data.get("train") or {}
             langs = {lang: LanguageInfo(v.get("target_share"), v.get("achieved_share"), v.get("train_tokens"),
@@ -67,6 +68,7 @@ class DataManifest:
                        vocab_size=tok.get("vocab_size"), eos_id=tok.get("eos_id"), bos_id=tok.get("bos_id"),
                        seq_len=int(data["seq_len"]), train_path=str(train.get("path", "train")), languages=langs,
                        lang_tokens=(list(lt["languages"]), str(lt["path"])) if lt else None,
+                       tokenizer_fingerprint=str(tok.get("fingerprint") or ""),
                        train_sequences=train.get("sequences"), train_tokens=train.get("tokens"), raw=data)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise KolmError(f"{path}: not a kolm data manifest (missing or malformed {e})") from None
@@ -115,12 +117,15 @@ class DataFolder:
         return self.path / self.manifest.languages[lang].validation_path
 
     def check_splits(self, validation: bool = True) -> None:
-        """Every split the manifest names exists (before any slow work starts)."""
+        """Every split the manifest names exists and its Arrow files read to the end (before any slow work starts:
+        a cut shard is named here, not met as an OSError deep inside training)."""
         if not self.train_dir.is_dir():
             raise KolmError(f"data: missing train split {self.train_dir}")
+        check_arrow_dataset(self.train_dir, "data")
         for lang in self.manifest.languages if validation else ():
             if not self.validation_dir(lang).is_dir():
                 raise KolmError(f"data: missing validation split for {lang!r}: {self.validation_dir(lang)}")
+            check_arrow_dataset(self.validation_dir(lang), "data")
 
     def load_train(self) -> Any:
         from datasets import load_from_disk
@@ -134,6 +139,7 @@ class DataFolder:
         path = self.validation_dir(lang)
         if not path.is_dir():
             raise KolmError(f"data: missing validation split for {lang!r}: {path}")
+        check_arrow_dataset(path, "data")
         ds = load_from_disk(str(path))
         ds = ds.select(range(min(len(ds) if max_docs is None else max_docs, len(ds))))
         if len(ds) == 0:

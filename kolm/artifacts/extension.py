@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file, read_object, write_text_atomic
+from kolm.artifacts._json import folder_file, write_text_atomic
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 
 EXTENSION_FILE = "extension.json"
 
@@ -42,6 +43,10 @@ class TokenizerExtension:
     base_vocab_size: int | None = None  # ids below this belong to the base tokenizer
     vocab_size: int | None = None
     base_tokenizer_sha256: str = ""
+    # kolm.io.tokenizer_fingerprint of the extended tokenizer written beside this record ("" in older records): a
+    # stage that finds the record beside a model checks that the tokenizer there is this one, not another of the
+    # same size
+    tokenizer_fingerprint: str = ""
     base_tokenizer_class: str | None = None
     num_new_tokens_requested: int = 0
     morpheme_aware: bool = False
@@ -80,15 +85,26 @@ class TokenizerExtension:
     # ------------------------------------------------------------------------------------------- I/O
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("added", "details", "stored_counts")}
+               if f.name not in ("added", "details", "stored_counts")
+               and not (f.name == "tokenizer_fingerprint" and not self.tokenizer_fingerprint)}
         out.update(num_added=self.num_added, num_new_chars=self.num_new_chars,
                    num_new_merge_tokens=self.num_new_merge_tokens, **self.details)
         out["added"] = [dataclasses.asdict(a) for a in self.added]
         return out
 
+    def public_json(self) -> dict[str, Any]:
+        """The record as it may be published: local paths (corpus, base folder, output) as names or hub ids."""
+        from kolm.artifacts.public import public_json
+
+        return public_json(self.to_json())
+
     def write(self, folder: str | Path) -> Path:
         """``folder/extension.json``: indented, one line per added token (json's indenting encoder is slow on 100k
-        entries)."""
+        entries). The fingerprint of ``folder/tokenizer.json`` (written first) is recorded."""
+        from kolm.io import tokenizer_fingerprint
+
+        if (Path(folder) / "tokenizer.json").is_file():
+            self.tokenizer_fingerprint = tokenizer_fingerprint(folder)
         data = self.to_json()
         added = data.pop("added")
         head = json.dumps(data, ensure_ascii=False, indent=2)
@@ -103,7 +119,7 @@ class TokenizerExtension:
         path = folder_file(folder_or_file, EXTENSION_FILE)
         if not path.is_file():
             return None
-        return cls.from_json(read_object(path, EXTENSION_FILE), path)
+        return cls.from_json(read_json_object(path, EXTENSION_FILE), path)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str | Path = EXTENSION_FILE) -> TokenizerExtension:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file, read_object, write_text_atomic
+from kolm.artifacts._json import folder_file, write_text_atomic
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 
 RESIZE_FILE = "resize.json"
 
@@ -31,6 +32,8 @@ class ResizeRecord:
     new_tokens: int | None = None
     new_rows: int | None = None
     tied: bool | None = None
+    # kolm.io.tokenizer_fingerprint of the tokenizer saved beside the resized weights (None in older records)
+    tokenizer_fingerprint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -41,9 +44,23 @@ class ResizeRecord:
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "details"}
+        if self.tokenizer_fingerprint is None:  # none known: the key stays out, as in records before it
+            del out["tokenizer_fingerprint"]
         return {**out, **self.details}
 
+    def public_json(self) -> dict[str, Any]:
+        """The record as it may be published: the paths of the resolved config as names or hub ids."""
+        from kolm.artifacts.public import public_json
+
+        return public_json(self.to_json())
+
     def write(self, folder: str | Path) -> Path:
+        """``folder/resize.json``, with the fingerprint of ``folder/tokenizer.json`` when it is there (copy the
+        tokenizer first)."""
+        from kolm.io import tokenizer_fingerprint
+
+        if (Path(folder) / "tokenizer.json").is_file():
+            self.tokenizer_fingerprint = tokenizer_fingerprint(folder)
         path = Path(folder) / RESIZE_FILE
         write_text_atomic(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
         return path
@@ -70,6 +87,6 @@ class ResizeRecord:
         if not path.is_file():
             return None
         try:
-            return cls.from_stats(read_object(path, RESIZE_FILE))
+            return cls.from_stats(read_json_object(path, RESIZE_FILE))
         except KolmError as e:
             raise KolmError(f"{path}: {e}") from None

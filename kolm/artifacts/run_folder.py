@@ -102,6 +102,36 @@ class RunFolder:
         p = Path(path)
         return (p / RunFolder.METRICS).is_file() or (p / RunFolder.RECIPE).is_file()
 
+    def kolm_recipe(self) -> dict[str, Any] | None:
+        """The recipe of a kolm run folder (a readable recipe.yaml naming model, data and stages); None when the
+        folder holds no such file (it is not a kolm run folder, or not yet one)."""
+        try:
+            recipe = self.read_recipe()
+        except KolmError:
+            return None
+        return recipe if {"model", "data", "stages"} <= recipe.keys() else None
+
+    def check_owner(self, model: str, data: str, *, resume: bool) -> None:
+        """Refuse to write into a folder that is not this run's: an existing non-empty folder without a kolm
+        recipe, or a kolm run of another model or data folder (``--overwrite`` replaces it instead). ``resume``
+        continues only a kolm run."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise KolmError(f"output: {p} is a file, not a run folder")
+        if not p.is_dir() or not any(p.iterdir()):
+            if resume:
+                raise KolmError(f"output: {p} holds no run to resume; drop --resume to start one")
+            return
+        recipe = self.kolm_recipe()
+        if recipe is None:
+            raise KolmError(f"output: {p} exists and is not a kolm run folder (no kolm {self.RECIPE}); choose a new "
+                            "folder, or pass --overwrite to replace it and everything in it")
+        for key, want in (("model", model), ("data", data)):
+            had = Path(str(recipe[key]))  # relative paths are the working directory's of that run: when they
+            if had.exists() and had.resolve() != Path(want).resolve():  # do not exist here, nothing to compare
+                raise KolmError(f"output: {p} is a run of another {key} ({recipe[key]}, this recipe: {want}); "
+                                "choose a new folder, or pass --overwrite to replace it")
+
     def has_started(self) -> bool:
         return self.stages_dir.is_dir() and any(self.stages_dir.iterdir())
 

@@ -2,6 +2,7 @@
 
     kolm dashboard runs/emb-full runs/lora --output report.html
     kolm dashboard runs/emb-full --output report.html --watch 30        # re-render while the run trains
+    kolm dashboard runs/emb-full runs/lora --eval eval/results.json     # + benchmark task scores
 
 Per run: Korean and English bits per byte over training steps (``metrics.jsonl``) with the base model's values as
 reference lines, gain and forgetting, the data mix (``data_manifest.json``), the tokenizer extension
@@ -12,6 +13,11 @@ beside it: ``report.json``, ``report.csv`` (the ranking) and ``report_curves.csv
 The reference is ``base_eval.json`` in the run folder (or ``--base-eval FILE``: ``results.json`` of ``kolm eval`` on
 the base model, measured on the run's validation text, e.g. ``kolm eval --model BASE --data DATA --max-docs N``),
 else the evaluation at step 0 (the model the run started from). See :mod:`kolm.dashboard.collect`.
+
+Benchmark task scores (``kolm eval --tasks/--suite``) are shown per run when ``--eval FILE`` gives a ``kolm eval``
+``results.json`` holding scores of the run's models (``RUN/final``, a stage's model): each is compared with the first
+model of that file (the base, e.g. ``kolm eval --model BASE --model RUN/final --suite forgetting --output eval/``),
+or with the tasks of ``base_eval.json``. A run without task scores of its own shows those of ``base_eval.json``.
 
 ``--watch SECONDS`` re-renders whenever a run's ``metrics.jsonl`` changes (the page reloads itself meanwhile), and
 stops when every run has its ``final/`` folder or after ``--watch-max-iterations`` polls.
@@ -41,6 +47,9 @@ class DashboardConfig:
     base_eval: str | None = field(None, path=True,
                                   help="`kolm eval` results.json of the base model, for every run (default: each "
                                        "run's base_eval.json, else its step-0 evaluation)")
+    eval: list[str] = field(default_factory=list, path=True,
+                            help="`kolm eval` results.json file(s) with benchmark task scores (--tasks/--suite) of "
+                                 "the runs' models; the first model of a file is their base")
     title: str = field("kolm: Korean gain vs English forgetting", help="page title")
     gain_lang: str = field("ko", help="the language being taught (its bpb drop is the gain)")
     forget_lang: str = field("en", help="the language to keep (its bpb rise is the forgetting)")
@@ -76,7 +85,7 @@ def collect_all(cfg: DashboardConfig, *, watching: bool = False) -> dict[str, An
     runs = [load_run(p, name=n, base_eval=Path(cfg.base_eval) if cfg.base_eval else None, gain_lang=cfg.gain_lang,
                      forget_lang=cfg.forget_lang, allow_missing_metrics=watching)
             for p, n in zip(cfg.runs, run_names(cfg.runs))]
-    warnings = []
+    warnings = add_task_scores(cfg, runs)
     sources = {(r["reference"] or {}).get("source") for r in runs if r["reference"]}
     if len(sources) > 1:
         warnings.append("the runs use different references (" + ", ".join(sorted(sources)) + "): gains and "
@@ -86,10 +95,28 @@ def collect_all(cfg: DashboardConfig, *, watching: bool = False) -> dict[str, An
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "gain_lang": cfg.gain_lang, "forget_lang": cfg.forget_lang, "watching": watching,
         "files": {"html": out.name, "json": out.with_suffix(".json").name, "csv": out.with_suffix(".csv").name,
-                  "curves_csv": f"{out.stem}_curves.csv"},
+                  "curves_csv": f"{out.stem}_curves.csv", "tasks_csv": f"{out.stem}_tasks.csv"},
         "skipped_total": sum(r["metrics"]["skipped"] for r in runs),
         "runs": runs, "ranking": rank(runs),
     }
+
+
+def add_task_scores(cfg: DashboardConfig, runs: list[dict[str, Any]]) -> list[str]:
+    """Put each run's benchmark task scores (from ``--eval`` files and base_eval.json) into ``run["tasks"]``; warn
+    about a file none of whose models belongs to a run."""
+    from kolm.dashboard.collect import runs_models, task_scores
+    from kolm.eval.harness import read_task_models
+
+    evals = [(Path(p), read_task_models(p)) for p in cfg.eval]
+    for r, p in zip(runs, cfg.runs):
+        r["tasks"] = task_scores(RunFolder(p), evals, Path(cfg.base_eval) if cfg.base_eval else None)
+    warnings = []
+    for path, models in evals:
+        if not any(runs_models(Path(p), [(path, models)]) for p in cfg.runs):
+            names = ", ".join(m["name"] for m in models if m["tasks"]) or "none"
+            warnings.append(f"{path}: none of its models with task scores ({names}) is inside the runs given; "
+                            f"evaluate RUN/final (kolm eval --model BASE --model RUN/final --tasks ...)")
+    return warnings
 
 
 def render(cfg: DashboardConfig, *, watching: bool = False, live: bool = False) -> dict[str, Any]:
@@ -113,9 +140,15 @@ def render(cfg: DashboardConfig, *, watching: bool = False, live: bool = False) 
 
         print(f"kolm dashboard: {row['run']}: step {row['step'] if row['step'] is not None else '-'}, "
               f"{cfg.gain_lang} gain {f(row['gain'])} bpb, {cfg.forget_lang} forgetting {f(row['forgetting'])} bpb "
-              f"({row['status']})")
+              f"({row['status']}){_task_note(data, row['run'])}")
     print(f"kolm dashboard: {len(data['runs'])} run(s) -> {cfg.output}")
     return data
+
+
+def _task_note(data: dict[str, Any], run: str) -> str:
+    r = next(x for x in data["runs"] if x["name"] == run)
+    n = sum(len(m["rows"]) for m in r["tasks"]["models"])
+    return f", {n} task score(s)" if n else ""
 
 
 def _signature(cfg: DashboardConfig) -> tuple[Any, ...]:

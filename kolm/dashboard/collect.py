@@ -24,6 +24,7 @@ from typing import Any
 
 from kolm.artifacts import EXTENSION_FILE, DataManifest, RunFolder, TokenizerExtension
 from kolm.errors import KolmError
+from kolm.io import read_json_object
 
 MAX_LISTED = 20  # broken line numbers listed per run
 
@@ -83,21 +84,9 @@ def read_metrics(path: Path) -> dict[str, Any]:
             "skipped_lines": skipped[:MAX_LISTED], "nonfinite": nonfinite}
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise KolmError(f"{path}: {what} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise KolmError(f"{path}: {what} must be a JSON object")
-    return data
-
-
 def read_base_eval(path: Path) -> dict[str, Any]:
     """The first model of a ``kolm eval`` results.json: ``{"model", "path", "bpb": {lang}, "bytes": {lang}}``."""
-    data = _read_json(path, "base_eval (kolm eval results.json)")
+    data = read_json_object(path, "base_eval (kolm eval results.json)")
     try:
         m = data["models"][0]  # type: ignore[index]
         return {"model": m.get("model", ""), "path": str(path),
@@ -169,18 +158,13 @@ def _bytes_of(evals: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain_lang: str = "ko",
-             forget_lang: str = "en", allow_missing_metrics: bool = False) -> dict[str, Any]:
-    """Everything the dashboard shows about one run folder."""
-    rf = RunFolder(path)
-    run = rf.path
-    if not run.is_dir():
-        raise KolmError(f"run folder not found: {run}")
-    mpath = rf.metrics
-    warnings: list[str] = []
+def _run_metrics(rf: RunFolder, allow_missing: bool, warnings: list[str]) -> dict[str, Any]:
+    """The run's parsed metrics.jsonl (empty when it is missing and ``allow_missing``); what was skipped or is
+    suspicious goes into ``warnings``."""
+    mpath, run = rf.metrics, rf.path
     if mpath.is_file():
         metrics = read_metrics(mpath)
-    elif allow_missing_metrics:
+    elif allow_missing:
         metrics = {"evals": [], "train": [], "lines": 0, "skipped": 0, "skipped_lines": [], "nonfinite": 0}
         warnings.append("no metrics.jsonl yet")
     else:
@@ -196,13 +180,13 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
     evals = metrics["evals"]
     if mpath.is_file() and not evals:
         warnings.append("no evaluations in metrics.jsonl yet (eval.every: 0, or the run just started)")
-    recipe = rf.read_recipe()
-    manifest = DataManifest.read(rf.data_manifest) if rf.data_manifest.is_file() else None
-    extension, ext_path = find_extension(rf, recipe)
-    order = {gain_lang: 0, forget_lang: 1}
-    langs = sorted({lang for e in evals for lang in e["bpb"]}, key=lambda x: (order.get(x, 2), x))
+    return metrics
 
-    step0 = next((e for e in evals if e["step"] == 0 and e["stage_index"] == 0), None)
+
+def _reference(rf: RunFolder, evals: list[dict[str, Any]], step0: dict[str, Any] | None, base_eval: Path | None,
+               warnings: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The bpb reference of a run and its base_eval.json (if any): base_eval.json when it was measured on the same
+    text as the run's evaluation (same bytes per language), else the step-0 evaluation."""
     reference = {"source": "step 0", "bpb": dict(step0["bpb"])} if step0 else None
     base = None
     be_path = base_eval or (rf.base_eval if rf.base_eval.is_file() else None)
@@ -213,11 +197,32 @@ def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain
         base["comparable"] = bool(run_bytes) and len(same) == len(run_bytes)
         if base["comparable"]:
             reference = {"source": "base_eval.json", "model": base["model"], "bpb": dict(base["bpb"])}
-        elif run_bytes:
+        elif run_bytes and base["bpb"]:  # a base_eval.json with task scores only is no bpb reference
             diff = ", ".join(f"{lang} {base['bytes'].get(lang)} vs {run_bytes[lang]} bytes" for lang in run_bytes
                              if base["bytes"].get(lang) != run_bytes[lang])
             warnings.append(f"{be_path} was measured on other text than the run's evaluation ({diff}); not used "
                             f"as the reference (run `kolm eval --data DATA --max-docs N` on the base model)")
+    return reference, base
+
+
+def load_run(path: str | Path, *, name: str, base_eval: Path | None = None, gain_lang: str = "ko",
+             forget_lang: str = "en", allow_missing_metrics: bool = False) -> dict[str, Any]:
+    """Everything the dashboard shows about one run folder."""
+    rf = RunFolder(path)
+    run = rf.path
+    if not run.is_dir():
+        raise KolmError(f"run folder not found: {run}")
+    warnings: list[str] = []
+    metrics = _run_metrics(rf, allow_missing_metrics, warnings)
+    evals = metrics["evals"]
+    recipe = rf.read_recipe()
+    manifest = DataManifest.read(rf.data_manifest) if rf.data_manifest.is_file() else None
+    extension, ext_path = find_extension(rf, recipe)
+    order = {gain_lang: 0, forget_lang: 1}
+    langs = sorted({lang for e in evals for lang in e["bpb"]}, key=lambda x: (order.get(x, 2), x))
+
+    step0 = next((e for e in evals if e["step"] == 0 and e["stage_index"] == 0), None)
+    reference, base = _reference(rf, evals, step0, base_eval, warnings)
     latest = next((e for e in reversed(evals) if all(v is not None for v in e["bpb"].values())), None)
     summary = summarize(reference, latest, gain_lang, forget_lang)
     stages = _stages(recipe, rf, evals + metrics["train"])
@@ -276,3 +281,47 @@ def rank(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       **{k: s[k] for k in ("gain_ref_bpb", "gain_latest_bpb", "gain", "gain_pct", "forgetting_ref_bpb",
                                            "forgetting_latest_bpb", "forgetting", "forgetting_pct")}})
     return table
+
+
+
+EvalFiles = list[tuple[Path, list[dict[str, Any]]]]  # (results.json, its models as read by read_task_models)
+
+
+def runs_models(run: Path, evals: EvalFiles) -> list[tuple[Path, int, Path]]:
+    """(file, index, model folder) of every model with task scores in the ``kolm eval`` results files that lies
+    inside ``run`` (its ``final/`` or a stage's model)."""
+    from kolm.eval.harness import model_folder
+
+    run = run.resolve()
+    out = []
+    for path, models in evals:
+        for i, m in enumerate(models):
+            folder = model_folder(m)
+            if m["tasks"] and folder is not None and (folder == run or run in folder.parents):
+                out.append((path, i, folder))
+    return out
+
+
+def task_scores(rf: RunFolder, evals: EvalFiles, base_eval: Path | None) -> dict[str, Any]:
+    """The benchmark task scores of a run's models, each compared with its base: the first model of the same
+    results file when that is not one of the run's, else the tasks of ``base_eval.json``. Without scores of the
+    run's models, the base's own scores (when ``base_eval.json`` has them)."""
+    from kolm.eval.harness import read_task_models, task_rows
+
+    run = rf.path.resolve()
+    be = base_eval or (rf.base_eval if rf.base_eval.is_file() else None)
+    base = next(iter(read_task_models(be)), None) if be is not None else None
+    base = base if base and base["tasks"] else None
+    mine = runs_models(run, evals)
+    out = []
+    for path, i, folder in mine:
+        models = next(ms for p, ms in evals if p == path)
+        own_first = any(p == path and j == 0 for p, j, _ in mine)
+        ref, where = (models[0], path.name) if i > 0 and not own_first and models[0]["tasks"] else (
+            base, be.name if be else None)
+        out.append({"label": folder.relative_to(run).as_posix(), "source": str(path),
+                    "reference": f"{ref['name']} ({where})" if ref else None,
+                    "rows": task_rows([models[i]], reference=ref)})
+    if not out and base is not None:
+        out.append({"label": f"base {base['name']}", "source": str(be), "reference": None, "rows": task_rows([base])})
+    return {"models": out}

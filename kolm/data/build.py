@@ -51,7 +51,7 @@ from kolm.config import dump_yaml, to_dict
 from kolm.data.config import DataBuildConfig
 from kolm.data.filters import load_filters
 from kolm.errors import KolmError
-from kolm.io import TOKENIZER_FILES, file_sha256, resolve_pretrained
+from kolm.io import TOKENIZER_FILES, file_sha256, resolve_pretrained, tokenizer_fingerprint
 from kolm.paths import is_hub_id
 
 try:
@@ -110,7 +110,7 @@ def load_tokenizer(spec: str, base: Path) -> dict[str, Any]:
         raise KolmError(f"tokenizer: {folder} defines no EOS token found in its vocabulary (set eos_token in "
                         f"tokenizer_config.json); documents are joined with EOS")
     bos, bos_id = token("bos_token", ("<s>", "<|begin_of_text|>", "<bos>"))
-    return {"path": str(folder), "file": str(tj), "sha256": file_sha256(tj),
+    return {"path": str(folder), "file": str(tj), "sha256": file_sha256(tj), "fingerprint": tokenizer_fingerprint(tj),
             "vocab_size": tok.get_vocab_size(with_added_tokens=True), "eos_token": eos, "eos_id": eos_id,
             "bos_token": bos, "bos_id": bos_id}
 
@@ -367,7 +367,8 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
                for s, st, store, ep, n_tok in zip(sources, stats, stores, plan.epochs, plan.tokens_sampled)}
     return {
         "format": "kolm.data/1", "kolm_version": __version__, "build_key": key, "resumed": resumed,
-        "tokenizer": {"path": tok["path"], "sha256": tok["sha256"], "vocab_size": tok["vocab_size"],
+        "tokenizer": {"path": tok["path"], "sha256": tok["sha256"], "fingerprint": tok["fingerprint"],
+                      "vocab_size": tok["vocab_size"],
                       "eos_token": tok["eos_token"], "eos_id": tok["eos_id"], "bos_token": tok["bos_token"],
                       "bos_id": tok["bos_id"], "add_bos": cfg.add_bos},
         "seq_len": cfg.seq_len, "seed": cfg.seed,

@@ -2,7 +2,8 @@
 
     kolm eval --model base --model run/final --text ko=ko_dev.txt --text en=en_dev.txt --output eval/
     kolm eval --model run/final --data data-ko-en --max-docs 200      # the data folder's validation splits
-    kolm eval --model run/final --text ko=ko.txt --tasks my_task --include-path tasks/   # + lm-eval-harness
+    kolm eval --model base --model run/final --tasks kolm_ko_mc          # + a benchmark task (lm-eval-harness)
+    kolm eval --model base --model run/final --suite forgetting --output eval/   # KoBEST ... MMLU (online)
 
 Every model is scored with its own tokenizer (loaded from the model folder) on the same documents; bits per byte
 (:mod:`kolm.eval.bpb`) does not depend on the tokenizer, so a model with an extended vocabulary is compared with
@@ -13,8 +14,9 @@ Output: a table on stdout (model x language: bpb, change vs the first model, doc
 token) and, with ``--output DIR``, ``DIR/results.json`` and ``DIR/results.md``. ``results.json`` of the base model
 saved as ``base_eval.json`` in a run folder is the reference line of ``kolm dashboard``.
 
-Downstream tasks (``--tasks``) run through lm-evaluation-harness when it is installed (``pip install lm-eval``),
-with task configs from ``--include-path`` (local data, nothing is downloaded by kolm).
+Benchmark tasks (``--tasks``, ``--suite forgetting``) run through lm-evaluation-harness when it is installed
+(``pip install 'lm-eval[hf]'``): kolm's local Korean task ``kolm_ko_mc``, lm-eval's own tasks, or task configs from
+``--include-path``; see :mod:`kolm.eval.harness`. With tasks, ``--text``/``--data`` are optional.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 
 LANG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+# Longer documents are skipped (and counted): scoring costs time and memory in proportion to a document's length,
+# and one runaway line (a whole dump on one line: 50 MB took over 150 s and 4.8 GB before it was stopped) would
+# dominate the run and the number. 200,000 characters is about a hundred pages, far above any real paragraph.
+MAX_DOC_CHARS = 200_000
+RESULTS_FORMAT = "kolm.eval/1"
 
 
 @dataclass
@@ -46,6 +53,8 @@ class EvalConfig:
                              help="a `kolm data build` folder: score its validation splits (same docs as training)")
     output: str | None = field(None, path=True, help="folder for results.json and results.md")
     max_docs: int | None = field(None, help="at most N documents per language (the first N)")
+    max_doc_chars: int = field(MAX_DOC_CHARS, help="skip documents longer than this many characters (counted in "
+                                                   "the table and results.json; 0: no limit)")
     text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
     nfc: bool = field(True, help="NFC-normalise documents (as `kolm data build` does)")
     max_length: int | None = field(None, help="window in tokens (default: the data's seq_len with --data, else the "
@@ -55,24 +64,46 @@ class EvalConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         "auto", help="auto: bfloat16 on a GPU that has it, else float32")
     device: str = field("auto", help="auto | cpu | cuda | cuda:N")
-    tasks: list[str] = field(default_factory=list, help="lm-evaluation-harness tasks (needs `pip install lm-eval`)")
+    tasks: list[str] = field(default_factory=list, help="lm-evaluation-harness tasks or groups, e.g. kolm_ko_mc "
+                                                          "(kolm's Korean task, offline), kobest, mmlu")
+    suite: str | None = field(None, help="a task suite: `forgetting` (KoBEST, KMMLU, HAE-RAE, HellaSwag, ARC, MMLU; "
+                                         "downloads their data)")
     include_path: str | None = field(None, path=True, help="folder of local lm-eval task configs")
-    num_fewshot: int | None = field(None, help="lm-eval few-shot examples (default: the task's)")
-    task_limit: int | None = field(None, help="lm-eval: at most N examples per task")
+    num_fewshot: int | None = field(None, help="lm-eval few-shot examples (default: the task's or the suite's)")
+    task_limit: int | None = field(None, help="lm-eval: at most N examples per task (default: the suite's; all)")
+    log_samples: bool = field(False, help="with --output: write every task example's choice log-likelihoods and "
+                                          "prediction to DIR/samples/MODEL/TASK.jsonl")
     trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
+    overwrite: bool = field(False, help="replace a results.json/results.md in --output that kolm eval did not write")
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ConfigError("model: at least one model folder (--model DIR)")
-        if not self.text and not self.data:
-            raise ConfigError("text: give --text LANG=FILE (e.g. --text ko=ko.txt --text en=en.txt) or --data DIR")
+        if not self.text and not self.data and not self.tasks and not self.suite:
+            raise ConfigError("text: give --text LANG=FILE (e.g. --text ko=ko.txt --text en=en.txt), --data DIR, "
+                              "--tasks TASK or --suite forgetting")
+        self._check_tasks()
         self.text_files()  # validates the LANG=FILE syntax
         if self.max_docs is not None and self.max_docs <= 0:
             raise ConfigError(f"max_docs: must be > 0, got {self.max_docs}")
         if self.batch_size <= 0:
             raise ConfigError("batch_size: must be > 0")
+        if self.max_doc_chars < 0:
+            raise ConfigError(f"max_doc_chars: must be >= 0 (0: no limit), got {self.max_doc_chars}")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError("max_length: must be >= 2")
+
+    def _check_tasks(self) -> None:
+        from kolm.eval.harness import SUITES
+
+        if self.suite is not None and self.suite not in SUITES:
+            raise ConfigError(f"suite: {self.suite!r} is not a suite; choose one of {', '.join(SUITES)}")
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise ConfigError(f"num_fewshot: must be >= 0, got {self.num_fewshot}")
+        if self.task_limit is not None and self.task_limit <= 0:
+            raise ConfigError(f"task_limit: must be > 0, got {self.task_limit}")
+        if self.log_samples and not self.output:
+            raise ConfigError("log_samples: needs --output DIR (the samples go to DIR/samples/)")
 
     def text_files(self) -> dict[str, list[str]]:
         """``{lang: [files]}`` from the ``LANG=FILE`` entries, in order."""
@@ -87,26 +118,42 @@ class EvalConfig:
 
 
 def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
-    """``{lang: {"texts": [...], "source": [...]}}`` from the text files and/or the data folder."""
-    from kolm.io import read_documents
+    """``{lang: {"texts": [...], "source": [...], "skipped_docs": n, "skipped_bytes": n}}`` from the text files
+    and/or the data folder; documents over ``max_doc_chars`` are left out and counted."""
+    from kolm.io import check_corpus_files, iter_corpus
 
     out: dict[str, dict[str, Any]] = {}
     for lang, files in cfg.text_files().items():
-        try:
-            texts = read_documents(files, cfg.text_field, cfg.max_docs, cfg.nfc)
-        except KolmError as e:
-            raise KolmError(f"{lang}: {e}") from None
-        out[lang] = {"texts": texts, "source": files}
+        d = out[lang] = {"texts": [], "source": files, "skipped_docs": 0, "skipped_bytes": 0}
+        for doc in iter_corpus(check_corpus_files(files), cfg.text_field):
+            _keep(d, doc, cfg.max_doc_chars)
+            if cfg.max_docs and len(d["texts"]) >= cfg.max_docs:
+                break
     if cfg.data:
         splits, seq_len = _validation_splits(Path(cfg.data), cfg.max_docs)
         for lang, (texts, where) in splits.items():
             if lang in out:
                 raise KolmError(f"language {lang!r} is given by --text and by --data {cfg.data}; choose one")
-            if not texts:
-                raise KolmError(f"{lang}: no documents in {where}")
-            out[lang] = {"texts": [unicodedata.normalize("NFC", t) for t in texts] if cfg.nfc else texts,
-                         "source": [where], "seq_len": seq_len}
+            d = out[lang] = {"texts": [], "source": [where], "seq_len": seq_len, "skipped_docs": 0,
+                             "skipped_bytes": 0}
+            for doc in texts:
+                _keep(d, doc, cfg.max_doc_chars)
+    for lang, d in out.items():
+        if cfg.nfc:
+            d["texts"] = [unicodedata.normalize("NFC", t) for t in d["texts"]]
+        if not d["texts"]:
+            skipped = f" ({d['skipped_docs']} over max_doc_chars {cfg.max_doc_chars} skipped)" \
+                if d["skipped_docs"] else ""
+            raise KolmError(f"{lang}: no documents in {', '.join(d['source'])}{skipped}")
     return out
+
+
+def _keep(d: dict[str, Any], doc: str, max_chars: int) -> None:
+    if max_chars and len(doc) > max_chars:
+        d["skipped_docs"] += 1
+        d["skipped_bytes"] += len(doc.encode("utf-8"))
+    else:
+        d["texts"].append(doc)
 
 
 def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tuple[list[str], str]], int | None]:
@@ -191,31 +238,6 @@ def score_model(model: Any, tok: Any, texts: dict[str, dict[str, Any]], cfg: Eva
     return out
 
 
-def require_lm_eval() -> Any:
-    try:
-        import lm_eval
-    except ImportError:
-        raise KolmError("--tasks needs lm-evaluation-harness, which is not installed (pip install lm-eval); "
-                        "bits per byte works without it") from None
-    return lm_eval
-
-
-def run_tasks(model: Any, tok: Any, cfg: EvalConfig) -> dict[str, dict[str, float]]:
-    """Downstream tasks through lm-evaluation-harness's Python API; ``{task: {metric: value}}``."""
-    lm_eval = require_lm_eval()
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
-    manager = TaskManager(include_path=cfg.include_path) if cfg.include_path else TaskManager()
-    res = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=cfg.batch_size),
-                                  tasks=list(cfg.tasks), num_fewshot=cfg.num_fewshot, limit=cfg.task_limit,
-                                  task_manager=manager)
-    out: dict[str, dict[str, float]] = {}
-    for task, metrics in ((res or {}).get("results") or {}).items():
-        out[task] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return out
-
-
 def result_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows model x language with the change vs the first model (``model``: as given, ``name``: its label)."""
     ref = result["models"][0]["bpb"]
@@ -235,8 +257,13 @@ def format_table(rows_: list[dict[str, Any]]) -> str:
     body = [[r.get("name", r["model"]), r["lang"], f"{r['bpb']:.4f}",
              "-" if r["delta_bpb"] is None else f"{r['delta_bpb']:+.4f} ({r['delta_pct']:+.1f}%)",
              str(r["docs"]), str(r["bytes"]), str(r["tokens"]), f"{r['bytes_per_token']:.2f}"] for r in rows_]
+    return text_table(head, body, left=2)
+
+
+def text_table(head: list[str], body: list[list[str]], left: int) -> str:
+    """Aligned columns under a ruled header; the first ``left`` columns are left-aligned, the rest right."""
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -257,9 +284,14 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     import kolm
 
     t0 = time.perf_counter()
-    folders = [check_model_folder(m) for m in cfg.model]  # all checked before any (slow) loading
-    if cfg.tasks:
-        require_lm_eval()
+    if cfg.output and not cfg.overwrite:
+        check_output(Path(cfg.output))
+    folders = _check_models(cfg.model)
+    tasks = None
+    if cfg.tasks or cfg.suite:  # task names and data are checked before any model is loaded
+        from kolm.eval import harness
+
+        tasks = harness.prepare(cfg.tasks, cfg.suite, cfg.num_fewshot, cfg.task_limit, cfg.include_path)
     texts = load_texts(cfg)
     names = short_names(cfg.model)
     models = []
@@ -268,30 +300,84 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         model, tok = load_model(folder, cfg)
         entry: dict[str, Any] = {"name": name, "model": spec, "path": str(folder), "tokenizer_size": len(tok),
                                  "bpb": score_model(model, tok, texts, cfg)}
-        if cfg.tasks:
-            entry["tasks"] = run_tasks(model, tok, cfg)
+        if tasks is not None:
+            entry["abspath"] = str(folder.resolve())  # ties the task scores to a run folder (kolm dashboard --eval)
+            samples = Path(cfg.output) / "samples" / harness.safe_name(name) if cfg.log_samples else None
+            entry |= harness.evaluate(model, tok, tasks, batch_size=cfg.batch_size, samples_dir=samples)
         entry["seconds"] = round(time.perf_counter() - t, 3)
         models.append(entry)
         del model
     result: dict[str, Any] = {
-        "format": "kolm.eval/1", "kolm_version": kolm.__version__,
+        "format": RESULTS_FORMAT, "kolm_version": kolm.__version__,
         "texts": {lang: {"source": d["source"], "docs": len(d["texts"]),
-                         "bytes": sum(len(x.encode("utf-8")) for x in d["texts"])} for lang, d in texts.items()},
+                         "bytes": sum(len(x.encode("utf-8")) for x in d["texts"]),
+                         "skipped_docs": d["skipped_docs"], "skipped_bytes": d["skipped_bytes"]}
+                  for lang, d in texts.items()},
+        "max_doc_chars": cfg.max_doc_chars,
         "models": models, "config": to_dict(cfg),
     }
     result["rows"] = result_rows(result)
+    if tasks is not None:
+        result["suite"] = cfg.suite
+        result["task_rows"] = harness.task_rows(models)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    print(format_table(result["rows"]))
-    for m in models:
-        for task, metrics in m.get("tasks", {}).items():
-            print(f"{m['name']}  {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+    skipped = skipped_line(result)
+    if result["rows"]:
+        print(format_table(result["rows"]) + (f"\n{skipped}" if skipped else ""))
+    if tasks is not None:
+        print(harness.format_task_table(result["task_rows"]))
     if cfg.output:
         out = Path(cfg.output)
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        _write_atomic(out / "results.md", format_markdown(result["rows"]))
-        print(f"kolm eval: {len(models)} model(s) x {len(texts)} language(s) -> {out / 'results.json'}")
+        md = format_markdown(result["rows"]) + (f"\n{skipped}\n" if skipped else "") if result["rows"] else ""
+        if tasks is not None:
+            md += ("\n" if md else "") + harness.format_task_markdown(result["task_rows"])
+        _write_atomic(out / "results.md", md)
+        what = " + ".join(([f"{len(texts)} language(s)"] if texts else [])
+                          + ([f"{len(tasks.names)} task(s)"] if tasks is not None else []))
+        print(f"kolm eval: {len(models)} model(s) x {what} -> {out / 'results.json'}")
     return result
+
+
+def _check_models(specs: list[str]) -> list[Path]:
+    """Every model folder checked before any (slow) loading: weights complete, and the tokenizer beside them the one
+    their extension.json/resize.json were written for."""
+    from kolm.artifacts.tokenizer_match import check_model_records
+
+    folders = [check_model_folder(m) for m in specs]
+    for spec, folder in zip(specs, folders):
+        for note in check_model_records(folder, f"model {spec}"):
+            print(f"note: {note}")
+    return folders
+
+
+def skipped_line(result: dict[str, Any]) -> str:
+    """One line naming the documents left out for their length, per language ("" when none were)."""
+    per = {lang: t for lang, t in result["texts"].items() if t.get("skipped_docs")}
+    if not per:
+        return ""
+    return (f"skipped {sum(t['skipped_docs'] for t in per.values())} document(s) longer than "
+            f"{result['max_doc_chars']:,} characters (max_doc_chars): "
+            + ", ".join(f"{lang} {t['skipped_docs']} ({t['skipped_bytes']:,} bytes)" for lang, t in per.items()))
+
+
+def check_output(out: Path) -> None:
+    """Refuse an ``--output`` that would overwrite files kolm eval did not write (before any work)."""
+    if out.exists() and not out.is_dir():
+        raise KolmError(f"output: {out} is a file, not a folder")
+    res, md = out / "results.json", out / "results.md"
+    if res.exists():
+        try:
+            ours = json.loads(res.read_text(encoding="utf-8")).get("format") == RESULTS_FORMAT
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            ours = False
+        if not ours:
+            raise KolmError(f"output: {res} exists and was not written by kolm eval; choose another folder or pass "
+                            "--overwrite to replace it")
+    elif md.exists():
+        raise KolmError(f"output: {md} exists and was not written by kolm eval; choose another folder or pass "
+                        "--overwrite to replace it")
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -41,14 +41,15 @@ from typing import Any
 
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import atomic_output_dir, resolve_pretrained
+from kolm.io import TOKENIZER_MODEL, atomic_output_dir, carry_tokenizer_model, check_safetensors, resolve_pretrained
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 SOLAR_DROP = 8
 # Copied verbatim from the source folder when present. The vocabulary does not change, so extension.json and
 # resize.json stay true (`kolm train cpt` finds the first added token id in them); licences travel with weights.
-COPY_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-              "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+# tokenizer.model is carried only when it belongs to the tokenizer.json (kolm.io.carry_tokenizer_model).
+COPY_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+              "merges.txt", "chat_template.jinja", "chat_template.json",
               "generation_config.json", "extension.json", "resize.json", "LICENSE", "LICENSE.txt", "NOTICE",
               "USE_POLICY.md")
 PER_LAYER_LISTS = ("layer_types",)  # config lists with one entry per decoder layer (transformers 5)
@@ -219,6 +220,9 @@ def load_source(model_dir: Path, need_weights: bool = True) -> Source:
         return Source(model_dir, config, mt, n, None)
 
     tensors: dict[str, TensorInfo] = {}
+    if need_weights:
+        for f in files:  # sizes as the headers say: a cut shard is named before any output is written
+            check_safetensors(f)
     for f in files:
         for k, info in read_header(f).items():
             if k in tensors:
@@ -434,6 +438,8 @@ def run(cfg: UpscaleConfig) -> dict[str, Any]:
         copied = [f for f in COPY_FILES if (model_dir / f).is_file()]
         for f in copied:
             shutil.copyfile(model_dir / f, tmp / f)
+        if carry_tokenizer_model(tmp, model_dir):
+            copied.append(TOKENIZER_MODEL)
         stats = {"source": cfg.model, "layer_map": format_layer_map(layers), "layers": layers,
                  "num_hidden_layers": [src.num_layers, len(layers)], "parameters": [counts.before, counts.after],
                  "shards": len(shards), "total_size": total, "copied": copied, "config": to_dict(cfg)}

@@ -3,7 +3,7 @@
 - :class:`MetricsJsonl` writes ``metrics.jsonl`` from the Trainer's log (the one metrics channel,
   :mod:`kolm.train.metrics`: TensorBoard and W&B get the same numbers through ``report_to``);
 - :class:`kolm.train.online_eval.OnlineEval` evaluates bits per byte (shared with SFT/DPO);
-- :class:`StopOnSignal` saves a checkpoint and stops after SIGTERM/SIGINT;
+- :class:`StopOnSignal` saves a checkpoint and stops after a stop request (:mod:`kolm.train.signals`);
 - :class:`CheckpointCallback` marks a checkpoint complete once every rank has written it.
 
 ``metrics.jsonl`` in the run folder gets one JSON object per line (written by rank 0; training rows carry rank 0's
@@ -71,32 +71,18 @@ class MetricsJsonl(TrainerCallback):
 
 
 class StopOnSignal(TrainerCallback):
-    """After SIGTERM/SIGINT on any rank (``signals.received``, set by :class:`kolm.train.cpt._Signals`), every rank
-    saves a checkpoint at the end of the step and stops; ``stopped_by_signal`` tells the caller to exit."""
+    """After a stop request on any rank (``signals.stop_requested()``, :class:`kolm.train.signals.StopSignals`), every
+    rank saves a checkpoint at the end of the step and stops; ``stopped_by_signal`` tells the caller to exit."""
 
     def __init__(self, signals: Any):
         self.signals = signals
         self.stopped_by_signal = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if _any_rank(self.signals.received is not None):
+        if self.signals.stop_requested():
             self.stopped_by_signal = True
             control.should_save = True
             control.should_training_stop = True
-
-
-def _any_rank(flag: bool) -> bool:
-    """True on every rank if any rank got a signal (so all ranks stop at the same step)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 class CheckpointCallback(TrainerCallback):

@@ -160,6 +160,7 @@ class CptConfig:
                                                             "[tensorboard] (events in OUTPUT/runs/) or [wandb]")
     logging_steps: int = field(1, help="log the training loss every N steps")
     resume: bool = field(False, help="continue from the newest complete checkpoint in the run folder")
+    overwrite: bool = field(False, help="replace an existing output folder that is not this run's (deletes it)")
     trust_remote_code: bool = field(False, help="allow custom model code from the hub (off by default)")
 
     def __post_init__(self) -> None:
@@ -168,6 +169,8 @@ class CptConfig:
                 raise ConfigError(f"{name}: required")
         if not self.stages:
             raise ConfigError("stages: at least one stage")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume and overwrite: choose one (--resume continues the run, --overwrite replaces it)")
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"stages: names must be unique, got {names}")

@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kolm.artifacts import DataFolder, RunFolder, StageFolder, find_new_token_start
+from kolm.artifacts.tokenizer_match import check_manifest_tokenizer
 from kolm.errors import KolmError
-from kolm.io import check_model_folder, copy_tokenizer_files, file_sha256
+from kolm.io import apply_umask, check_model_folder, copy_tokenizer_files
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
-from kolm.train.run_state import (
-    is_main,
-    newest_complete_checkpoint,
-    rewind_metrics,
-)
+from kolm.train.run_state import barrier, is_main, resume_point, rewind_metrics
+from kolm.train.signals import StopSignals
 
-REPO_DS = Path(__file__).resolve().parents[2] / "train" / "deepspeed"
+# the DeepSpeed presets are package data (a regular `pip install .` carries them); train/deepspeed/ links to them
+PRESETS_DIR = Path(__file__).resolve().with_name("deepspeed")
 
 
 @dataclass
@@ -46,7 +44,7 @@ class Preflight:
 def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
     if not spec:
         return None
-    path = REPO_DS / f"{spec}.json" if spec in DEEPSPEED_PRESETS else Path(spec)
+    path = PRESETS_DIR / f"{spec}.json" if spec in DEEPSPEED_PRESETS else Path(spec)
     if not path.is_file():
         raise KolmError(f"deepspeed: {spec!r} is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a JSON file")
     try:
@@ -56,18 +54,17 @@ def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
 
 
 def preflight(cfg: CptConfig) -> Preflight:
-    """Refuse a bad run before any training: vocab/tokenizer/data mismatches, missing splits, seq_len limits."""
+    """Refuse a bad run before anything is written: a folder that is not this run's, cut or corrupt weights and data
+    shards, vocab/tokenizer/data mismatches (tokenizers compared by content), missing splits, seq_len limits."""
     model, data = Path(cfg.model), DataFolder(cfg.data)
-    check_model_folder(model)
+    if not cfg.overwrite:
+        RunFolder(cfg.output).check_owner(cfg.model, cfg.data, resume=cfg.resume)
+    check_model_folder(model)  # also reads every safetensors header: a cut file is named here
     if not (model / "tokenizer.json").is_file():
         raise KolmError(f"model: {model} has no tokenizer.json beside the weights")
     manifest = data.manifest
     mcfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    tok_hash = file_sha256(model / "tokenizer.json")
-    if manifest.tokenizer_sha256 != tok_hash:
-        raise KolmError(f"data: {data.path} was built with another tokenizer (manifest sha256 "
-                        f"{manifest.tokenizer_sha256[:12]}..., model tokenizer {tok_hash[:12]}...); rebuild "
-                        f"the data with the model's tokenizer")
+    check_manifest_tokenizer(manifest, model / "tokenizer.json", data.path)
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
@@ -80,7 +77,7 @@ def preflight(cfg: CptConfig) -> Preflight:
     if max_pos and manifest.seq_len > max_pos:
         raise KolmError(f"seq_len {manifest.seq_len} of the data is above the model's limit (max_position_embeddings "
                         f"{max_pos}); rebuild the data with a smaller seq_len")
-    data.check_splits(validation=False)  # the validation splits that are used are read below
+    data.check_splits(validation=False)  # the validation splits that are used are read and checked below
     new_start = cfg.new_token_start if cfg.new_token_start is not None else find_new_token_start(model)
     if "embeddings" in {s.kind for s in cfg.stages} and new_start is None:
         raise KolmError("embeddings stage: cannot tell which rows are new (no resize.json/extension.json in the "
@@ -94,29 +91,6 @@ def preflight(cfg: CptConfig) -> Preflight:
     eval_sets = cpt_eval_sets(cfg.eval, data, tokenizer)
     return Preflight(data, manifest.seq_len, new_start, int(manifest.prefix_id), eval_sets,
                      deepspeed_config(cfg.deepspeed), data.lang_tokens())
-
-
-class _Signals:
-    """SIGTERM/SIGINT set a flag; the training loop saves a checkpoint and stops at the next step."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.received = signum
-        print(f"kolm: received signal {signum}: saving a checkpoint at the end of this step, then exiting", flush=True)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> Any:
@@ -181,6 +155,7 @@ def _save_final(trainer: Any, stage: Any, src: Path, sf: StageFolder, cfg: CptCo
             merged = PeftModel.from_pretrained(_load_model(src, cfg), str(sf.adapter)).merge_and_unload()
             merged.save_pretrained(str(tmp))
         copy_tokenizer_files(src, tmp, keep_existing=True)
+        apply_umask(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -202,11 +177,13 @@ def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
                             "or set deepspeed: null for a plain single-process run")
         deepspeed.init_distributed()  # before TrainingArguments: ZeRO-3 sizes batches and partitions by world size
     run = RunFolder(cfg.output)
-    if not cfg.resume and run.has_started():
+    if not cfg.resume and not cfg.overwrite and run.has_started():
         raise KolmError(f"output: {run.path} already has a run; pass --resume to continue it or choose a new folder")
     if is_main():
         from kolm.config import save
 
+        if cfg.overwrite and run.path.exists():
+            shutil.rmtree(run.path) if run.path.is_dir() else run.path.unlink()
         run.path.mkdir(parents=True, exist_ok=True)
         save(cfg, run.recipe)
         shutil.copy2(pre.data.manifest_path, run.data_manifest)
@@ -214,16 +191,17 @@ def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
 
 
 def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Path, train: Any, offset: int,
-                 step_offset: int, args: Any, n_seq: int, signals: _Signals, tb_dir: str) -> None:
+                 step_offset: int, args: Any, n_seq: int, signals: StopSignals, tb_dir: str) -> None:
     """Run stage ``i`` from model ``src`` (resuming from its newest complete checkpoint with ``--resume``) and write
-    its final model; exits with 128+signal after a checkpoint when a signal arrived."""
+    its final model; exits with 128+signal after a checkpoint when a stop was requested."""
     from kolm.train.callbacks import StopOnSignal
     from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
 
     stage, sf = cfg.stages[i], run.stage(i, cfg.stages[i].name)
-    ckpt = newest_complete_checkpoint(sf.path) if cfg.resume else None
+    ckpt = resume_point(sf.path) if cfg.resume else None  # rank 0 also removes incomplete checkpoints
     if is_main():
-        rewind_metrics(run.metrics, i, step_offset + (ckpt[1] if ckpt else 0))
+        rewind_metrics(run.metrics, i, step_offset + ckpt[1] if ckpt else None)
+    barrier()
     model = _load_model(src, cfg)
     handles: list[Any] = []
     if stage.kind == "embeddings":
@@ -240,34 +218,62 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
     for h in handles:
         h.remove()
     if stop.stopped_by_signal:
-        if is_main():
-            print(f"kolm: stopped at step {step_offset + trainer.state.global_step} after a signal; the "
-                  f"checkpoint is saved. Continue with: kolm train cpt ... --resume", flush=True)
-        raise SystemExit(128 + (signals.received or 15))
+        _stop(signals, f"at step {step_offset + trainer.state.global_step}; the checkpoint is saved")
     _save_final(trainer, stage, src, sf, cfg)
 
 
 def run(cfg: CptConfig) -> Path:
     pre = preflight(cfg)
-    run_dir = _start_run(cfg, pre)
     train = pre.data.load_train()
+    fresh = cfg.overwrite or not Path(cfg.output).exists()
+    run_dir = _start_run(cfg, pre)
+    try:
+        return _run_stages(cfg, pre, run_dir, train)
+    except Exception:
+        # a failure before anything was trained (e.g. the model does not load) leaves no recipe.yaml behind that
+        # would make the folder look like a run
+        if fresh and is_main() and not run_dir.has_started():
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+        raise
+
+
+def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any) -> Path:
     src, offset, step_offset = Path(cfg.model), 0, 0
     tb_dir = str(run_dir.tensorboard_session())  # one folder for all stages of this session
-    with _Signals() as signals:
+    with StopSignals() as signals:
         for i, stage in enumerate(cfg.stages):
             sf = run_dir.stage(i, stage.name)
             args = _training_args(cfg, stage, sf.path, pre.ds_config)  # before loading: ZeRO-3 partitioned init
             n_seq = stage.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
             if not sf.done:
+                if signals.stop_requested():  # between stages: the finished stages are the checkpoint
+                    _stop(signals, f"before stage {stage.name}")
                 _train_stage(cfg, pre, run_dir, i, src, train, offset, step_offset, args, n_seq, signals, tb_dir)
             src, offset, step_offset = sf.final, offset + n_seq, step_offset + stage.max_steps
     if is_main():
-        last = run_dir.final
-        if last.exists():
-            shutil.rmtree(last)
-        shutil.copytree(src, last)
-        print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps -> {last}", flush=True)
+        _copy_final(src, run_dir.final)
+        print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps -> {run_dir.final}", flush=True)
     return run_dir.final
+
+
+def _stop(signals: StopSignals, where: str) -> None:
+    """Exit with 128 + signal after a stop request (the checkpoint is written; every rank calls this)."""
+    status = signals.stopped()
+    if is_main():
+        print(f"kolm: stopped {where}. Continue with: kolm train cpt ... --resume", flush=True)
+    raise SystemExit(status)
+
+
+def _copy_final(src: Path, last: Path) -> None:
+    """Copy the last stage's model to RUN/final through a temporary folder (a kill never leaves half a model)."""
+    tmp = last.with_name(last.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    apply_umask(tmp)
+    if last.exists():
+        shutil.rmtree(last)
+    tmp.rename(last)
 
 
 def _check_distributed(trainer: Any, want_deepspeed: bool) -> None:

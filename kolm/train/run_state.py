@@ -3,7 +3,11 @@
 The HF Trainer writes a checkpoint folder file by file, so a crash mid-write leaves a folder that looks like a
 checkpoint but is not. After the Trainer has written everything (``on_save``), every rank meets at a barrier and
 rank 0 writes ``kolm_complete.json`` listing the files and their sizes. Resuming picks the newest checkpoint
-whose marker exists and whose files are all there with those sizes; anything newer is ignored (and reported).
+whose marker exists and whose files are all there with those sizes; rank 0 removes every incomplete checkpoint
+(reported), so that the Trainer rewrites a checkpoint of the same step into a clean folder: a kill mid-write leaves
+safetensors' temporary files (``.tmpXXXXXX``) and half-written partitions that a marker must never list.
+Before the marker is written, the checkpoint's files get the permissions of the user's umask (safetensors writes
+0600 through a temporary file).
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
+
+from kolm.io import apply_umask
 
 MARKER = "kolm_complete.json"
 
@@ -33,6 +40,8 @@ def barrier() -> None:
 
 
 def write_marker(ckpt: Path, step: int) -> None:
+    """Record ``ckpt`` as complete: its files and sizes (call on rank 0 once every rank has written its part)."""
+    apply_umask(ckpt)
     files = {str(p.relative_to(ckpt)): p.stat().st_size for p in sorted(ckpt.rglob("*"))
              if p.is_file() and p.name != MARKER}
     tmp = ckpt / (MARKER + ".tmp")
@@ -51,25 +60,41 @@ def is_complete(ckpt: Path) -> bool:
     return all((ckpt / f).is_file() and (ckpt / f).stat().st_size == n for f, n in info["files"].items())
 
 
+def _checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every ``checkpoint-N`` folder of a stage, newest first."""
+    if not stage_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in stage_dir.iterdir()
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+    return sorted(found, reverse=True)
+
+
 def newest_complete_checkpoint(stage_dir: Path) -> tuple[Path, int] | None:
     """(folder, step) of the newest complete checkpoint of a stage, or None."""
-    if not stage_dir.is_dir():
-        return None
-    found = []
-    for p in stage_dir.iterdir():
-        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-        if m and p.is_dir():
-            found.append((int(m.group(1)), p))
-    for step, p in sorted(found, reverse=True):
+    for step, p in _checkpoints(stage_dir):
         if is_complete(p):
             return p, step
-        if is_main():
-            print(f"kolm: ignoring incomplete checkpoint {p}", flush=True)
     return None
 
 
-def rewind_metrics(path: Path, stage_index: int, step: int) -> None:
-    """Drop metric lines written after the resume point (they will be produced again)."""
+def resume_point(stage_dir: Path) -> tuple[Path, int] | None:
+    """:func:`newest_complete_checkpoint`; on rank 0 also remove every incomplete checkpoint, with one line each
+    (call :func:`barrier` before the Trainer writes again)."""
+    found = newest_complete_checkpoint(stage_dir)
+    if is_main():
+        for _, p in _checkpoints(stage_dir):
+            if not is_complete(p):
+                size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                print(f"kolm: removing incomplete checkpoint {p} ({size / 1e6:.1f} MB; a kill during its write)",
+                      flush=True)
+                shutil.rmtree(p, ignore_errors=True)
+    return found
+
+
+def rewind_metrics(path: Path, stage_index: int, step: int | None) -> None:
+    """Drop the metric lines that resuming stage ``stage_index`` at global ``step`` produces again: that stage's
+    rows after ``step`` and every later stage's; ``step`` None (the stage starts over) drops all of that stage's
+    rows, its step-0 evaluation included."""
     if not path.is_file():
         return
     keep = []
@@ -78,7 +103,7 @@ def rewind_metrics(path: Path, stage_index: int, step: int) -> None:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if row.get("stage_index", 0) < stage_index or (row.get("stage_index") == stage_index
-                                                        and row.get("step", 0) <= step):
+        index = row.get("stage_index", 0)
+        if index < stage_index or (index == stage_index and step is not None and row.get("step", 0) <= step):
             keep.append(line)
     path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")

@@ -1,11 +1,7 @@
-"""Tokenizer families kolm can extend, and what "Hangul" means for a token.
+"""What "Hangul" means for text and for the bytes of a token, and GPT-2's byte-level alphabet.
 
-Two BPE families are supported, detected from ``tokenizer.json`` itself:
-
-- ``sentencepiece``: SentencePiece-style BPE with byte fallback and ``▁`` for spaces (Llama-1/2, Mistral/SOLAR,
-  Yi, Gemma). Tokens are Unicode strings; characters missing from the vocabulary fall back to ``<0xNN>`` bytes.
-- ``byte_level``: GPT-2-style byte-level BPE (Llama-3, Qwen, GPT-NeoX). Tokens are byte strings written in the
-  GPT-2 byte-to-unicode alphabet.
+The tokenizer families themselves (how each detects itself, cuts units, spells tokens) are classes in
+:mod:`kolm.vocab.families`; this module holds the definitions they share.
 
 The safety argument of ``kolm vocab extend`` rests on one predicate, :func:`forces_hangul`: a new merge is only
 allowed if *any* valid UTF-8 text in which its result occurs must contain a Hangul character. Then text without
@@ -16,9 +12,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
-
-from kolm.errors import KolmError
 
 # Hangul script blocks: Jamo, Compatibility Jamo, Jamo Extended-A, Syllables, Jamo Extended-B, halfwidth forms.
 # This is kolm's one definition of "Hangul" (tests of "text without Hangul" use it too).
@@ -67,11 +60,6 @@ def bl_to_bytes(token: str) -> bytes:
     return bytes(m[c] for c in token)
 
 
-def bytes_to_bl(data: bytes) -> str:
-    m = bytes_to_unicode()
-    return "".join(m[b] for b in data)
-
-
 def _utf8_len(lead: int) -> int:
     if lead < 0x80:
         return 1
@@ -115,61 +103,3 @@ def forces_hangul(data: bytes) -> bool:
             return True
         i += avail
     return False
-
-
-def detect_family(tok_json: dict[str, Any], where: str = "tokenizer.json") -> str:
-    """Return ``"sentencepiece"`` or ``"byte_level"``; refuse anything else with a clear error."""
-    model = tok_json.get("model") or {}
-    mtype = model.get("type")
-    if mtype != "BPE":
-        raise KolmError(f"{where}: unsupported tokenizer family: model type {mtype!r}. kolm extends BPE tokenizers "
-                        "only (SentencePiece-style BPE with byte fallback, e.g. Llama-2/Mistral/Yi, or byte-level "
-                        "BPE, e.g. Llama-3/Qwen); WordPiece and Unigram are not supported")
-    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
-        if model.get(key):
-            raise KolmError(f"{where}: unsupported BPE variant with {key}={model[key]!r}")
-
-    def components(node: Any) -> list[dict]:
-        if not isinstance(node, dict):
-            return []
-        out = [node]
-        for k in ("normalizers", "pretokenizers", "pre_tokenizers", "decoders"):
-            for sub in node.get(k) or []:
-                out += components(sub)
-        return out
-
-    parts = components(tok_json.get("normalizer")) + components(tok_json.get("pre_tokenizer"))
-    types = {p.get("type") for p in parts}
-    if "ByteLevel" in types:
-        return "byte_level"
-    metaspace = "Metaspace" in types or any(
-        p.get("type") == "Replace" and p.get("content") == "▁" for p in parts)
-    if metaspace and model.get("byte_fallback"):
-        return "sentencepiece"
-    if metaspace:
-        raise KolmError(f"{where}: SentencePiece-style BPE without byte_fallback is not supported: characters "
-                        "outside the vocabulary would become <unk> and could not round-trip")
-    raise KolmError(f"{where}: unsupported tokenizer family: a BPE model with neither a ByteLevel pre-tokenizer nor "
-                    "SentencePiece-style `▁` spaces with byte fallback")
-
-
-def token_bytes(token: str, family: str) -> bytes:
-    """The raw text bytes a vocabulary entry stands for (``▁`` kept as its UTF-8 bytes in SP family)."""
-    if family == "byte_level":
-        return bl_to_bytes(token)
-    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
-        return bytes([int(token[3:5], 16)])
-    return token.encode("utf-8")
-
-
-def token_text(token: str, family: str) -> str:
-    """Readable text of a vocabulary entry (``▁`` shown as a space)."""
-    if family == "byte_level":
-        return bl_to_bytes(token).decode("utf-8", errors="replace")
-    return token.replace("▁", " ")
-
-
-def token_forces_hangul(token: str, family: str) -> bool:
-    if family == "byte_level":
-        return forces_hangul(bl_to_bytes(token))
-    return has_hangul(token)

@@ -45,6 +45,7 @@ _SPACE_RE = re.compile(r"\s")
 MAX_CHUNK = 2000  # characters per Kiwi call; Kiwi is linear but single-threaded within one text
 
 _KIWI: Any = None
+_KIWI_THREADS: int | None = None
 _KIWI_LOCK = threading.Lock()
 
 
@@ -56,8 +57,19 @@ def _default_workers() -> int:
     return max(1, min(n, 8))
 
 
+def set_kiwi_threads(n: int | None) -> None:
+    """Use ``n`` Kiwi threads in this process from now on (None: the default, one per core, at most 8); worker
+    processes that share the cores call this so that processes x threads does not exceed them."""
+    global _KIWI, _KIWI_THREADS
+    with _KIWI_LOCK:
+        _KIWI_THREADS = n
+        if _KIWI is not None and _KIWI.num_workers != (n or _default_workers()):
+            _KIWI = None
+
+
 def get_kiwi() -> Any:
-    """The process-wide ``kiwipiepy.Kiwi`` (one thread per available core, at most 8), loaded once.
+    """The process-wide ``kiwipiepy.Kiwi`` (one thread per available core, at most 8, unless
+    :func:`set_kiwi_threads` says otherwise), loaded once.
 
     Loading the model takes a couple of seconds; the instance is warmed up here so the first real
     call is not slower than the rest.
@@ -68,7 +80,7 @@ def get_kiwi() -> Any:
             if _KIWI is None:
                 from kiwipiepy import Kiwi
 
-                kiwi = Kiwi(num_workers=_default_workers())
+                kiwi = Kiwi(num_workers=_KIWI_THREADS or _default_workers())
                 kiwi.tokenize("")  # Kiwi initialises lazily; do it now
                 _KIWI = kiwi
     return _KIWI

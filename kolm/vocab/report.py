@@ -41,7 +41,7 @@ from typing import Any
 
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import TOKENIZER_FILES, check_corpus_files, iter_corpus, resolve_pretrained
+from kolm.io import check_corpus_files, iter_corpus, load_tokenizer_json
 from kolm.vocab.family import HANGUL_RE, is_hangul
 from kolm.vocab.morph import morpheme_boundaries, surface_boundaries
 
@@ -77,7 +77,6 @@ class ReportConfig:
 
 # ----------------------------------------------------------------------------------------------- tokenizers
 
-_HUB_PATTERNS = [*TOKENIZER_FILES, "vocab.*", "merges.txt", "*.model", "*.tiktoken", "added_tokens.json"]
 
 
 def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) -> Any:
@@ -86,30 +85,8 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False) ->
     ``tokenizer.json`` is read directly when present (fast, exactly what transformers' fast tokenizer
     wraps); otherwise transformers' ``AutoTokenizer`` builds a fast tokenizer and its backend is used.
     """
-    given = Path(name_or_path).expanduser()
-    if given.is_file() and given.name.endswith(".json"):  # a tokenizer.json itself
-        folder, tj = given.parent, given
-    else:
-        folder = resolve_pretrained(str(name_or_path), allow_patterns=_HUB_PATTERNS)
-        tj = folder / "tokenizer.json"
-    if tj.is_file():
-        from tokenizers import Tokenizer
-
-        try:
-            return Tokenizer.from_file(str(tj))
-        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception for bad files
-            raise KolmError(f"{tj}: cannot read tokenizer: {e}") from None
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-    except Exception as e:  # noqa: BLE001 - transformers raises many types; all mean "cannot load"
-        raise KolmError(f"{folder}: cannot load a tokenizer: {e}") from None
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is None:
-        raise KolmError(f"{folder}: only a slow tokenizer is available; the report needs a fast one with "
-                        "offsets (save it with tokenizer.json)")
-    return backend
+    return load_tokenizer_json(name_or_path, "tokenizer", allow_autotokenizer=True,
+                               trust_remote_code=trust_remote_code)[0]
 
 
 def _backend(tokenizer: Any) -> Any:
