@@ -329,9 +329,10 @@ def _parquet_batches(part: CorpusPart, text_field: str) -> Iterator[list[str]]:
 
 def read_documents(paths: list[str] | list[Path], text_field: str = "text", max_docs: int | None = None,
                    nfc: bool = True) -> list[str]:
-    """Whole documents for scoring (``kolm eval --text``, the online ``eval.sets``): the files are checked first
-    (:func:`check_corpus_files`), then read in order by :func:`iter_corpus` up to ``max_docs`` documents, NFC-normalised
-    as ``kolm data build`` does unless ``nfc`` is false. A file set without any document is a one-line error."""
+    """Whole documents for scoring (the online evaluation's ``eval.sets``), read as ``kolm eval --text`` reads its
+    files: checked first (:func:`check_corpus_files`), then read in order by :func:`iter_corpus` up to ``max_docs``
+    documents, NFC-normalised as ``kolm data build`` does unless ``nfc`` is false. A file set without any document is
+    a one-line error."""
     import itertools
     import unicodedata
 
