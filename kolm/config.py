@@ -52,11 +52,12 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory
     """A dataclass field with a help text (shown by ``--help``) and CLI options.
 
     ``flag`` overrides the long flag name; ``cli=False`` keeps a field out of the flags (it can still be
-    set from YAML or a dotted override). ``path=True``: a relative path written in a recipe YAML is taken
-    relative to the recipe's folder (on the command line, relative to the working directory as usual; the
-    rule is :mod:`kolm.paths`). ``hub=True``: the value may also be a Hugging Face hub id (``ORG/NAME``, see
-    :func:`kolm.paths.is_hub_id`). ``keywords``: values that are names, not paths (``auto``, ``zero3``).
-    ``sep``: the path is the part after this separator in each value (``ko=ko.txt`` with ``sep="="``).
+    set from YAML or a dotted override). ``path=True``: a relative path written in a recipe YAML (each one of a
+    list, each value of a mapping) is taken relative to the recipe's folder (on the command line, relative to the
+    working directory as usual; the rule is :mod:`kolm.paths`). ``hub=True``: the value may also be a Hugging
+    Face hub id (``ORG/NAME``, see :func:`kolm.paths.is_hub_id`). ``keywords``: values that are names, not paths
+    (``auto``, ``zero3``). ``sep``: the path is the part after this separator in each value (``ko=ko.txt`` with
+    ``sep="="``).
     """
     meta = {"help": help, "cli": cli, "flag": flag, "path": path, "hub": hub, "keywords": keywords, "sep": sep}
     if default_factory is not dataclasses.MISSING:
@@ -293,7 +294,7 @@ def rebase_paths(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any
         if f.metadata.get("path"):
             kw = {"hub": bool(f.metadata.get("hub")), "keywords": f.metadata.get("keywords", ()),
                   "sep": f.metadata.get("sep")}
-            out[f.name] = [rebase(x, folder, **kw) for x in v] if isinstance(v, list) else rebase(v, folder, **kw)
+            out[f.name] = _rebase_value(v, folder, kw)
         elif dataclasses.is_dataclass(tp) and isinstance(v, dict):
             out[f.name] = rebase_paths(tp, v, folder)
         elif typing.get_origin(tp) is list and isinstance(v, list):
@@ -301,6 +302,13 @@ def rebase_paths(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any
             if dataclasses.is_dataclass(item):
                 out[f.name] = [rebase_paths(item, x, folder) if isinstance(x, dict) else x for x in v]
     return out
+
+
+def _rebase_value(v: Any, folder: Path, kw: dict[str, Any]) -> Any:
+    """A path, a list of paths, or a mapping whose values are paths or lists of paths (``eval.sets: {ko: a.txt}``)."""
+    if isinstance(v, dict):
+        return {k: _rebase_value(x, folder, kw) for k, x in v.items()}
+    return [rebase(x, folder, **kw) for x in v] if isinstance(v, list) else rebase(v, folder, **kw)
 
 
 def resolve(cls: type[T], *, yaml_path: str | None = None, flags: dict[str, Any] | None = None,

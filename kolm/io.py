@@ -327,6 +327,22 @@ def _parquet_batches(part: CorpusPart, text_field: str) -> Iterator[list[str]]:
         yield [t for t in batch.column(0).to_pylist() if isinstance(t, str) and t.strip()]
 
 
+def read_documents(paths: list[str] | list[Path], text_field: str = "text", max_docs: int | None = None,
+                   nfc: bool = True) -> list[str]:
+    """Whole documents for scoring (the online evaluation's ``eval.sets``), read as ``kolm eval --text`` reads its
+    files: checked first (:func:`check_corpus_files`), then read in order by :func:`iter_corpus` up to ``max_docs``
+    documents, NFC-normalised as ``kolm data build`` does unless ``nfc`` is false. A file set without any document is
+    a one-line error."""
+    import itertools
+    import unicodedata
+
+    files = check_corpus_files([str(p) for p in paths])
+    docs = list(itertools.islice(iter_corpus(files, text_field), max_docs))
+    if not docs:
+        raise KolmError(f"no documents in {', '.join(map(str, files))} (every line or row is blank)")
+    return [unicodedata.normalize("NFC", d) for d in docs] if nfc else docs
+
+
 def resolve_pretrained(name_or_path: str, allow_patterns: list[str] | None = None) -> Path:
     """A local folder as is; otherwise a Hugging Face hub id (``ORG/NAME``, :func:`kolm.paths.is_hub_id`), downloaded
     (or read from the HF cache).

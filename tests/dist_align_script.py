@@ -2,10 +2,11 @@
 
     DS_ACCELERATOR=cpu deepspeed --num_gpus 2 --master_port PORT tests/dist_align_script.py JOB.json
 
-JOB.json: {"model", "sft_data", "dpo_data", "out", "deepspeed"}. On every rank, runs ``kolm.align.sft.run`` with the
-``zero3`` preset (train/deepspeed/zero3.json) and ``kolm.align.dpo.run`` with the DeepSpeed JSON file ``deepspeed``,
-a few steps each. After the first step each rank records how the frozen base weights are held
-(``out/{sft,dpo}_rank{r}.json``); the adapters land in ``out/sft`` and ``out/dpo``.
+JOB.json: {"model", "sft_data", "dpo_data", "out", "deepspeed", "eval_sets"}. On every rank, runs
+``kolm.align.sft.run`` with the ``zero3`` preset (train/deepspeed/zero3.json) and ``kolm.align.dpo.run`` with the
+DeepSpeed JSON file ``deepspeed``, a few steps each. After the first step each rank records how the frozen base
+weights are held (``out/{sft,dpo}_rank{r}.json``); the adapters land in ``out/sft`` and ``out/dpo``. The online
+evaluation on ``eval_sets`` (every 2 steps) runs its forward passes on every rank.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def main() -> None:
 
     common = {"model": job["model"], "overwrite": True,
               "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-              "train": {"max_steps": 3, "batch_size": 2, "logging_steps": 1, "learning_rate": 1e-3}}
+              "train": {"max_steps": 3, "batch_size": 2, "logging_steps": 1, "learning_rate": 1e-3},
+              "eval": {"every": 2, "sets": job["eval_sets"]}}
     runs = [(sft.run, sft.SftConfig, "sft", {"data": {"train": [job["sft_data"]], "max_length": 96},
                                              "deepspeed": "zero3"}),
             (dpo.run, dpo.DpoConfig, "dpo", {"data": {"train": [job["dpo_data"]], "max_length": 96},

@@ -181,6 +181,7 @@ def test_recipe_fields_reach_trl_configs(tmp_path):
     ({"trl": {"optim": "no_such_optimizer"}}, "trl's SFTConfig refuses the recipe's train: and trl: values"),
     ({"train": {"scheduler": "no_such_schedule"}}, "trl's SFTConfig refuses the recipe's train: values"),
     ({"report_to": ["no_such_logger"]}, "report_to: unknown logger 'no_such_logger'"),
+    ({"eval": {"sets": {"ko": "nope.txt"}}}, "eval.sets.ko: corpus file not found"),
 ])
 def test_trl_arguments_are_checked_before_the_data(extra, message, tmp_path, capsys):
     """Bad `trl:` arguments and loggers fail before any row is read (the data file does not even exist)."""
@@ -207,6 +208,56 @@ def test_report_to_tensorboard(base, tmp_path):
     assert len(logged) == len(losses) == 3
     assert logged == pytest.approx(losses, rel=1e-5)
     assert json.loads((out / "kolm_adapter.json").read_text())["config"]["report_to"] == ["tensorboard"]
+
+
+def _eval_files(folder: Path) -> dict[str, list[str]]:
+    """Korean (kolm's example answers) and English held-out documents for eval.sets."""
+    ko = [t for t in align_texts() if len(t) > 20][:6]
+    en = ["The quick brown fox jumps over the lazy dog.", "Evaluation sets are independent of the training data.",
+          "English text the model has never seen in this test."]
+    (folder / "ko.txt").write_text("\n".join(ko) + "\n", encoding="utf-8")
+    (folder / "en.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
+    return {"ko": ko, "en": en}
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_eval_sets_reach_tensorboard(method, base, tmp_path):
+    """eval.sets: Korean and English bpb at the start, every eval.every steps and at the end, in train_log.json and
+    in TensorBoard's event files (read back) at the same steps. Evaluating at a step that is not a logging step
+    logs that step, with trl's own numbers intact; the last bpb is what kolm.eval scores on base + adapter."""
+    from peft import PeftModel
+    from test_metrics import tensorboard_scalars
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kolm.eval.bpb import bits_per_byte
+
+    texts = _eval_files(tmp_path)
+    out = tmp_path / "out"
+    common = {"model": str(base), "output": str(out), "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+              "train": {**FAST, "max_steps": 4, "logging_steps": 2, "batch_size": 4, "learning_rate": 5e-3},
+              "report_to": ["tensorboard"],
+              "eval": {"every": 3, "sets": {lang: [str(tmp_path / f"{lang}.txt")] for lang in texts}}}
+    if method == "sft":
+        sft.run(from_dict(sft.SftConfig, {**common, "data": {"train": [str(INSTRUCT)], "max_length": 128}}))
+    else:
+        dpo.run(from_dict(dpo.DpoConfig, {**common, "data": {"train": [str(PREFS)], "max_length": 128}}))
+    log = json.loads((out / "train_log.json").read_text())
+    (events,) = {p.parent for p in (out / "runs").rglob("events.out.tfevents.*")}
+    tb = tensorboard_scalars(events)
+    for lang, docs in texts.items():
+        want = {x["step"]: x[f"eval_{lang}_bpb"] for x in log if f"eval_{lang}_bpb" in x}
+        assert sorted(want) == [0, 3, 4]
+        assert tb[f"eval/{lang}_bpb"] == pytest.approx(want, rel=1e-6)
+        assert {x[f"eval_{lang}_docs"] for x in log if f"eval_{lang}_docs" in x} == {len(docs)}
+    losses = {x["step"]: x["loss"] for x in log if "loss" in x}
+    assert sorted(losses) == [2, 3, 4] and tb["train/loss"] == pytest.approx(losses, rel=1e-6)
+    if method == "dpo":  # trl's numbers stay with every training log, the forced one at step 3 included
+        assert sorted(x["step"] for x in log if "rewards/margins" in x) == [2, 3, 4]
+    tok = AutoTokenizer.from_pretrained(out)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out).eval()
+    for lang, docs in texts.items():
+        last = next(x[f"eval_{lang}_bpb"] for x in log if x["step"] == 4 and f"eval_{lang}_bpb" in x)
+        assert last == pytest.approx(bits_per_byte(model, tok, docs, max_length=128).bpb, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- extended vocab
@@ -338,19 +389,25 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_zero3_sft_and_dpo(base, tmp_path):
-    """SFT and DPO steps under ZeRO-3 on 2 CPU ranks: base weights partitioned, adapters saved and loadable."""
+    """SFT and DPO steps under ZeRO-3 on 2 CPU ranks: base weights partitioned, adapters saved and loadable, the
+    online evaluation collective."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kolm.eval.bpb import bits_per_byte
 
     if shutil.which("deepspeed") is None:
         pytest.skip("the deepspeed launcher is not installed")
     ds = json.loads((REPO / "train" / "deepspeed" / "zero3.json").read_text())
     ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition every parameter
     (tmp_path / "ds.json").write_text(json.dumps(ds))
+    texts = _eval_files(tmp_path)
     (tmp_path / "job.json").write_text(json.dumps({"model": str(base), "sft_data": str(INSTRUCT),
                                                    "dpo_data": str(PREFS), "out": str(tmp_path),
-                                                   "deepspeed": str(tmp_path / "ds.json")}))
+                                                   "deepspeed": str(tmp_path / "ds.json"),
+                                                   "eval_sets": {lang: str(tmp_path / f"{lang}.txt")
+                                                                 for lang in texts}}))
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
            str(REPO / "tests" / "dist_align_script.py"), str(tmp_path / "job.json")]
@@ -368,3 +425,10 @@ def test_zero3_sft_and_dpo(base, tmp_path):
         assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # trained (B starts at zero)
         with torch.no_grad():
             model(input_ids=torch.tensor([[1, 5, 9]]))
+        # the online evaluation ran across both ranks and scored what one process scores on base + adapter
+        log = json.loads((out / "train_log.json").read_text())
+        assert sorted(x["step"] for x in log if "eval_ko_bpb" in x) == [0, 2, 3]
+        last = next(x for x in log if x["step"] == 3 and "eval_en_bpb" in x)
+        for lang, docs in texts.items():
+            ref = bits_per_byte(model.eval(), AutoTokenizer.from_pretrained(out), docs, max_length=96).bpb
+            assert last[f"eval_{lang}_bpb"] == pytest.approx(ref, rel=1e-4), lang

@@ -548,14 +548,14 @@ PATH_FIELDS = {
     "demo": {"output", "ko_text", "en_text"},
     "vocab extend": {"base", "corpus", "output"},
     "vocab report": {"tokenizer", "text"},
-    "train cpt": {"model", "data", "output", "deepspeed"},
+    "train cpt": {"model", "data", "output", "deepspeed", "eval.sets"},
     "model init": {"tokenizer", "output"},
     "model resize": {"model", "tokenizer", "output", "base_tokenizer", "corpus"},
     "model import": {"gguf", "output"},
     "data build": {"tokenizer", "output", "sources.paths"},
     "data inspect": {"dir"},
-    "train sft": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train"},
-    "train dpo": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train"},
+    "train sft": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train", "eval.sets"},
+    "train dpo": {"model", "output", "tokenizer", "chat_template", "deepspeed", "data.train", "eval.sets"},
     "merge-lora": {"base", "adapter", "output"},
     "upscale": {"model", "output"},
     "eval": {"model", "text", "data", "output", "include_path"},
@@ -592,8 +592,10 @@ def test_one_path_rule_for_every_command(name, tmp_path, monkeypatch):
         key = key.replace("sources.", "sources.0.")  # an item of a list of sections
         rel = REL.get(key.split(".")[-1], "rel/" + key.split(".")[-1])
         value, expect = (f"ko={rel}", f"ko={rdir / rel}") if meta.get("sep") else (rel, str(rdir / rel))
-        many = typing.get_origin(_strip_optional(key_type(cls, key)[1])[0]) is list
-        given[key], want[key] = ([value], [expect]) if many else (value, expect)
+        origin = typing.get_origin(_strip_optional(key_type(cls, key)[1])[0])
+        given[key], want[key] = ([value], [expect]) if origin is list else (value, expect)
+        if origin is dict:  # a mapping of paths (eval.sets: {LANG: [FILES]})
+            given[key], want[key] = {"ko": [value]}, {"ko": [expect]}
         put(data, key, given[key])
         if meta.get("hub"):  # ORG/NAME that does not exist is a hub id: this one is a local folder
             (rdir / rel).mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import read_lines, real_tokenizer, tiny_llama
+from test_metrics import FakeWandb, tensorboard_scalars
 
 from kolm.cli import main
 
@@ -246,3 +247,88 @@ def test_data_folder_counts_tokens_per_language_per_sequence(pipeline):
     assert (np.diff(cum, axis=0).sum(axis=1) == m["seq_len"]).all()  # every sequence fully accounted for
     assert {lang: int(cum[-1][j]) for j, lang in enumerate(langs)} == {
         lang: info["train_tokens"] for lang, info in m["languages"].items()}
+
+
+# ----------------------------------------------------------------------------------------------- metrics channel
+@pytest.fixture
+def fake_wandb(monkeypatch) -> FakeWandb:
+    fake = FakeWandb()
+    fake.install(monkeypatch)
+    return fake
+
+
+def test_every_number_reaches_tensorboard_and_wandb_at_the_run_step(pipeline, fake_wandb):
+    """Two stages, an English eval set beside the data's Korean split, evaluation every 3 steps (not logging steps):
+    TensorBoard's event files (read back with TensorBoard's reader) and W&B hold the numbers of metrics.jsonl at
+    the same steps, across stages; the last English bpb is what kolm.eval scores on the final model."""
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from kolm.eval.bpb import bits_per_byte
+
+    en = read_lines("en_dev.txt")[-5:]  # not in the training data (its first 1500 lines)
+    (pipeline / "en_eval.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
+    r = recipe(pipeline, "tb", [{"name": "emb", "kind": "embeddings", "max_steps": 4, "lr": 1e-2},
+                                {"name": "full", "kind": "full", "max_steps": 4}],
+               eval={"every": 3, "max_docs": 8, "sets": {"en": "en_eval.txt"}}, logging_steps=2,
+               report_to=["tensorboard", "wandb"])
+    assert main(["train", "cpt", str(r)]) == 0
+    run = pipeline / "runs" / "tb"
+    rows = metrics(run)
+    evals, train = [x for x in rows if x["kind"] == "eval"], [x for x in rows if x["kind"] == "train"]
+    assert [x["step"] for x in evals] == [0, 3, 4, 7, 8]  # start, every 3 (per stage), end of each stage
+    assert [x["step"] for x in train] == [2, 3, 4, 6, 7, 8]  # logging steps, and the evaluation steps
+    assert {x["eval"]["en"]["docs"] for x in evals} == {5} and {x["eval"]["ko"]["docs"] for x in evals} == {8}
+    assert evals[0]["eval"]["en"]["bytes"] == sum(len(t.encode()) for t in en)
+    (logdir,) = (run / "runs").iterdir()  # one TensorBoard run for both stages
+    tb = tensorboard_scalars(logdir)
+    for lang in ("ko", "en"):
+        for field in ("bpb", "loss", "nats"):
+            want = {x["step"]: x["eval"][lang][field] for x in evals}
+            assert tb[f"eval/{lang}_{field}"] == pytest.approx(want, rel=1e-6)
+            assert fake_wandb.series(f"eval/{lang}_{field}") == pytest.approx(want, rel=1e-9)
+    for tag, key in (("loss", "loss"), ("learning_rate", "lr"), ("grad_norm", "grad_norm"),
+                     ("tokens_seen", "tokens_seen")):
+        want = {x["step"]: x[key] for x in train}
+        assert {s: v for s, v in tb[f"train/{tag}"].items() if s in want} == pytest.approx(want, rel=1e-6)
+        assert {s: v for s, v in fake_wandb.series(f"train/{tag}").items() if s in want} == pytest.approx(want)
+    assert tb["train/tokens_seen_ko"][8] == train[-1]["tokens_seen_by_lang"]["ko"]
+    assert len(fake_wandb.inits) == 1  # one W&B run for the whole CPT run
+    model = AutoModelForCausalLM.from_pretrained(str(run / "final"))
+    tok = Tokenizer.from_file(str(run / "final" / "tokenizer.json"))
+    ref = bits_per_byte(model, tok, en, prefix_id=1, max_length=64)
+    assert evals[-1]["eval"]["en"]["bpb"] == pytest.approx(ref.bpb, rel=1e-5)
+
+
+def test_korean_only_run_tracks_english_on_the_dashboard(pipeline, tmp_path, capsys):
+    """Korean-only data and eval.sets for English: the dashboard ranks the run on both languages."""
+    from kolm.dashboard.collect import load_run, rank
+
+    ko_only = {"tokenizer": "tok", "seq_len": 64, "seed": 0, "mix": {"ko": 1.0},
+               "sources": [{"name": "ko", "lang": "ko", "paths": ["ko.txt"]}],
+               "validation": {"fraction": 0.02, "max_docs": 50}, "num_proc": 1, "progress": False}
+    (pipeline / "data_ko.yaml").write_text(yaml.safe_dump(ko_only))
+    assert main(["data", "build", str(pipeline / "data_ko.yaml"), "--output", str(pipeline / "data_ko")]) == 0
+    en = read_lines("en_dev.txt")[-8:]
+    (pipeline / "en_heldout.txt").write_text("\n".join(en) + "\n", encoding="utf-8")
+    stages = [{"name": "full", "kind": "full", "max_steps": 4}]
+    bad = recipe(pipeline, "ko_only_bad", stages, data="data_ko", eval={"every": 2, "sets": {"en": "nope.txt"}})
+    assert "eval.sets.en: corpus file not found" in _fails(capsys, bad)
+    assert not (pipeline / "runs" / "ko_only_bad" / "stages").exists()
+    r = recipe(pipeline, "ko_only", stages, data="data_ko", eval={"every": 2, "max_docs": 8,
+                                                                 "sets": {"en": "en_heldout.txt"}})
+    assert main(["train", "cpt", str(r)]) == 0
+    evals = [x for x in metrics(pipeline / "runs" / "ko_only") if x["kind"] == "eval"]
+    assert [sorted(x["eval"]) for x in evals] == [["en", "ko"]] * 3
+    out = tmp_path / "report.html"
+    assert main(["dashboard", str(pipeline / "runs" / "ko_only"), str(pipeline / "runs" / "emb_full"),
+                 "--output", str(out)]) == 0
+    run = load_run(pipeline / "runs" / "ko_only", name="ko_only")
+    s = run["summary"]
+    assert s["forgetting"] == pytest.approx(evals[-1]["eval"]["en"]["bpb"] - evals[0]["eval"]["en"]["bpb"])
+    assert s["gain"] == pytest.approx(evals[0]["eval"]["ko"]["bpb"] - evals[-1]["eval"]["ko"]["bpb"])
+    ranking = json.loads(out.with_suffix(".json").read_text())["ranking"]
+    assert all(row["forgetting"] is not None and row["rank_forgetting"] for row in ranking)
+    assert [row["run"] for row in ranking] == [x["name"] for x in sorted(
+        [run, load_run(pipeline / "runs" / "emb_full", name="emb_full")], key=lambda x: -x["summary"]["gain"])]
+    assert rank([run])[0]["forgetting_latest_bpb"] == evals[-1]["eval"]["en"]["bpb"]

@@ -165,6 +165,39 @@ def test_broken_lines_are_skipped_and_counted(tmp_path, capsys):
     assert ranking[0]["step"] == "6"
 
 
+def test_korean_only_run_with_eval_sets_ranks_on_english(tmp_path):
+    """A Korean-only data mix evaluated on ``eval.sets`` (kolm train cpt): the dashboard takes the languages from
+    the evaluations, not from the training mix, so the run gets an English forgetting number and a rank; without
+    English evaluations (the data's validation splits only) it has none."""
+    runs = {}
+    for name, ko_last, en in (("ko-sets", 4.30, [3.3268, 3.33, 3.34, 3.36, 3.41]), ("ko-splits", 4.35, None)):
+        run = make_run(tmp_path, name, ko=[4.69, 4.60, 4.50, 4.45, ko_last], en=en or [0.0] * 5)
+        manifest = json.loads((run / "data_manifest.json").read_text())
+        del manifest["languages"]["en"]  # trained on Korean only
+        (run / "data_manifest.json").write_text(json.dumps(manifest))
+        recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+        recipe["eval"]["sets"] = {"en": [str(tmp_path / "en_heldout.txt")]} if en else {}
+        (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        if en is None:  # no English evaluation at all
+            rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            for row in rows:
+                row.get("eval", {}).pop("en", None)
+            (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+        runs[name] = run
+    a = make_run(tmp_path, "ko-en", ko=[4.69, 4.62, 4.55, 4.50, 4.40], en=[3.3268, 3.3267, 3.33, 3.33, 3.34])
+    out = tmp_path / "out" / "report.html"
+    assert main(["dashboard", str(runs["ko-sets"]), str(a), str(runs["ko-splits"]), "--output", str(out)]) == 0
+    data = json.loads((out.parent / "report.json").read_text())
+    by_name = {r["name"]: r for r in data["runs"]}
+    assert by_name["ko-sets"]["langs"] == ["ko", "en"] and by_name["ko-splits"]["langs"] == ["ko"]
+    assert by_name["ko-sets"]["summary"]["forgetting"] == pytest.approx(3.41 - 3.3268)
+    assert by_name["ko-splits"]["summary"]["forgetting"] is None
+    ranking = {r["run"]: (r["rank_gain"], r["rank_forgetting"]) for r in data["ranking"]}
+    # the Korean-only runs gain most; the one evaluated on English forgets more than the replay run and is ranked
+    # on it, the one without English evaluations has no forgetting rank
+    assert ranking == {"ko-sets": (1, 2), "ko-splits": (2, None), "ko-en": (3, 1)}
+
+
 def test_base_eval_reference(tmp_path, capsys):
     a = make_run(tmp_path, "r", ko=[4.69, 4.40], en=[3.3268, 3.35])
     res = {"format": "kolm.eval/1", "models": [{"model": "base", "bpb": {

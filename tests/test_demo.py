@@ -31,6 +31,13 @@ def test_short_demo_end_to_end(tmp_path, capsys):
     table = (out / "summary.txt").read_text().splitlines()
     assert len(table) == 4 and "replay" in table[-1]
     assert (out / "text" / "SOURCES.md").is_file()
+    # both CPT runs are evaluated on the same held-out Korean and English text: the dashboard ranks the Korean-only
+    # run on English forgetting too
+    report = json.loads((out / "report.json").read_text())
+    assert {r["name"]: r["langs"] for r in report["runs"]} == {"run-ko": ["ko", "en"], "run-ko-en": ["ko", "en"]}
+    assert all(r["gain"] is not None and r["forgetting"] is not None and r["rank_forgetting"]
+               for r in report["ranking"])
+    assert "en forgetting - bpb" not in printed
     # a second run reuses every finished step
     assert main(["demo", "--output", str(out), "--minutes", "0.5"]) == 0
     again = capsys.readouterr().out

@@ -1,5 +1,6 @@
-"""Config sections shared by ``kolm train sft`` and ``kolm train dpo``: data, LoRA, optimisation, and the top-level
-fields both commands have (model, output, chat template, DeepSpeed, loggers, further trl arguments).
+"""Config sections shared by ``kolm train sft`` and ``kolm train dpo``: data, LoRA, optimisation, online evaluation
+(``eval``, the section of ``kolm train cpt``: :class:`kolm.train.config.OnlineEvalConfig`), and the top-level fields
+both commands have (model, output, chat template, DeepSpeed, loggers, further trl arguments).
 
 The ``train:`` section maps one to one onto trl's SFTConfig/DPOConfig (``kolm.align.model.TRAIN_TO_TRL``); ``trl:``
 passes any other argument of those configs through (checked when the command starts, before any data is read).
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 from kolm.config import ConfigError, field
 from kolm.model.lora import LLAMA_TARGETS
-from kolm.train.config import DEEPSPEED_PRESETS
+from kolm.train.config import DEEPSPEED_PRESETS, OnlineEvalConfig
 
 
 @dataclass
@@ -134,6 +135,9 @@ class AlignConfig:
     data: DataSection = field(default_factory=DataSection, help="training data")
     lora: LoraSection = field(default_factory=LoraSection, help="the LoRA adapter")
     train: TrainSection = field(default_factory=TrainSection, help="optimisation")
+    eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig,
+                                   help="online bits per byte on eval.sets ({ko: FILE, en: FILE}) at the start, "
+                                        "every eval.every steps and at the end; off without sets")
 
     def __post_init__(self) -> None:
         for name in ("model", "output"):

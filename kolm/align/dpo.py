@@ -29,6 +29,8 @@ from kolm.align.model import (
     wrap_model,
 )
 from kolm.config import ConfigError, field
+from kolm.eval.bpb import prefix_token
+from kolm.train.metrics import with_metric_channel
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
@@ -65,18 +67,22 @@ def build_trainer(cfg: DpoConfig, callbacks: list[Any] | None = None) -> tuple[A
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from kolm.train.online_eval import add_online_eval, read_eval_sets
+
     model_dir, tok_dir, tokenizer, bf16 = prepare(cfg, cfg.train)
     args = trl_config(DPOConfig, cfg, cfg.train, bf16, max_length=cfg.data.max_length, beta=cfg.beta,
                       loss_type=list(cfg.loss_type))
     template = pick_chat_template(tokenizer, cfg.chat_template, template_path(cfg))
+    eval_sets = read_eval_sets(cfg.eval, tokenizer)  # checked (and tokenized) before the training data is read
     rows, report = dpo_examples(cfg.data.train, tokenizer, template, cfg.data.max_length, split=cfg.data.split,
                                 strict=cfg.data.strict, max_rows=cfg.data.max_rows)
     record_data(cfg, report)
     model, peft_config, info = wrap_model(cfg, cfg.lora, model_dir, tok_dir, tokenizer, bf16)
     tokenizer.chat_template = template.text  # trl renders the rows with it when the trainer is built
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=callbacks)
+    trainer = with_metric_channel(DPOTrainer)(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     tokenizer.chat_template = template.saved  # saved with the adapter
+    add_online_eval(trainer, eval_sets, cfg.eval, prefix_token(tokenizer), cfg.data.max_length)
     expose_head_bias(trainer.model)
     info.update(kind="dpo", chat_template=template.source, assistant_tokens=template.masks, data=report.to_dict())
     return trainer, info

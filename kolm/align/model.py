@@ -19,6 +19,7 @@ from kolm.config import ConfigError, save, to_dict
 from kolm.errors import KolmError
 from kolm.io import apply_umask, check_safetensors, resolve_pretrained, tokenizer_fingerprint
 from kolm.model.lora import peft_lora_config
+from kolm.train.metrics import check_report_to, report_to_arg
 
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
 ADAPTER_META = "kolm_adapter.json"
@@ -158,7 +159,7 @@ def trl_config(cls: type, cfg: AlignConfig, train: TrainSection, bf16: bool, **m
                 save_strategy="steps" if train.save_steps else "no", save_steps=train.save_steps or 500,
                 activation_checkpointing=train.gradient_checkpointing,
                 activation_checkpointing_kwargs={"use_reentrant": ds is not None}, bf16=bf16, fp16=False,
-                report_to=[n for n in cfg.report_to if n != "none"] or "none", deepspeed=ds,
+                report_to=report_to_arg(cfg.report_to), deepspeed=ds,
                 trust_remote_code=cfg.trust_remote_code, **_cpu_deepspeed_state(ds), **method)
     try:
         return cls(**kolm, **cfg.trl)
@@ -177,22 +178,6 @@ def check_trl_fields(cls: type, extra: dict[str, Any]) -> None:
             raise ConfigError(f"trl.{key}: set by kolm from `{KOLM_SETS[key]}`; set that instead")
         if key not in known:
             raise ConfigError(f"trl.{key}: not an argument of trl's {cls.__name__} (see its documentation)")
-
-
-def check_report_to(names: list[str]) -> None:
-    """Every logger in ``report_to`` is one the Trainer knows and is installed (else the Trainer fails late)."""
-    from transformers.integrations.integration_utils import (
-        INTEGRATION_TO_CALLBACK,
-        get_available_reporting_integrations,
-    )
-
-    for name in names:
-        if name in ("none", "all"):  # the Trainer's own words for no logger and every installed one
-            continue
-        if name not in INTEGRATION_TO_CALLBACK:
-            raise ConfigError(f"report_to: unknown logger {name!r}; known: {sorted(INTEGRATION_TO_CALLBACK)}")
-        if name not in get_available_reporting_integrations():
-            raise KolmError(f"report_to: {name} is not installed (e.g. `pip install {name}`)")
 
 
 def _cpu_deepspeed_state(ds: dict[str, Any] | None) -> dict[str, Any]:

@@ -36,6 +36,8 @@ from kolm.align.model import (
     wrap_model,
 )
 from kolm.config import field
+from kolm.eval.bpb import prefix_token
+from kolm.train.metrics import with_metric_channel
 
 
 @dataclass
@@ -53,11 +55,14 @@ def build_trainer(cfg: SftConfig, callbacks: list[Any] | None = None) -> tuple[A
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from kolm.train.online_eval import add_online_eval, read_eval_sets
+
     model_dir, tok_dir, tokenizer, bf16 = prepare(cfg, cfg.train)
     # trl's arguments first: they are checked before the data, and with ZeRO-3 they make from_pretrained load the
     # model partitioned.
     args = trl_config(SFTConfig, cfg, cfg.train, bf16, max_length=cfg.data.max_length, packing=cfg.packing)
     template = pick_chat_template(tokenizer, cfg.chat_template, template_path(cfg), check=cfg.assistant_only_loss)
+    eval_sets = read_eval_sets(cfg.eval, tokenizer)  # checked (and tokenized) before the training data is read
     examples, report = sft_examples(cfg.data.train, tokenizer, template, cfg.data.max_length, split=cfg.data.split,
                                     strict=cfg.data.strict, max_rows=cfg.data.max_rows,
                                     assistant_only=cfg.assistant_only_loss)
@@ -65,8 +70,9 @@ def build_trainer(cfg: SftConfig, callbacks: list[Any] | None = None) -> tuple[A
     model, peft_config, info = wrap_model(cfg, cfg.lora, model_dir, tok_dir, tokenizer, bf16)
     tokenizer.chat_template = template.saved  # saved with the adapter: inference renders prompts as training did
     # Already tokenized, with assistant_masks: trl builds the labels, truncates, drops rows without any, packs.
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    trainer = with_metric_channel(SFTTrainer)(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    add_online_eval(trainer, eval_sets, cfg.eval, prefix_token(tokenizer), cfg.data.max_length)
     expose_head_bias(trainer.model)
     info.update(kind="sft", chat_template=template.source, assistant_tokens=template.masks, data=report.to_dict())
     return trainer, info

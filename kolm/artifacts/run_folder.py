@@ -8,6 +8,7 @@
     RUN/stages/NN-name/adapter/             LoRA stages: the adapter beside the merged model
     RUN/stages/NN-name/final/KOLM_DONE      a stage's final model; the marker is written last
     RUN/final/                              the run's final model (a copy of the last stage's)
+    RUN/runs/DATE_HOST/                     with report_to: [tensorboard], the events of one session (all stages)
 
 Written by :mod:`kolm.train.cpt`; read by the dashboard, ``kolm push`` and resumption.
 """
@@ -73,6 +74,16 @@ class RunFolder:
     @property
     def final(self) -> Path:
         return self.path / "final"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "runs"
+
+    def tensorboard_session(self) -> Path:
+        """A new folder name under ``runs/`` for this session's TensorBoard events (as the HF Trainer names them)."""
+        from transformers.integrations.integration_utils import default_logdir
+
+        return self.tensorboard_dir / Path(default_logdir()).name
 
     @property
     def stages_dir(self) -> Path:

@@ -9,7 +9,8 @@ Steps (each one a real kolm command, its output folder under DIR):
    (``kolm data build`` + ``kolm train cpt``), so that English forgetting is measurable;
 2. ``kolm vocab extend`` with Korean merges, ``kolm model resize`` (subword-mean);
 3. ``kolm data build`` twice: Korean only, and Korean with 20% English replay;
-4. ``kolm train cpt`` for both (embeddings stage, then full);
+4. ``kolm train cpt`` for both (embeddings stage, then full), each evaluated online on the same held-out Korean and
+   English text (``eval.sets``), so the dashboard shows the English forgetting of the Korean-only run too;
 5. ``kolm eval`` on held-out Korean and English; a short LoRA SFT and DPO on kolm's tiny Korean sets;
 6. ``kolm dashboard`` for both runs and ``kolm push --dry-run`` for the better one.
 """
@@ -154,10 +155,11 @@ def _data_recipe(path: Path, tokenizer: Path, sources: dict[str, Path], mix: dic
 
 
 def _cpt_recipe(path: Path, model: Path, data: Path, output: Path, stages: list[dict], lr: float,
-                seed: int) -> Path:
+                seed: int, eval_sets: dict[str, str] | None = None) -> Path:
+    """A CPT recipe; ``eval_sets`` ({lang: file}) are evaluated beside (instead of) the data's validation splits."""
     recipe = {"model": str(model), "data": str(data), "output": str(output), "micro_batch_size": 8,
               "grad_accum": 1, "seed": seed, "optim": {"lr": lr, "warmup_steps": 10}, "stages": stages,
-              "eval": {"every": max(10, stages[-1]["max_steps"] // 5), "max_docs": 64},
+              "eval": {"every": max(10, stages[-1]["max_steps"] // 5), "max_docs": 64, "sets": eval_sets or {}},
               "checkpoint": {"every": 10_000, "keep": 2}, "logging_steps": 5}
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -224,7 +226,13 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
     steps.run("vocab", {"seed": seed, "n": n["pretrain"], **size}, vocab)
 
-    runs = {}
+    runs = _korean_runs(cfg, out, steps, n)
+    return _finish(cfg, out, steps, runs, base, n)
+
+
+def _korean_runs(cfg: DemoConfig, out: Path, steps: Steps, n: dict[str, int]) -> dict[str, Path]:
+    """The Korean-only and the Korean + 20% English data, and a CPT run on each; their run folders by name."""
+    text, seed, size, runs = out / "text", cfg.seed, _settings(cfg), {}
     for name, mix in (("ko", {"ko": 1.0}), ("ko-en", {"ko": 0.8, "en": 0.2})):
         def data(name: str = name, mix: dict = mix) -> tuple[Any, str]:
             srcs = {lang: text / f"{lang}_train.txt" for lang in mix}
@@ -236,18 +244,21 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
         steps.run(f"data-{name}", {"mix": mix, "seed": seed, "n": n["pretrain"], **size}, data)
 
+    # both runs evaluate on the same held-out Korean and English text, whatever their training mix, so the
+    # dashboard shows the English forgetting of the Korean-only run too
+    held_out = {lang: str(text / f"{lang}_heldout.txt") for lang in ("ko", "en")}
     for name in ("ko", "ko-en"):
         def cpt(name: str = name) -> tuple[Any, str]:
             stages = [{"name": "embeddings", "kind": "embeddings", "max_steps": n["emb"], "lr": 1e-2},
                       {"name": "full", "kind": "full", "max_steps": n["full"]}]
             _fresh(out / f"run-{name}")
             _kolm("train", "cpt", _cpt_recipe(out / f"cpt-{name}.yaml", out / "model-ko", out / f"data-{name}",
-                                              out / f"run-{name}", stages, cfg.lr, seed), "--no-resume")
+                                              out / f"run-{name}", stages, cfg.lr, seed, held_out), "--no-resume")
             return None, f"embeddings {n['emb']} + full {n['full']} steps"
 
-        steps.run(f"cpt-{name}", {"n": n, "seed": seed, "lr": cfg.lr, **size}, cpt)
+        steps.run(f"cpt-{name}", {"n": n, "seed": seed, "lr": cfg.lr, "eval": "held-out ko+en", **size}, cpt)
         runs[name] = out / f"run-{name}"
-    return _finish(cfg, out, steps, runs, base, n)
+    return runs
 
 
 def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], base: Path,

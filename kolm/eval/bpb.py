@@ -125,12 +125,16 @@ def bits_per_byte(model: Any, tokenizer: Any, texts: list[str], *, prefix_id: in
     prefix_id = prefix_token(tokenizer) if prefix_id is None else prefix_id
     if max_length is None:
         max_length = int(getattr(getattr(model, "config", None), "max_position_embeddings", 2048) or 2048)
-    if not texts:
-        docs: list[list[int]] = []
-    elif hasattr(tokenizer, "encode_batch"):  # a `tokenizers.Tokenizer`
-        docs = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    else:
-        docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return score_documents(model, docs, n_bytes, prefix_id, max_length=max_length, stride=stride,
-                           batch_size=batch_size)
+    return score_documents(model, tokenize_documents(tokenizer, texts), n_bytes, prefix_id, max_length=max_length,
+                           stride=stride, batch_size=batch_size)
+
+
+def tokenize_documents(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of each document without BOS/EOS (:func:`score_documents` adds the prefix token itself);
+    ``tokenizer`` is a Hugging Face tokenizer or a ``tokenizers.Tokenizer``."""
+    if not texts:
+        return []
+    if hasattr(tokenizer, "encode_batch"):  # a `tokenizers.Tokenizer`
+        return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [list(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]

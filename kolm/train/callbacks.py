@@ -1,4 +1,10 @@
-"""Online evaluation and metrics of ``kolm train cpt``.
+"""The callbacks of ``kolm train cpt``, one job each, and the schema of ``metrics.jsonl``.
+
+- :class:`MetricsJsonl` writes ``metrics.jsonl`` from the Trainer's log (the one metrics channel,
+  :mod:`kolm.train.metrics`: TensorBoard and W&B get the same numbers through ``report_to``);
+- :class:`kolm.train.online_eval.OnlineEval` evaluates bits per byte (shared with SFT/DPO);
+- :class:`StopOnSignal` saves a checkpoint and stops after a stop request (:mod:`kolm.train.signals`);
+- :class:`CheckpointCallback` marks a checkpoint complete once every rank has written it.
 
 ``metrics.jsonl`` in the run folder gets one JSON object per line (written by rank 0; training rows carry rank 0's
 peak GPU memory when there is a GPU):
@@ -9,9 +15,12 @@ peak GPU memory when there is a GPU):
 - ``{"kind": "eval", "stage": ..., "stage_index": ..., "step": ..., "stage_step": ..., "tokens_seen": ...,
   "eval": {"ko": {"bpb": 1.21, "loss": 2.3, "nats": ..., "bytes": ..., "tokens": ..., "docs": ...}, "en": {...}}}``
 
-``step`` counts optimizer steps across all stages; evaluation runs at the start of each stage (step 0 of the
-first stage is the input model, the reference for forgetting), every ``eval.every`` steps, and at the end.
-The same numbers go to TensorBoard/W&B through the Trainer's ``report_to``.
+``step`` counts optimizer steps across all stages; evaluation runs at the start of the first stage (step 0 is the
+input model, the reference for forgetting), every ``eval.every`` steps and at the end of each stage, on the data
+folder's validation splits and the recipe's ``eval.sets`` (:mod:`kolm.train.online_eval`). Each row comes from one
+Trainer log call: TensorBoard and W&B show the same numbers under ``eval/{lang}_bpb`` (and ``_loss``, ``_nats``,
+...), ``train/loss``, ``train/learning_rate``, ``train/grad_norm``, ``train/tokens_seen``,
+``train/tokens_seen_{lang}``, at the same ``step``.
 """
 
 from __future__ import annotations
@@ -23,89 +32,57 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from kolm.eval.bpb import score_documents
+from kolm.train.metrics import TOKENS_SEEN, read_eval_logs, read_tokens_by_lang
 from kolm.train.run_state import barrier, is_main, write_marker
 
+GPU_KEYS = ("gpu_max_allocated_gib", "gpu_max_reserved_gib")
 
-class MetricsCallback(TrainerCallback):
-    def __init__(self, path: Path, *, stage_index: int, stage: Any, step_offset: int, tokens_per_step: int,
-                 validation: dict[str, tuple[list[list[int]], int]], prefix_id: int, max_length: int, every: int,
-                 batch_size: int, stride: int | None, signals: Any, resumed: bool,
-                 lang_tokens: tuple[list[str], Any] | None = None, seq_offset: int = 0):
-        self.path, self.stage_index, self.stage = path, stage_index, stage
-        self.step_offset, self.tokens_per_step = step_offset, tokens_per_step
-        self.validation, self.prefix_id, self.max_length = validation, prefix_id, max_length
-        self.every, self.batch_size, self.stride = every, batch_size, stride
-        self.signals, self.resumed = signals, resumed
-        self.lang_tokens, self.seq_offset = lang_tokens, seq_offset
-        self.stopped_by_signal = False
-        self._last_eval = -1
 
-    def _write(self, row: dict[str, Any]) -> None:
-        if is_main():
+class MetricsJsonl(TrainerCallback):
+    """Appends the Trainer's log calls to ``metrics.jsonl`` (rank 0): an ``eval`` row when the log holds
+    evaluation results, a ``train`` row when it holds the training loss (both when it holds both, eval first)."""
+
+    def __init__(self, path: Path, *, stage: str, stage_index: int, step_offset: int):
+        self.path, self.stage, self.stage_index, self.step_offset = path, stage, stage_index, step_offset
+
+    def rows(self, step: int, logs: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows one log call at stage step ``step`` becomes."""
+        base: dict[str, Any] = {"stage": self.stage, "stage_index": self.stage_index, "step": self.step_offset + step,
+                                "stage_step": step, "time": round(time.time(), 3)}
+        if TOKENS_SEEN in logs:
+            base[TOKENS_SEEN] = logs[TOKENS_SEEN]
+        by_lang = read_tokens_by_lang(logs)
+        if by_lang:
+            base["tokens_seen_by_lang"] = by_lang
+        out = []
+        evals = read_eval_logs(logs)
+        if evals:
+            out.append({"kind": "eval", **base, "eval": evals})
+        if "loss" in logs:
+            out.append({"kind": "train", **base, "loss": logs["loss"], "lr": logs.get("learning_rate"),
+                        "grad_norm": logs.get("grad_norm"), **{k: logs[k] for k in GPU_KEYS if k in logs}})
+        return out
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        rows = self.rows(state.global_step, logs or {})
+        if rows and is_main():
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
+                fh.write("".join(json.dumps(row) + "\n" for row in rows))
 
-    def _base(self, step: int) -> dict[str, Any]:
-        row = {"stage": self.stage.name, "stage_index": self.stage_index, "step": self.step_offset + step,
-               "stage_step": step, "tokens_seen": (self.step_offset + step) * self.tokens_per_step,
-               "time": round(time.time(), 3)}
-        if self.lang_tokens is not None:
-            row["tokens_seen_by_lang"] = self._by_lang(self.seq_offset + step * self.seqs_per_step)
-        return row
 
-    @property
-    def seqs_per_step(self) -> int:
-        return self.tokens_per_step // self.max_length
+class StopOnSignal(TrainerCallback):
+    """After a stop request on any rank (``signals.stop_requested()``, :class:`kolm.train.signals.StopSignals`), every
+    rank saves a checkpoint at the end of the step and stops; ``stopped_by_signal`` tells the caller to exit."""
 
-    def _by_lang(self, consumed: int) -> dict[str, int]:
-        """Exact tokens per language in the first ``consumed`` sequences (wrapping into later epochs)."""
-        langs, cum = self.lang_tokens  # type: ignore[misc]
-        n = len(cum) - 1
-        full, rem = divmod(consumed, n)
-        return {lang: int(full * cum[n][j] + cum[rem][j]) for j, lang in enumerate(langs)}
+    def __init__(self, signals: Any):
+        self.signals = signals
+        self.stopped_by_signal = False
 
-    def evaluate(self, model: Any, step: int) -> dict[str, Any]:
-        res = {lang: score_documents(model, docs, n_bytes, self.prefix_id, max_length=self.max_length,
-                                     stride=self.stride, batch_size=self.batch_size).as_dict()
-               for lang, (docs, n_bytes) in self.validation.items()}
-        self._last_eval = step
-        self._write({"kind": "eval", **self._base(step), "eval": res})
-        return res
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        # the first stage's step 0 is the input model (the forgetting reference); later stages start where the
-        # previous one ended, which was evaluated already
-        if self.validation and self.every > 0 and not self.resumed and self.stage_index == 0:
-            self.evaluate(model, 0)
-
-    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        step = state.global_step
-        if self.validation and self.every > 0 and (step % self.every == 0 or step == state.max_steps):
-            self.evaluate(model, step)
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.signals.stop_requested():
             self.stopped_by_signal = True
             control.should_save = True
             control.should_training_stop = True
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-        logs = logs or {}
-        if "loss" not in logs:
-            return
-        row = {"kind": "train", **self._base(state.global_step), "loss": logs["loss"],
-               "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
-        row.update(_gpu_memory())
-        self._write(row)
-
-
-def _gpu_memory() -> dict[str, float]:
-    """Peak GPU memory of this process so far (GiB, allocated by tensors and reserved by the allocator)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return {}
-    return {"gpu_max_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
-            "gpu_max_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
 
 
 class CheckpointCallback(TrainerCallback):

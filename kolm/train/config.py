@@ -12,7 +12,7 @@ A recipe (``train/*.yaml``) looks like::
     stages:
       - {name: embeddings, kind: embeddings, max_steps: 500, lr: 1.0e-3}
       - {name: full, kind: full, max_steps: 5000}
-    eval: {every: 100, max_docs: 256}
+    eval: {every: 100, max_docs: 256, sets: {ko: ../text/ko_heldout.txt, en: ../text/en_heldout.txt}}
     checkpoint: {every: 200, keep: 2}
 """
 
@@ -82,12 +82,47 @@ class StageConfig:
 
 @dataclass
 class OnlineEvalConfig:
-    """Online evaluation on the data folder's validation splits (bits per byte over whole documents)."""
+    """Online evaluation during training: bits per byte over whole documents, per language, sent with the training
+    numbers to metrics.jsonl (CPT), train_log.json (SFT/DPO) and the ``report_to`` loggers. ``sets`` are text files
+    independent of the training mix (``{ko: ko_heldout.txt, en: en_heldout.txt}``), read like ``kolm eval --text``.
+    Shared by ``kolm train cpt`` (section ``eval``, see :class:`CptEvalConfig`) and ``kolm train sft|dpo``."""
 
-    every: int = field(50, help="evaluate every N optimizer steps (and at the start and end of each stage); 0: off")
-    max_docs: int = field(200, help="documents per language (the first N of the split)")
+    every: int = field(50, help="evaluate every N optimizer steps (and at the start and end of training); 0: off")
+    sets: dict[str, list[str]] = field(default_factory=dict, path=True,
+                                       help="LANG: FILE (or [FILES]) to evaluate on, e.g. {ko: ko.txt, en: en.txt}: "
+                                            ".txt (a document per line), .jsonl, .parquet (text_field)")
+    max_docs: int = field(200, help="documents per language (the first N)")
+    text_field: str = field("text", help="field of .jsonl rows / column of .parquet files in sets holding the text")
+    nfc: bool = field(True, help="NFC-normalise the documents of sets (as `kolm data build` and `kolm eval` do)")
     batch_size: int = field(8, help="windows per forward pass")
-    stride: int | None = field(None, help="window stride for documents longer than seq_len (default seq_len/2)")
+    stride: int | None = field(None, help="window stride for documents longer than the window (default: half)")
+
+    def __post_init__(self) -> None:
+        from kolm.eval.run import LANG_RE
+
+        if self.every < 0 or self.max_docs <= 0 or self.batch_size <= 0:
+            raise ConfigError("eval: every must be >= 0, max_docs and batch_size > 0")
+        if self.stride is not None and self.stride < 1:
+            raise ConfigError(f"eval.stride: must be >= 1, got {self.stride}")
+        for lang, files in self.sets.items():
+            if not LANG_RE.match(str(lang)):
+                raise ConfigError(f"eval.sets: {lang!r} is not a language tag (e.g. ko, en)")
+            if not files:
+                raise ConfigError(f"eval.sets.{lang}: give a file")
+
+
+@dataclass
+class CptEvalConfig(OnlineEvalConfig):
+    """Online evaluation of ``kolm train cpt``: the data folder's validation splits and/or ``sets``. A language in
+    both is scored on its set (the split is not used; a note says so), so that every run can track the same
+    Korean and English text whatever its training mix."""
+
+    splits: bool = field(True, help="also evaluate on the data folder's validation splits; false: only eval.sets")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.every > 0 and not self.splits and not self.sets:
+            raise ConfigError("eval: nothing to evaluate (splits: false and no sets); give eval.sets or set every: 0")
 
 
 @dataclass
@@ -110,7 +145,7 @@ class CptConfig:
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(name="full", kind="full")],
                                       help="stages in order")
     optim: OptimConfig = field(default_factory=OptimConfig, help="optimiser and schedule")
-    eval: OnlineEvalConfig = field(default_factory=OnlineEvalConfig, help="online evaluation")
+    eval: CptEvalConfig = field(default_factory=CptEvalConfig, help="online evaluation (bits per byte)")
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, help="checkpointing")
     micro_batch_size: int = field(1, help="sequences per device per forward")
     grad_accum: int = field(1, help="gradient accumulation steps")
@@ -121,7 +156,8 @@ class CptConfig:
     new_token_start: int | None = field(
         None, help="first id of the added tokens (default: from the model folder's resize.json/extension.json)")
     seed: int = field(42, help="seed (model init of LoRA, data order is the data folder's)")
-    report_to: list[str] = field(default_factory=list, help="extra loggers: tensorboard, wandb (when installed)")
+    report_to: list[str] = field(default_factory=list, help="loggers the Trainer reports every number to, e.g. "
+                                                            "[tensorboard] (events in OUTPUT/runs/) or [wandb]")
     logging_steps: int = field(1, help="log the training loss every N steps")
     resume: bool = field(False, help="continue from the newest complete checkpoint in the run folder")
     overwrite: bool = field(False, help="replace an existing output folder that is not this run's (deletes it)")

@@ -5,8 +5,9 @@
     deepspeed --num_gpus 8 -m kolm.cli train cpt train/cpt_llama2_ko.yaml    # one node; --hostfile for many
 
 The run folder holds ``recipe.yaml`` (resolved), ``data_manifest.json``, ``metrics.jsonl`` (training loss and
-online Korean/English bits-per-byte), ``stages/NN-name/`` (checkpoints, ``final/`` model) and ``final/``.
-Everything that can be checked is checked before training starts (see :func:`preflight`).
+online Korean/English bits-per-byte on the validation splits and ``eval.sets``; the same numbers go to the
+``report_to`` loggers, see :mod:`kolm.train.metrics`), ``stages/NN-name/`` (checkpoints, ``final/`` model) and
+``final/``. Everything that can be checked is checked before training starts (see :func:`preflight`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Preflight:
     seq_len: int
     new_token_start: int | None
     prefix_id: int
-    validation: dict[str, tuple[list[list[int]], int]]  # lang -> (documents' ids, total bytes)
+    eval_sets: list[Any]  # kolm.train.online_eval.EvalSet: validation splits and eval.sets
     ds_config: dict[str, Any] | None
     lang_tokens: tuple[list[str], Any] | None  # languages, cumulative tokens per language per packed sequence
 
@@ -66,7 +67,8 @@ def preflight(cfg: CptConfig) -> Preflight:
     check_manifest_tokenizer(manifest, model / "tokenizer.json", data.path)
     from tokenizers import Tokenizer
 
-    n_tok = Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+    n_tok = tokenizer.get_vocab_size(with_added_tokens=True)
     vocab = int(mcfg.get("vocab_size") or mcfg.get("text_config", {}).get("vocab_size", 0))
     if vocab < n_tok:
         raise KolmError(f"model/tokenizer vocab mismatch: the model has {vocab} embedding rows, the tokenizer "
@@ -75,25 +77,27 @@ def preflight(cfg: CptConfig) -> Preflight:
     if max_pos and manifest.seq_len > max_pos:
         raise KolmError(f"seq_len {manifest.seq_len} of the data is above the model's limit (max_position_embeddings "
                         f"{max_pos}); rebuild the data with a smaller seq_len")
-    data.check_splits(validation=cfg.eval.every > 0)  # every Arrow shard read to its end
+    data.check_splits(validation=False)  # the validation splits that are used are read and checked below
     new_start = cfg.new_token_start if cfg.new_token_start is not None else find_new_token_start(model)
     if "embeddings" in {s.kind for s in cfg.stages} and new_start is None:
         raise KolmError("embeddings stage: cannot tell which rows are new (no resize.json/extension.json in the "
                         "model folder); set new_token_start")
-    validation: dict[str, tuple[list[list[int]], int]] = {}
-    if cfg.eval.every > 0:
-        for lang in manifest.languages:
-            split = data.validation(lang, cfg.eval.max_docs)
-            validation[lang] = (split.input_ids, split.n_bytes)
     if manifest.prefix_id is None:
         raise KolmError("data: the tokenizer has neither BOS nor EOS; bits-per-byte needs one to start documents")
-    return Preflight(data, manifest.seq_len, new_start, int(manifest.prefix_id), validation,
+    from kolm.train.metrics import check_report_to
+    from kolm.train.online_eval import cpt_eval_sets
+
+    check_report_to(cfg.report_to)
+    eval_sets = cpt_eval_sets(cfg.eval, data, tokenizer)
+    return Preflight(data, manifest.seq_len, new_start, int(manifest.prefix_id), eval_sets,
                      deepspeed_config(cfg.deepspeed), data.lang_tokens())
 
 
 def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> Any:
     import torch
     from transformers import TrainingArguments
+
+    from kolm.train.metrics import report_to_arg
 
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
                                        and torch.cuda.is_bf16_supported())
@@ -106,7 +110,8 @@ def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> A
         weight_decay=0.0 if stage.kind == "embeddings" else cfg.optim.weight_decay,
         adam_beta1=cfg.optim.beta1, adam_beta2=cfg.optim.beta2, adam_epsilon=cfg.optim.eps,
         max_grad_norm=cfg.optim.max_grad_norm, logging_steps=cfg.logging_steps, save_strategy="steps",
-        save_steps=cfg.checkpoint.every, save_total_limit=cfg.checkpoint.keep, report_to=cfg.report_to or "none",
+        save_steps=cfg.checkpoint.every, save_total_limit=cfg.checkpoint.keep,
+        report_to=report_to_arg(cfg.report_to),
         seed=cfg.seed, data_seed=cfg.seed, bf16=bf16, deepspeed=ds, remove_unused_columns=False,
         dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False, **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
@@ -186,10 +191,10 @@ def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
 
 
 def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Path, train: Any, offset: int,
-                 step_offset: int, args: Any, n_seq: int, signals: StopSignals) -> None:
+                 step_offset: int, args: Any, n_seq: int, signals: StopSignals, tb_dir: str) -> None:
     """Run stage ``i`` from model ``src`` (resuming from its newest complete checkpoint with ``--resume``) and write
     its final model; exits with 128+signal after a checkpoint when a stop was requested."""
-    from kolm.train.callbacks import CheckpointCallback, MetricsCallback
+    from kolm.train.callbacks import StopOnSignal
     from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
 
     stage, sf = cfg.stages[i], run.stage(i, cfg.stages[i].name)
@@ -205,18 +210,14 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
         setup_full_stage(model)
     else:
         model = setup_lora_stage(model, stage.lora, pre.new_token_start, cfg.seed)
-    metrics = MetricsCallback(run.metrics, stage_index=i, stage=stage, step_offset=step_offset,
-                              tokens_per_step=n_seq // stage.max_steps * pre.seq_len,
-                              validation=pre.validation, prefix_id=pre.prefix_id, max_length=pre.seq_len,
-                              every=cfg.eval.every, batch_size=cfg.eval.batch_size, stride=cfg.eval.stride,
-                              signals=signals, resumed=ckpt is not None, lang_tokens=pre.lang_tokens,
-                              seq_offset=offset)
-    trainer = _make_trainer(model, args, _stage_dataset(train, offset, n_seq), [metrics, CheckpointCallback()])
+    stop = StopOnSignal(signals)
+    trainer = _make_trainer(cfg, pre, run, i, model, args, _stage_dataset(train, offset, n_seq), step_offset, offset,
+                            at_start=i == 0 and ckpt is None, stop=stop, tb_dir=tb_dir)
     _check_distributed(trainer, pre.ds_config is not None)
     trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
     for h in handles:
         h.remove()
-    if metrics.stopped_by_signal:
+    if stop.stopped_by_signal:
         _stop(signals, f"at step {step_offset + trainer.state.global_step}; the checkpoint is saved")
     _save_final(trainer, stage, src, sf, cfg)
 
@@ -238,6 +239,7 @@ def run(cfg: CptConfig) -> Path:
 
 def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any) -> Path:
     src, offset, step_offset = Path(cfg.model), 0, 0
+    tb_dir = str(run_dir.tensorboard_session())  # one folder for all stages of this session
     with StopSignals() as signals:
         for i, stage in enumerate(cfg.stages):
             sf = run_dir.stage(i, stage.name)
@@ -246,7 +248,7 @@ def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any) 
             if not sf.done:
                 if signals.stop_requested():  # between stages: the finished stages are the checkpoint
                     _stop(signals, f"before stage {stage.name}")
-                _train_stage(cfg, pre, run_dir, i, src, train, offset, step_offset, args, n_seq, signals)
+                _train_stage(cfg, pre, run_dir, i, src, train, offset, step_offset, args, n_seq, signals, tb_dir)
             src, offset, step_offset = sf.final, offset + n_seq, step_offset + stage.max_steps
     if is_main():
         _copy_final(src, run_dir.final)
@@ -285,14 +287,31 @@ def _check_distributed(trainer: Any, want_deepspeed: bool) -> None:
         raise KolmError("deepspeed is set in the recipe but the Trainer did not enable it")
 
 
-def _make_trainer(model: Any, args: Any, dataset: Any, callbacks: list[Any]) -> Any:
+def _make_trainer(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, model: Any, args: Any, dataset: Any,
+                  step_offset: int, seq_offset: int, *, at_start: bool, stop: Any, tb_dir: str) -> Any:
+    """The stage's Trainer with kolm's metric channel: the loggers of ``report_to`` at the run's step, then the
+    online evaluation, the stop on a signal, ``metrics.jsonl`` and the checkpoint markers, in that order."""
     from torch.utils.data import SequentialSampler
     from transformers import Trainer
 
-    class _Trainer(Trainer):
+    from kolm.train.callbacks import CheckpointCallback, MetricsJsonl
+    from kolm.train.metrics import MetricChannel, TokenCounter, gpu_memory, report_at_run_step
+    from kolm.train.online_eval import add_online_eval
+
+    class _Trainer(MetricChannel, Trainer):
         """The data folder fixes the (seeded) order; read it sequentially so runs and resumes agree."""
 
         def _get_train_sampler(self, *a: Any, **k: Any) -> Any:
             return SequentialSampler(self.train_dataset)
 
-    return _Trainer(model=model, args=args, train_dataset=dataset, data_collator=_collate, callbacks=callbacks)
+    stage = cfg.stages[i]
+    tokens = TokenCounter(step_offset=step_offset, tokens_per_step=len(dataset) // stage.max_steps * pre.seq_len,
+                          seq_len=pre.seq_len, seq_offset=seq_offset, lang_tokens=pre.lang_tokens)
+    trainer = _Trainer(model=model, args=args, train_dataset=dataset, data_collator=_collate,
+                       metric_sources=[tokens, gpu_memory])
+    report_at_run_step(trainer, step_offset, tb_dir)
+    add_online_eval(trainer, pre.eval_sets, cfg.eval, pre.prefix_id, pre.seq_len, at_start=at_start)
+    for callback in (stop, MetricsJsonl(run.metrics, stage=stage.name, stage_index=i, step_offset=step_offset),
+                     CheckpointCallback()):
+        trainer.add_callback(callback)
+    return trainer
