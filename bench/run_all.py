@@ -5,7 +5,8 @@
 Each benchmark is its own script (run them alone for their full tables); this runs them one after another in
 subprocesses, reads the `BENCH_JSON` line each prints, and summarises. --quick (smaller sizes, the forgetting
 bench at --minutes 3) took 12 minutes on 2 CPU cores; the full run is about twice that. Needs ../shared (or
-KOLM_SHARED). No GPU benchmark runs here (bench/mfu.py is the GPU one).
+KOLM_SHARED). No GPU benchmark runs here (bench/mfu.py is the GPU one). The full run ends with
+bench/real_model.py (SmolLM2-135M through every stage; left out of --quick).
 """
 
 from __future__ import annotations
@@ -85,6 +86,19 @@ def main() -> None:
         for r in res["rows"]:
             if r["strategy"] == "ZeRO-3":
                 add("memory plan", f"{r['model']} ZeRO-3: min 80 GB GPUs", str(r["min GPUs (80GB)"]), "-", None)
+    if not q:  # SmolLM2-135M through every stage: too slow for --quick (bench/real_model.py --quick is a smoke run)
+        res, s, err = run("real_model.py")
+        if res:
+            points = res["points"]
+            add("real model", "SmolLM2-135M end points: load, generate, Korean back",
+                f"{sum(p['loads'] and p['generates'] and p['korean_back'] for p in points)}/{len(points)}",
+                "all", res["passed"])
+            ko = {p["stage"]: p["ko_bpb"] for p in points}
+            if ko.get("base") and ko.get("resize") and ko.get("cpt"):
+                add("real model", "Korean bpb base -> resize -> CPT",
+                    f"{ko['base']:.3f} -> {ko['resize']:.3f} -> {ko['cpt']:.3f}", "-", None)
+        else:
+            add("real model", "error", err.splitlines()[-1] if err else "no result", "", False)
     print_table(rows, "kolm benchmarks (CPU; GPU benchmarks need a lent GPU and are not part of this run)")
 
 

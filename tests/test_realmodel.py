@@ -25,6 +25,7 @@ def _gguf_loaded():
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name), path
 
 
+@pytest.mark.realmodel
 @pytest.mark.slow
 def test_imported_smollm2_equals_the_gguf_model(smollm2):
     import torch
@@ -53,6 +54,7 @@ def test_imported_smollm2_equals_the_gguf_model(smollm2):
     assert tok.model_max_length == 8192 and "<|im_start|>" in tok.chat_template
 
 
+@pytest.mark.realmodel
 def test_smollm2_tokenizer_follows_llamacpp(smollm2):
     """Real Korean and English text: the imported tokenizer equals llama.cpp's BPE with the `smollm`
     pre-tokenizer (digits split first), computed from the GGUF's own vocabulary and merges."""
@@ -73,6 +75,7 @@ def test_smollm2_tokenizer_follows_llamacpp(smollm2):
     assert all(tok.decode(tok(t)["input_ids"]) == t for t in texts)
 
 
+@pytest.mark.realmodel
 @pytest.mark.slow
 def test_smollm2_answers_with_its_chat_template(smollm2):
     import torch
@@ -107,3 +110,161 @@ def test_zoo_cache_refuses_bad_hashes_and_reports_unreachable_registry(tmp_path,
     monkeypatch.setenv("KOLM_CACHE", str(tmp_path / "elsewhere"))
     assert zoo.cache_root() == tmp_path / "elsewhere" and zoo.cache_root(tmp_path) == tmp_path
     assert zoo.ZOO["smollm2"] is entry
+
+
+# -- every kolm stage on the real model -------------------------------------------------------------------------
+# One session-scoped pipeline (kolm/demo/real.py) on the demo's embedded text runs each stage once with a tiny
+# budget; the tests below check its end points. `kolm demo --model smollm2` then reuses every stage.
+
+TEST_BUDGET = dict(new_tokens=600, seq_len=64, micro_batch=1, emb_steps=2, lora_steps=2, lora_r=4, sft_steps=2,
+                   dpo_steps=2, align_batch=1, eval_docs=3, gen_tokens=8, emb_lr=1e-3, lora_lr=3e-4)
+
+
+@pytest.fixture(scope="session")
+def pipeline(smollm2, tmp_path_factory):
+    from kolm.demo.real import Budget, Pipeline, demo_text
+    from kolm.demo.run import DemoConfig
+
+    root = tmp_path_factory.mktemp("realmodel")
+    out = root / "smollm2"
+    pipe = Pipeline(smollm2, out, demo_text(DemoConfig(output=str(root)), out / "text"), Budget(**TEST_BUDGET))
+    pipe.run()
+    return pipe, root, {p.stage: p for p in pipe.points}
+
+
+def _tok(folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_every_stage_loads_generates_and_answers_in_korean(pipeline):
+    pipe, _, points = pipeline
+    assert list(points) == ["base", "resize", "cpt", "sft", "dpo", "upscale"]
+    failed = {s: (p.generated, p.note) for s, p in points.items() if not p.passed}
+    assert not failed, failed
+    for p in points.values():
+        assert p.ko_bpb and p.en_bpb and 0 < p.ko_bpb < 10 and 0 < p.en_bpb < 10, p
+    # the extension shortens Korean and the resize keeps English: same ids, so bits per byte barely move
+    assert points["resize"].ko_chars_per_token > 1.5 * points["base"].ko_chars_per_token
+    assert points["resize"].en_bpb == pytest.approx(points["base"].en_bpb, rel=5e-3)
+    assert points["sft"].prompt.startswith("한국") and (pipe.out / "card" / "README.md").is_file()
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_tied_heads_vocab_and_layers_stay_consistent(pipeline):
+    import json
+
+    from kolm.artifacts import TokenizerExtension
+
+    pipe, _, points = pipeline
+    ext = TokenizerExtension.read(pipe.out / "tok-ko")
+    n = 49152 + ext.num_added
+    for stage, p in points.items():
+        assert p.tied, f"{stage}: lm_head is no longer the embedding matrix"
+        assert p.vocab == (49152 if stage == "base" else n), (stage, p.vocab)
+        assert p.layers == (40 if stage == "upscale" else 30), (stage, p.layers)
+        if stage != "base":
+            assert len(_tok(p.model)) == n
+            cfg = json.loads((pipe.out / p.model / "config.json").read_text())
+            assert cfg["tie_word_embeddings"] and cfg["num_key_value_heads"] == 3
+            assert cfg.get("rope_parameters", cfg).get("rope_theta") == 100000.0
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_english_tokenization_and_special_tokens_equal_the_base(pipeline):
+    pipe, _, points = pipeline
+    base = _tok(pipe.base)
+    en = [x for x in pipe.text["en_heldout"].read_text(encoding="utf-8").splitlines() if x][:200]
+    en += ["a  1  22   333", "Version 3.11.2\n\n  x", "<|im_start|>user\nhi<|im_end|>"]
+    ko = [x for x in pipe.text["ko_heldout"].read_text(encoding="utf-8").splitlines() if x][:50]
+    for stage in ("resize", "cpt", "sft", "dpo", "upscale"):
+        tok = _tok(points[stage].model)
+        assert [tok(t)["input_ids"] for t in en] == [base(t)["input_ids"] for t in en], stage
+        assert all(tok.decode(tok(t)["input_ids"]) == t for t in ko + en), stage
+        assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>"), stage
+        assert tok("안녕")["input_ids"][0] != tok.bos_token_id, f"{stage}: no BOS added (ChatML writes its markers)"
+        assert tok.chat_template == base.chat_template, f"{stage}: the model's own ChatML template travels"
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,base_stage", [("sft", "cpt"), ("dpo", "sft")])
+def test_merged_model_equals_base_plus_adapter(pipeline, kind, base_stage):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    pipe, _, points = pipeline
+    base = AutoModelForCausalLM.from_pretrained(points[base_stage].model, dtype=torch.float32)
+    ref = PeftModel.from_pretrained(base, pipe.out / kind).eval()
+    merged = AutoModelForCausalLM.from_pretrained(points[kind].model, dtype=torch.float32).eval()
+    tok = _tok(points[kind].model)
+    ids = tok.apply_chat_template([{"role": "user", "content": "한국어로 인사해 주세요. Say hello."}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        a, b = ref(input_ids=ids).logits, merged(input_ids=ids).logits
+    torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-4)
+    with torch.no_grad(), ref.disable_adapter():
+        assert not torch.allclose(ref(input_ids=ids).logits, a, atol=1e-5), "the adapter changed nothing"
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_upscaled_layers_follow_solar_dus(pipeline):
+    from safetensors import safe_open
+
+    pipe, _, points = pipeline
+
+    def layer(folder, i):
+        files = sorted((pipe.out / folder).glob("*.safetensors"))
+        key = f"model.layers.{i}.self_attn.q_proj.weight"
+        for f in files:
+            with safe_open(str(f), "pt") as fh:
+                if key in fh.keys():
+                    return fh.get_tensor(key)
+        raise KeyError(key)
+
+    src, up = points["dpo"].model, points["upscale"].model
+    assert (layer(up, 0) == layer(src, 0)).all() and (layer(up, 19) == layer(src, 19)).all()
+    assert (layer(up, 20) == layer(src, 10)).all() and (layer(up, 39) == layer(src, 29)).all()
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
+def test_demo_on_smollm2_reuses_the_stages_and_shows_before_and_after(pipeline, monkeypatch, capsys):
+    from kolm.cli import main
+    from kolm.demo import real
+
+    pipe, root, _ = pipeline
+    monkeypatch.setattr(real, "demo_budget", lambda minutes: real.Budget(**TEST_BUDGET))
+    capsys.readouterr()
+    assert main(["demo", "--model", "smollm2", "--output", str(root)]) == 0
+    printed = capsys.readouterr().out
+    for step in ("extend", "resize", "data", "cpt", "sft", "dpo"):
+        assert f"{step}: reused" in printed, step
+    assert "before (SmolLM2-135M-Instruct):" in printed and "after  (dpo-merged):" in printed
+    assert (pipe.out / "report.html").is_file() and (pipe.out / "summary.txt").is_file()
+    assert "upscale" not in (pipe.out / "summary.txt").read_text()
+
+
+def test_demo_model_option_and_end_point_table(capsys):
+    """Fast, no model: the option parses and is validated; the table marks a failed check; Hangul detection."""
+    from kolm.cli import main
+    from kolm.demo.real import EndPoint, has_hangul, table
+
+    assert main(["demo", "--model", "smollm2", "--dry-run"]) == 0
+    assert "model: smollm2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["demo", "--model", "llama"])
+    assert "invalid choice: 'llama'" in capsys.readouterr().err
+    assert has_hangul("답: 서울") and has_hangul("ㅎㅎ") and not has_hangul("Seoul \ufffd 東京")
+    ok = EndPoint("cpt", "m", 1.0, 2.5, 1.4, 1.9, 30, 57152, True, "p", "서울", True, True, True)
+    bad = EndPoint("sft", "m", 2.0, loads=True, generates=True, generated="I'm sorry")
+    lines = table([ok, bad]).splitlines()
+    assert lines[1].endswith("PASS") and "2.5000" in lines[1] and lines[2].endswith("FAIL")
+    assert "Korean back" in lines[1] and "Korean back" not in lines[2]

@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -46,6 +46,8 @@ class DemoConfig:
     en_text: str = field(None, path=True, help="English text file (one document per line), likewise")
     align: bool = field(True, help="run the LoRA SFT + DPO step")
     lr: float = field(1e-3, help="peak learning rate of the continual-pretraining full stage")
+    model: Literal["tiny", "smollm2"] = field(
+        "tiny", help="tiny: a Llama built and pretrained here; smollm2: SmolLM2-135M-Instruct, in OUTPUT/smollm2")
 
     def __post_init__(self) -> None:
         if not 0 < self.lr < 1:
@@ -174,6 +176,10 @@ def _scale(cfg: DemoConfig) -> dict[str, int]:
 
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
+    if cfg.model == "smollm2":
+        from kolm.demo.real import run_demo
+
+        return run_demo(cfg)
     from kolm.demo.text import english_documents, korean_documents, split
 
     out = Path(cfg.output).resolve()
