@@ -25,8 +25,8 @@ for _m in pkgutil.iter_modules(__path__):
 
 
 def names() -> list[str]:
-    """Registered init names, in a stable order (the CLI default first)."""
-    return sorted(REGISTRY, key=lambda n: (n != "distill", n))
+    """Registered init names, in a stable order (the default first)."""
+    return sorted(REGISTRY, key=lambda n: (n != "subword-mean", n))
 
 
 def get_init(name: str) -> EmbeddingInit:
