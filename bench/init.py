@@ -14,9 +14,8 @@
   equivalent of `kolm train cpt`'s embeddings stage), and bpb after it.
 - Bar (issue 12): Korean bpb right after the default init <= 1.15x the base; English change <= +0.05%;
   init <= 5 minutes on 2 CPU cores for the 135M model.
-- --scaling: seconds per teacher window, per head-fit epoch and per full distill step for the 135M model, a
-  15-layer cut of it and a wider random model of the SmolLM2-360M shape, and for 2,000 vs 8,000 new tokens: how
-  the init's cost grows.
+- --scaling: seconds per distill step for the 135M model, a 15-layer cut of it and a wider random model of the
+  SmolLM2-360M shape, and for 2,000 vs 8,000 new tokens: how the init's cost grows.
 - Seconds: wall and CPU seconds of this process (the CPU seconds do not grow when other jobs share the cores;
   on an idle 2-core machine the wall time is about CPU seconds / 2).
 """
@@ -122,10 +121,8 @@ def method_row(args, base: Path, tok: Path, corpus: Path, train: list[str], held
     n_base = stats["base_tokenizer_size"]
     zero_rows = int((model.get_input_embeddings().weight.abs().sum(1) == 0).sum())
     ko0, en0 = bpb(model, hf_tok, held["ko"]), bpb(model, hf_tok, held["en"])
-    d = stats.get("distill", {})
     row = {"method": args.method, "init s": round(init_s, 1), "init cpu s": round(init_cpu, 1),
-           "windows": d.get("teacher", {}).get("windows", "-"), "head epochs": d.get("head", {}).get("epochs", "-"),
-           "full steps": d.get("steps", "-"), "ko bpb": ko0,
+           "distill steps": stats.get("distill", {}).get("steps", "-"), "ko bpb": ko0,
            "ko x base": ko0 / ref["ko"], "en change %": 100 * (en0 / ref["en"] - 1), "zero rows": zero_rows}
     if args.stage_steps:
         stage_s = embeddings_stage(model, Tokenizer.from_file(str(tok / "tokenizer.json")), train, n_base,
@@ -161,12 +158,9 @@ def scaling_rows(base: Path, toks: dict[int, Path], corpus: Path, steps: int = 4
                     model.load_state_dict(sd, strict=False)
             params = sum(p.numel() for p in model.parameters())
             new, old = (Tokenizer.from_file(str(p / "tokenizer.json")) for p in (tok, base))
-            st = resize_model(model, new, old, "distill", corpus=[str(corpus)], max_steps=steps,
-                              options={"head_epochs": 2})["distill"]
+            st = resize_model(model, new, old, "distill", corpus=[str(corpus)], max_steps=steps)["distill"]
             rows.append({"model": name, "params M": round(params / 1e6, 1), "new tokens": n_new,
-                         "teacher s per window": round(st["teacher"]["seconds"] / st["teacher"]["windows"], 3),
-                         "head s per epoch": round(st["head"]["seconds"] / max(st["head"]["epochs"], 1), 2),
-                         "full s per step": st["median_step_s"], "tokens per step": st["tokens_per_step"]})
+                         "s per step": st["median_step_s"], "tokens per step": st["tokens_per_step"]})
     return rows
 
 

@@ -79,9 +79,7 @@ def test_distill_beats_subword_mean_and_keeps_old_rows(world):
     bos = base.config.bos_token_id
     sm, new, _ = _resize(world, "subword-mean")
     t0 = time.perf_counter()
-    # the step cap decides here; the full-phase rate the tiny model was tuned with, a short head fit (its 40 cached
-    # batches would allow 30 epochs: it overfits them)
-    di, _, stats = _resize(world, "distill", max_steps=40, budget_s=1e6, options={"lr": 1e-2, "head_epochs": 3})
+    di, _, stats = _resize(world, "distill", max_steps=40, budget_s=1e6)  # the step cap decides here
     took = time.perf_counter() - t0
     n_base = base.get_input_embeddings().weight.shape[0]
     w_old, w_new = base.get_input_embeddings().weight, di.get_input_embeddings().weight
@@ -151,7 +149,6 @@ def test_cli_reads_the_corpus_from_extension_json(world, tmp_path, monkeypatch):
                  "--init", "distill", "--init-steps", "2"]) == 0
     rec = json.loads((out / "resize.json").read_text())
     assert rec["init"] == "distill" and rec["distill"]["steps"] == 2 and rec["config"]["init_steps"] == 2
-    assert rec["config"]["init"] == "distill" and rec["distill"]["teacher"]["windows"] == 16
     monkeypatch.chdir(tmp_path)  # now the recorded corpus cannot be found: a clear error before loading
     with pytest.raises(KolmError, match="corpus file 'ko_train.txt' not found"):
         run(ResizeConfig(model=str(model_dir), tokenizer=str(ext2), output=str(tmp_path / "o2"), init="distill"))
@@ -215,4 +212,3 @@ def test_lazy_adam_moves_only_the_rows_it_is_given():
     opt.step(torch.tensor([7, 9]))
     assert torch.equal(w[:7], before[:7]) and torch.equal(w[8], before[8]) and w.grad is None
     assert torch.allclose(w[[7, 9]], before[[7, 9]] - 0.1 * before[[7, 9]].sign(), atol=1e-5)  # Adam's first step
-

@@ -20,22 +20,10 @@ extended-token boundary the two are aligned, and the base model's predictions th
 Only the new rows train (a gradient hook zeroes every other row, Adam without weight decay: old rows stay
 bit-identical, and they are restored and checked at the end). With tied embeddings one row serves as input and
 as output; with untied ones both matrices' new rows train. The corpus is the extension's own (``extension.json``
-records it), read in a seeded order, cut into windows of ``window`` extended tokens. The budget
-(``inputs.budget_s``, wall clock) is spent in three phases:
-
-1. teacher pass (``teacher_share`` of the budget, or ``teacher_windows`` windows): the base model reads the windows
-   in base tokens once, without gradients; its last hidden states at the aligned positions are cached. This is
-   the only pass of the base model (targets are recomputed from the cached states with one matmul).
-2. head fit (``head_share``, at most ``head_epochs`` passes): the new rows as LM-head rows on the cached teacher
-   states, ce + kd + replay, no pass through the network. Measured on SmolLM2-135M (bench/init.py), the output
-   side is where subword-mean loses most: with the base model's own hidden states, its new rows alone cost
-   1.28x the base bpb of 1.36x in all.
-3. full distillation with what is left (at most ``full_epochs`` passes over the cached batches): the extended
-   model reads the extended tokens, trains input and output side together against the cached targets.
-
-Cost: one forward pass of the base model per window (phase 1), a head matmul per cached position and epoch
-(phase 2), one forward and backward pass (activation gradients only) of the extended tokens per step (phase 3):
-linear in model size and corpus tokens used; the number of new tokens only enters the head matmuls.
+records it), read in a seeded order, cut into windows of ``window`` extended tokens; training stops at the time
+budget or the step cap. Cost: per window, one forward pass of the base model on the base tokens plus a forward
+and backward pass of the extended model (no weight gradients except the embeddings), so time grows linearly with
+model size and with the number of windows, and not with the number of new tokens (see bench/init.py).
 """
 
 from __future__ import annotations
@@ -50,10 +38,8 @@ from kolm.errors import KolmError
 from kolm.model.inits.base import EmbeddingInit, InitInputs, register
 from kolm.model.inits.subword_mean import SubwordMean
 
-DEFAULTS = {"lr": 1e-3, "window": 128, "batch": 8, "kd_weight": 1.0, "ce_weight": 1.0, "warmup": 5,
-            "replay_weight": 1.0, "replay_positions": 512, "replay_samples": 8, "teacher_share": 0.5,
-            "head_share": 0.15, "head_lr": 1e-3, "head_epochs": 5, "max_full_steps": 10_000, "teacher_windows": 0,
-            "spread_ridge": 0.1, "full_epochs": 2}
+DEFAULTS = {"lr": 1e-2, "window": 128, "batch": 8, "kd_weight": 1.0, "ce_weight": 1.0, "warmup": 5,
+            "replay_weight": 1.0, "replay_positions": 512, "replay_samples": 8}
 
 
 @dataclass
@@ -152,55 +138,29 @@ def grouped_kl(logp: Any, q: Any, first: Any, n_base: int) -> Any:
     return F.kl_div(log_grouped, q, log_target=True, reduction="batchmean")
 
 
-def head_loss(head: Any, h: Any, targets: Any, q: Any, first: Any, n_base: int,
-              opts: dict[str, Any]) -> tuple[Any, dict]:
-    """ce + kd of the extended model's head on hidden states ``h`` (see the module docstring) and its parts. The
-    base rows never train: only the new rows' part of the head carries a weight gradient (``h`` still gets its
-    gradient from every row), so the backward pass does not build a gradient for the whole vocabulary."""
-    import torch
-    import torch.nn.functional as F
-
-    w = head.weight
-    logits = torch.cat([h @ w.detach()[:n_base].T, h @ w[n_base:].T], -1)
-    if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias
-    logp = F.log_softmax(logits.float(), -1)
-    ce = F.nll_loss(logp, targets)
-    kd = grouped_kl(logp, q, first, n_base)
-    return opts["ce_weight"] * ce + opts["kd_weight"] * kd, {"ce": ce.item(), "kd": kd.item()}
-
-
-def teacher_q(head: Any, h: Any, n_base: int) -> Any:
-    """The base model's next-piece log-distribution from its hidden states (only base rows: they never change)."""
-    import torch
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        return F.log_softmax((h @ head.weight[:n_base].T).float(), -1)
-
-
-def replay_loss(head: Any, replay: tuple[Any, Any] | None, first: Any, n_base: int,
-                opts: dict[str, Any]) -> tuple[Any, dict]:
-    """The replay term (text without new tokens: hidden states are the base model's, only the head moves)."""
-    import torch.nn.functional as F
-
-    if replay is None:
-        return 0.0, {}
-    hr, qr = replay
-    rkd = grouped_kl(F.log_softmax(head(hr).float(), -1), qr, first, n_base)
-    return opts["replay_weight"] * rkd, {"replay": rkd.item()}
-
-
-def step_loss(model: Any, batch: tuple[Any, ...], h_teacher: Any, first: Any, n_base: int, opts: dict[str, Any],
+def step_loss(model: Any, batch: tuple[Any, ...], first: Any, n_base: int, opts: dict[str, Any],
               replay: tuple[Any, Any] | None = None) -> tuple[Any, dict]:
-    """Full-model kd + ce (+ replay) loss of one batch; ``h_teacher``: the base model's cached hidden states at the
-    aligned positions (:func:`teacher_pass`)."""
-    nx, nm, _, _, rows, npos, _ = batch
-    head = model.get_output_embeddings()
-    h = model.base_model(input_ids=nx, attention_mask=nm).last_hidden_state[rows, npos]
-    loss, parts = head_loss(head, h, nx[rows, npos + 1], teacher_q(head, h_teacher, n_base), first, n_base, opts)
-    r, rparts = replay_loss(head, replay, first, n_base, opts)
-    return loss + r, {**parts, **rparts}
+    """kd + ce (+ replay) loss of one batch (see the module docstring) and its parts."""
+    import torch
+    import torch.nn.functional as F
+
+    nx, nm, bx, bm, rows, npos, bpos = batch
+    body, head = model.base_model, model.get_output_embeddings()
+    with torch.no_grad():  # the base model: the same weights, the base tokens only (new rows never read)
+        h = body(input_ids=bx, attention_mask=bm).last_hidden_state[rows, bpos]
+        q = F.log_softmax(head(h)[:, :n_base].float(), -1)
+    logits = head(body(input_ids=nx, attention_mask=nm).last_hidden_state[rows, npos]).float()
+    logp = F.log_softmax(logits, -1)
+    ce = F.nll_loss(logp, nx[rows, npos + 1])
+    kd = grouped_kl(logp, q, first, n_base)
+    loss = opts["ce_weight"] * ce + opts["kd_weight"] * kd
+    parts = {"ce": ce.item(), "kd": kd.item()}
+    if replay is not None:  # text without new tokens: hidden states are the base model's, only the head moves
+        hr, qr = replay
+        rkd = grouped_kl(F.log_softmax(head(hr).float(), -1), qr, first, n_base)
+        loss = loss + opts["replay_weight"] * rkd
+        parts["replay"] = rkd.item()
+    return loss, parts
 
 
 def replay_states(model: Any, texts: list[str], inputs: InitInputs, prefix: int,
@@ -276,8 +236,6 @@ class LazyAdam:
         r = rows - self.start
         with torch.no_grad():
             for p, m, v, t in zip(self.params, self.m, self.v, self.t):
-                if p.grad is None:  # untied: the head fit trains only the head's rows
-                    continue
                 g = p.grad[rows].float()
                 t[r] += 1
                 m[r] = b1 * m[r] + (1 - b1) * g
@@ -319,11 +277,11 @@ class Distill(EmbeddingInit):
         return SubwordMean().rows(model, old_w, old_b, rows, inputs, kind)  # the starting point
 
     def refine(self, model: Any, inputs: InitInputs) -> dict[str, Any]:
-        """Teacher pass, head fit, full distillation, within ``inputs.budget_s`` seconds (see the module docstring)."""
+        """Train the new rows for ``inputs.budget_s`` seconds (or ``inputs.max_steps`` steps)."""
         from kolm.io import iter_corpus
 
         opts = {**DEFAULTS, **inputs.options}
-        t0 = time.perf_counter()  # the whole init: reading, replay states, the three phases
+        deadline = time.perf_counter() + inputs.budget_s  # the whole init: reading, replay states, training
         if not inputs.corpus:
             raise KolmError("init distill: no corpus (pass --corpus, or resize with the tokenizer folder whose "
                             "extension.json records the corpus it was learned on)")
@@ -336,19 +294,20 @@ class Distill(EmbeddingInit):
                             "the new tokens")
         start = inputs.plan.n_base
         params, originals, hooks = _trainable_rows(model, start)
-        first = first_piece_map(inputs.plan, model.get_input_embeddings().weight.shape[0], params[0].device)
+        device = params[0].device
+        first = first_piece_map(inputs.plan, model.get_input_embeddings().weight.shape[0], device)
+        opt = LazyAdam(params, start, float(opts["lr"]))
         was_training = model.training
         model.eval()  # no dropout: the targets are the deterministic base model
         try:
             replay = replay_states(model, plain, inputs, prefix, opts) if opts["replay_weight"] > 0 else None
-            budget = max(inputs.budget_s - (time.perf_counter() - t0), 1e-3)
-            stats = _phases(model, windows, first, params, opts, inputs, replay, budget)
+            stats = _train(model, windows, first, opt, opts, inputs, replay, deadline)
         finally:
             _restore(model, params, originals, hooks, start)
             model.train(was_training)
-        return {**stats, "seconds": round(time.perf_counter() - t0, 2), "windows_available": len(windows),
-                "documents_skipped_unaligned": skipped, "replay_documents": len(plain),
-                "replay_positions": 0 if replay is None else int(replay[0].shape[0]), "options": opts}
+        return {**stats, "windows_available": len(windows), "documents_skipped_unaligned": skipped,
+                "replay_documents": len(plain), "replay_positions": 0 if replay is None else int(replay[0].shape[0]),
+                "options": opts}
 
 
 def _prefix_id(model: Any, inputs: InitInputs) -> int:
@@ -362,133 +321,38 @@ def _prefix_id(model: Any, inputs: InitInputs) -> int:
     raise KolmError("init distill: the model config has neither bos_token_id nor eos_token_id")
 
 
-def _phases(model: Any, windows: list[Window], first: Any, params: list[Any], opts: dict[str, Any],
-            inputs: InitInputs, replay: tuple[Any, Any] | None, budget: float) -> dict[str, Any]:
-    """Split the budget: teacher pass, head fit (and spread), then full distillation with what is left."""
-    import torch
-
-    t0, bsz = time.perf_counter(), int(opts["batch"])
-    want = len(windows) if inputs.max_steps is None else min(len(windows), inputs.max_steps * bsz)
-    if int(opts["teacher_windows"]) > 0:
-        want = min(len(windows), int(opts["teacher_windows"]))
-    cached = teacher_pass(model, windows[:want], bsz, t0 + budget * float(opts["teacher_share"]))
-    t1, n_base = time.perf_counter(), inputs.plan.n_base
-    starts = [p.detach()[n_base:].clone() for p in params]
-    head = fit_head(model, cached, first, params, opts, n_base, replay, t1 + budget * float(opts["head_share"]))
-    if float(opts["spread_ridge"]) > 0:
-        targets = torch.cat([b[0][b[4], b[5] + 1] for b, _ in cached])
-        counts = torch.bincount(targets[targets >= n_base] - n_base, minlength=starts[0].shape[0])
-        head["spread_rows"] = spread(params, starts, counts.nonzero()[:, 0], counts, n_base,
-                                     float(opts["spread_ridge"]))
-    full = _train(model, cached, first, params, opts, inputs, replay, t0 + budget)
-    return {"teacher": {"windows": sum(int(b[0].shape[0]) for b, _ in cached), "batches": len(cached),
-                        "seconds": round(t1 - t0, 2)}, "head": head, **full}
-
-
-def teacher_pass(model: Any, windows: list[Window], bsz: int, deadline: float) -> list[tuple[tuple, Any]]:
-    """The base model reads the windows in base tokens once (no gradients), batched by length (little padding),
-    until ``deadline`` (at least one batch): the batches and the base model's last hidden states at the aligned
-    positions. Every later phase reuses them (the teacher never runs again)."""
-    import torch
-
-    body, device = model.base_model, model.get_input_embeddings().weight.device
-    out = []
-    for lo in range(0, len(windows), bsz):
-        if out and time.perf_counter() > deadline:
-            break
-        batch = _batch(sorted(windows[lo:lo + bsz], key=lambda w: len(w.base_ids)), 0, device)
-        with torch.no_grad():
-            h = body(input_ids=batch[2], attention_mask=batch[3]).last_hidden_state[batch[4], batch[6]]
-        out.append((batch, h))
-    return out
-
-
-def fit_head(model: Any, cached: list[tuple[tuple, Any]], first: Any, params: list[Any], opts: dict[str, Any],
-             n_base: int, replay: tuple[Any, Any] | None, deadline: float) -> dict[str, Any]:
-    """The output side alone: the new rows as LM-head rows on the teacher's cached hidden states (the states the
-    extended model should have), ce + kd + replay, epochs until ``deadline`` or ``head_epochs``. No pass through the
-    network: one matmul per batch, so it sees every cached position many times in seconds."""
-    import torch
-
-    head = model.get_output_embeddings()
-    opt = LazyAdam(params, n_base, float(opts["head_lr"]))
-    t0, epochs, parts, first_parts = time.perf_counter(), 0, {}, None
-    for _ in range(int(opts["head_epochs"])):
-        if time.perf_counter() > deadline:
-            break
-        for batch, h in cached:
-            nx, _, _, _, rows, npos, _ = batch
-            targets = nx[rows, npos + 1]
-            loss, parts = head_loss(head, h, targets, teacher_q(head, h, n_base), first, n_base, opts)
-            r, rparts = replay_loss(head, replay, first, n_base, opts)
-            (loss + r).backward()
-            opt.step(torch.unique(targets[targets >= n_base]))
-            parts = {**parts, **rparts}
-            first_parts = first_parts or parts
-        epochs += 1
-    return {"epochs": epochs, "seconds": round(time.perf_counter() - t0, 2), "first": first_parts, "last": parts}
-
-
-def spread(weights: list[Any], starts: list[Any], seen: Any, counts: Any, n_base: int, ridge: float) -> int:
-    """Carry what the fit learned to the new rows it never saw: a linear map M (dim x dim) with start @ M ~ fitted
-    row over the seen rows (weighted by occurrences, ridge-pulled towards the identity, closed form; ``ridge`` is
-    relative to the mean eigenvalue of the seen starts' Gram matrix) is applied to the starts of the unseen rows.
-    The corpus slice the budget allows covers only the frequent tokens; the rest would otherwise keep their
-    subword-mean start. Returns the number of rows moved."""
-    import torch
-
-    unseen = torch.ones(starts[0].shape[0], dtype=torch.bool, device=seen.device)
-    unseen[seen] = False
-    if not seen.numel() or not unseen.any():
-        return 0
-    c = counts[seen].float().sqrt()[:, None]
-    with torch.no_grad():
-        for w, s0 in zip(weights, starts):
-            x, y = s0[seen].float() * c, w[n_base:][seen].float() * c
-            lam = ridge * float((x * x).sum()) / x.shape[1]  # relative to the mean eigenvalue of x.T @ x
-            eye = torch.eye(x.shape[1], device=x.device)
-            m = torch.linalg.solve(x.T @ x + lam * eye, x.T @ y + lam * eye)
-            w[n_base:][unseen] = (s0[unseen].float() @ m).to(w.dtype)
-    return int(unseen.sum())
-
-
-def _train(model: Any, cached: list[tuple[tuple, Any]], first: Any, params: list[Any], opts: dict[str, Any],
+def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[str, Any],
            inputs: InitInputs, replay: tuple[Any, Any] | None, deadline: float) -> dict[str, Any]:
-    """Full distillation over the cached batches: warm-up, cosine decay to 10% over the step cap (``max_steps``,
-    else as many steps as the first step's time says fit before ``deadline``, at most ``full_epochs`` passes over
-    the cached batches and ``max_full_steps``); at least one step unless a cap is 0."""
+    """The loop: warm-up, cosine decay to 10% over the step cap; stops at the step cap or the time budget."""
     import torch
     from tqdm.auto import tqdm
 
-    n_base = inputs.plan.n_base
-    cap = min(int(opts["max_full_steps"]), int(opts["full_epochs"] * len(cached)))
-    opt = LazyAdam(params, n_base, float(opts["lr"]))
-    steps, peak = min(inputs.max_steps or 1, cap), opt.lr
+    bsz, n_base = int(opts["batch"]), inputs.plan.n_base
+    steps = inputs.max_steps or max(1, len(windows) // bsz)
+    device = first.device
     t0, done, first_loss, last, times, tokens = time.perf_counter(), 0, None, {}, [], 0
+    peak = opt.lr
     bar = tqdm(total=steps, desc="distill init", unit="step", leave=False, mininterval=2.0)
-    for step in range(10**9 if cap else 0):
+    for step in range(steps):
         t_step = time.perf_counter()
-        if step >= steps or (step > 0 and t_step > deadline):
+        if t_step > deadline and step > 0:  # at least one step, so a tiny budget still yields a trained init
             break
-        batch, h = cached[step % len(cached)]
+        lo = (step * bsz) % len(windows)
+        batch = _batch((windows + windows)[lo:lo + bsz], 0, device)
         warm = min(1.0, (step + 1) / max(1, int(opts["warmup"])))
         opt.lr = peak * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
-        loss, parts = step_loss(model, batch, h, first, n_base, opts, replay)
+        loss, parts = step_loss(model, batch, first, n_base, opts, replay)
         loss.backward()
         seen = batch[0]  # the extended ids of the windows: every input and every target
         opt.step(torch.unique(seen[seen >= n_base]))
         done, last = step + 1, parts
         times.append(time.perf_counter() - t_step)
-        if step == 0 and inputs.max_steps is None:  # the step cap the remaining budget allows
-            steps = max(1, min(cap, int((deadline - t0) / max(times[0], 1e-6))))
-            bar.reset(total=steps)
         tokens += int(batch[1].sum())
         first_loss = first_loss or parts
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
     bar.close()
-    return {"steps": done, "max_steps": steps, "train_seconds": round(time.perf_counter() - t0, 2),
+    return {"steps": done, "max_steps": steps, "seconds": round(time.perf_counter() - t0, 2),
             "stopped_by": "steps" if done == steps else "time budget", "first": first_loss, "last": last,
-            "windows_seen": sum(int(cached[i % len(cached)][0][0].shape[0]) for i in range(done)),
-            "median_step_s": round(sorted(times)[len(times) // 2], 3) if times else 0.0,
+            "windows_seen": done * bsz, "median_step_s": round(sorted(times)[len(times) // 2], 3) if times else 0.0,
             "tokens_per_step": round(tokens / max(done, 1), 1)}
