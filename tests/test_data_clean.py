@@ -329,5 +329,7 @@ def test_shipped_recipe_parses_and_validates(path):
     need_shared()  # the files they name live in ../shared
     resolved = resolve_sources(cfg.sources, path.parent)
     assert all(s.files for s in resolved)
+    if "/out/" in Path(cfg.tokenizer).as_posix() and not Path(cfg.tokenizer).exists():
+        return  # an earlier step's output (`kolm vocab extend ... --output out/...`), as the recipe's comment says
     tok = load_tokenizer(cfg.tokenizer, path.parent)
     assert tok["eos_id"] is not None and tok["vocab_size"] > 0
