@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,8 +382,19 @@ def _strip_launcher_args(argv: list[str]) -> list[str]:
     return out
 
 
+# Framework warnings that say nothing to a kolm user (kolm's output is progress bars and one line per step):
+# the Trainer's CPU pin_memory note, deprecations inside transformers/trl and torch.distributed's own calls.
+QUIET_WARNINGS = [
+    (UserWarning, r".*'pin_memory' argument is set as true but no accelerator is found"),
+    (FutureWarning, r".*`is_gradient_checkpointing` is deprecated"),
+    (FutureWarning, r".*`torch\.distributed\.all_gather_into_tensor` is deprecated"),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _strip_launcher_args(list(sys.argv[1:] if argv is None else argv))
+    for category, message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     try:
         cmd, cfg, dry_run = resolve_command(argv)
         if dry_run:

@@ -616,3 +616,23 @@ def test_one_path_rule_for_every_command(name, tmp_path, monkeypatch):
             recipe.write_text(yaml.safe_dump(data))
             assert get(dry_run([*cmd.path, *rec]), key) == ([kept] if many else kept), (key, kept)
             put(data, key, given[key])
+
+
+def test_framework_noise_is_silenced_and_other_warnings_are_not(tmp_path):
+    """kolm's output is progress bars and one line per step: the framework warnings in QUIET_WARNINGS are dropped
+    once a command runs, any other warning still shows."""
+    import warnings
+
+    from kolm.cli import QUIET_WARNINGS
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        main(["vocab", "extend", "--base", "b", "--corpus", "c.txt", "--num-new-tokens", "5", "--output",
+              str(tmp_path / "o"), "--dry-run"])
+        warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device pinned memory "
+                      "won't be used.", UserWarning, stacklevel=1)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
+                      stacklevel=1)
+        warnings.warn("something a user must see", UserWarning, stacklevel=1)
+    assert len(QUIET_WARNINGS) == 3
+    assert [str(w.message) for w in seen] == ["something a user must see"]
