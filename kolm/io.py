@@ -327,20 +327,45 @@ def _parquet_batches(part: CorpusPart, text_field: str) -> Iterator[list[str]]:
         yield [t for t in batch.column(0).to_pylist() if isinstance(t, str) and t.strip()]
 
 
+@dataclasses.dataclass
+class Documents:
+    """Documents read for scoring, and the ones left out for being longer than the size bound."""
+
+    texts: list[str] = dataclasses.field(default_factory=list)
+    skipped_docs: int = 0
+    skipped_bytes: int = 0
+
+    def add(self, doc: str, max_chars: int = 0) -> None:
+        """Keep ``doc``, or count it as skipped when ``max_chars`` (0: no bound) is exceeded."""
+        if max_chars and len(doc) > max_chars:
+            self.skipped_docs += 1
+            self.skipped_bytes += len(doc.encode("utf-8"))
+        else:
+            self.texts.append(doc)
+
+
 def read_documents(paths: list[str] | list[Path], text_field: str = "text", max_docs: int | None = None,
-                   nfc: bool = True) -> list[str]:
-    """Whole documents for scoring (the online evaluation's ``eval.sets``), read as ``kolm eval --text`` reads its
-    files: checked first (:func:`check_corpus_files`), then read in order by :func:`iter_corpus` up to ``max_docs``
-    documents, NFC-normalised as ``kolm data build`` does unless ``nfc`` is false. A file set without any document is
-    a one-line error."""
-    import itertools
+                   nfc: bool = True, max_chars: int = 0) -> Documents:
+    """Whole documents for scoring (``kolm eval --text`` and the online evaluation's ``eval.sets``): the files
+    checked first (:func:`check_corpus_files`), then read in order by :func:`iter_corpus` up to ``max_docs`` kept
+    documents (None or 0: all), documents over ``max_chars`` characters skipped and counted (0: none),
+    NFC-normalised as ``kolm data build`` does unless ``nfc`` is false. A file set without any kept document is a
+    one-line error."""
     import unicodedata
 
     files = check_corpus_files([str(p) for p in paths])
-    docs = list(itertools.islice(iter_corpus(files, text_field), max_docs))
-    if not docs:
-        raise KolmError(f"no documents in {', '.join(map(str, files))} (every line or row is blank)")
-    return [unicodedata.normalize("NFC", d) for d in docs] if nfc else docs
+    docs = Documents()
+    for doc in iter_corpus(files, text_field):
+        docs.add(doc, max_chars)
+        if max_docs and len(docs.texts) >= max_docs:
+            break
+    if not docs.texts:
+        why = (f"{docs.skipped_docs} over max_doc_chars {max_chars} skipped" if docs.skipped_docs
+               else "every line or row is blank")
+        raise KolmError(f"no documents in {', '.join(map(str, files))} ({why})")
+    if nfc:
+        docs.texts = [unicodedata.normalize("NFC", d) for d in docs.texts]
+    return docs
 
 
 def resolve_pretrained(name_or_path: str, allow_patterns: list[str] | None = None) -> Path:

@@ -120,24 +120,26 @@ class EvalConfig:
 def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     """``{lang: {"texts": [...], "source": [...], "skipped_docs": n, "skipped_bytes": n}}`` from the text files
     and/or the data folder; documents over ``max_doc_chars`` are left out and counted."""
-    from kolm.io import check_corpus_files, iter_corpus
+    from kolm.io import Documents, read_documents
 
     out: dict[str, dict[str, Any]] = {}
     for lang, files in cfg.text_files().items():
-        d = out[lang] = {"texts": [], "source": files, "skipped_docs": 0, "skipped_bytes": 0}
-        for doc in iter_corpus(check_corpus_files(files), cfg.text_field):
-            _keep(d, doc, cfg.max_doc_chars)
-            if cfg.max_docs and len(d["texts"]) >= cfg.max_docs:
-                break
+        try:
+            docs = read_documents(files, cfg.text_field, cfg.max_docs, nfc=False, max_chars=cfg.max_doc_chars)
+        except KolmError as e:
+            raise KolmError(f"{lang}: {e}") from None
+        out[lang] = {"texts": docs.texts, "source": files, "skipped_docs": docs.skipped_docs,
+                     "skipped_bytes": docs.skipped_bytes}
     if cfg.data:
         splits, seq_len = _validation_splits(Path(cfg.data), cfg.max_docs)
         for lang, (texts, where) in splits.items():
             if lang in out:
                 raise KolmError(f"language {lang!r} is given by --text and by --data {cfg.data}; choose one")
-            d = out[lang] = {"texts": [], "source": [where], "seq_len": seq_len, "skipped_docs": 0,
-                             "skipped_bytes": 0}
+            docs = Documents()
             for doc in texts:
-                _keep(d, doc, cfg.max_doc_chars)
+                docs.add(doc, cfg.max_doc_chars)
+            out[lang] = {"texts": docs.texts, "source": [where], "seq_len": seq_len,
+                         "skipped_docs": docs.skipped_docs, "skipped_bytes": docs.skipped_bytes}
     for lang, d in out.items():
         if cfg.nfc:
             d["texts"] = [unicodedata.normalize("NFC", t) for t in d["texts"]]
@@ -146,14 +148,6 @@ def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
                 if d["skipped_docs"] else ""
             raise KolmError(f"{lang}: no documents in {', '.join(d['source'])}{skipped}")
     return out
-
-
-def _keep(d: dict[str, Any], doc: str, max_chars: int) -> None:
-    if max_chars and len(doc) > max_chars:
-        d["skipped_docs"] += 1
-        d["skipped_bytes"] += len(doc.encode("utf-8"))
-    else:
-        d["texts"].append(doc)
 
 
 def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tuple[list[str], str]], int | None]:

@@ -47,7 +47,7 @@ def read_eval_sets(cfg: OnlineEvalConfig, tokenizer: Any) -> list[EvalSet]:
     out = []
     for lang, files in cfg.sets.items() if cfg.every > 0 else ():
         try:
-            texts = read_documents(files, cfg.text_field, cfg.max_docs, cfg.nfc)
+            texts = read_documents(files, cfg.text_field, cfg.max_docs, cfg.nfc).texts
         except KolmError as e:
             raise KolmError(f"eval.sets.{lang}: {e}") from None
         out.append(EvalSet(lang, tokenize_documents(tokenizer, texts), sum(len(t.encode("utf-8")) for t in texts),
