@@ -329,21 +329,15 @@ def demo_budget(minutes: float) -> Budget:
 
 
 def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
-    """The demo's text (embedded, or ``--ko-text``/``--en-text``), every 10th document held out. A file is
-    rewritten only when its content changed, so that finished steps stay reusable."""
+    """The demo's text (embedded, or ``--ko-text``/``--en-text``), every 10th document held out
+    (:func:`_write_split`)."""
     from kolm.demo.run import _read_docs
-    from kolm.demo.text import english_documents, korean_documents, split
+    from kolm.demo.text import english_documents, korean_documents
 
-    folder.mkdir(parents=True, exist_ok=True)
     text: dict[str, Path] = {}
     for lang, given, builtin in (("ko", cfg.ko_text, korean_documents), ("en", cfg.en_text, english_documents)):
         docs, _ = _read_docs(given) if given else builtin()
-        for part, rows in zip(("train", "heldout"), split(docs), strict=True):
-            path = folder / f"{lang}_{part}.txt"
-            if not path.is_file() or path.read_text(encoding="utf-8") != "".join(d.replace("\n", " ") + "\n"
-                                                                                  for d in rows):
-                _write_lines(path, rows)
-            text[f"{lang}_{part}"] = path
+        text.update(_write_split(folder, lang, docs))
     return text
 
 
@@ -375,15 +369,24 @@ def _mtime(model: Path) -> float:
 
 
 def split_text(src: Path, out: Path, name: str, max_docs: int | None = None) -> dict[str, Path]:
-    """Every 10th non-empty line held out, the rest for training (as bench/ and the demo split text)."""
+    """Every 10th non-empty line of ``src`` held out, the rest for training (as bench/ and the demo split text)."""
     docs = [x.strip() for x in src.read_text(encoding="utf-8").splitlines() if x.strip()][:max_docs]
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {f"{name}_train": out / f"{name}_train.txt", f"{name}_heldout": out / f"{name}_heldout.txt"}
-    held = docs[::10]
-    train = [d for i, d in enumerate(docs) if i % 10]
-    for key, part in ((f"{name}_train", train), (f"{name}_heldout", held)):
-        if not paths[key].is_file() or paths[key].read_text(encoding="utf-8") != "".join(d + "\n" for d in part):
-            _write_lines(paths[key], part)
+    return _write_split(out, name, docs)
+
+
+def _write_split(folder: Path, name: str, docs: list[str]) -> dict[str, Path]:
+    """``NAME_train.txt`` and ``NAME_heldout.txt`` (every 10th document, :func:`kolm.demo.text.split`) in
+    ``folder``, one document per line. A file is rewritten only when its content changed, so that finished steps
+    stay reusable."""
+    from kolm.demo.text import split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for part, rows in zip(("train", "heldout"), split(docs), strict=True):
+        path = paths[f"{name}_{part}"] = folder / f"{name}_{part}.txt"
+        if not path.is_file() or path.read_text(encoding="utf-8") != "".join(d.replace("\n", " ") + "\n"
+                                                                              for d in rows):
+            _write_lines(path, rows)
     return paths
 
 
