@@ -421,6 +421,9 @@ def _close_process_group() -> None:
     an active exception", exit -6) after the work is done and saved, and the launcher then reports a failed run."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        from kolm.train.run_state import release_shared_memory
+
+        release_shared_memory(wait=False)  # what a rank initialised outside kolm's commands left
         try:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - the command's own result stands; a failed teardown must not replace it

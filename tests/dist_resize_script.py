@@ -46,8 +46,10 @@ def main() -> None:
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
     from kolm.model.resize import resize_model
+    from kolm.train.run_state import release_shared_memory
 
     deepspeed.init_distributed()
+    release_shared_memory()
     hf_ds = HfDeepSpeedConfig(DS_CONFIG)  # must stay referenced: transformers keeps only a weakref
     assert is_deepspeed_zero3_enabled() and hf_ds.is_zero3()
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()

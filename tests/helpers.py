@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KOLM_SHARED", REPO.parent / "shared"))
 REAL_TOKENIZERS = ("llama2", "mistral", "llama3")
+PORTS: set[int] = set()  # every port free_port handed out (conftest checks the runs on them left no shared memory)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a distributed run's MASTER_PORT."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    PORTS.add(port)
+    return port
 
 
 def need_shared() -> Path:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import REPO, tiny_llama
+from helpers import REPO, free_port, tiny_llama
 from test_align_data import INSTRUCT, PREFS, align_texts, sp_tokenizer
 from transformers import TrainerCallback
 
@@ -380,11 +379,6 @@ def test_dpo_margin_rises_on_extended_model(extended, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- ZeRO-3
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 @pytest.mark.distributed

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import read_lines, real_tokenizer, tiny_llama
+from helpers import free_port, read_lines, real_tokenizer, tiny_llama
 from test_metrics import FakeWandb, tensorboard_scalars
 
 from kolm.cli import main
@@ -162,11 +161,6 @@ def test_preflight_errors(pipeline, tmp_path, capsys):
         assert not (pipeline / "runs" / name / "stages").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     t = time.time()
@@ -206,7 +200,7 @@ def test_zero3_two_ranks_kill_and_resume_matches(pipeline):
 
     def launch(name: str, *extra: str) -> subprocess.Popen:
         r = recipe(pipeline, name, stages, deepspeed="zero3", checkpoint={"every": 3, "keep": 2})
-        cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "kolm.cli",
+        cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), "--module", "kolm.cli",
                "train", "cpt", str(r), *extra]
         return subprocess.Popen(cmd, cwd=pipeline, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, read_lines, real_tokenizer, tiny_llama
-from test_cpt import _free_port, metrics, safetensors
+from helpers import REPO, free_port, read_lines, real_tokenizer, tiny_llama
+from test_cpt import metrics, safetensors
 
 from kolm.cli import main
 
@@ -72,12 +72,12 @@ def launch(root: Path, cmd: list[str], log: Path, env: dict | None = None) -> su
 
 
 def deepspeed_cmd(recipe: Path, *extra: str) -> list[str]:
-    return ["deepspeed", "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "kolm.cli",
+    return ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), "--module", "kolm.cli",
             "train", "cpt", str(recipe), *extra]
 
 
 def torchrun_cmd(recipe: Path, *extra: str) -> list[str]:
-    return ["torchrun", "--nproc_per_node", "2", "--master_port", str(_free_port()), "--module", "kolm.cli",
+    return ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "--module", "kolm.cli",
             "train", "cpt", str(recipe), *extra]
 
 
@@ -234,6 +234,34 @@ def test_ignored_signals_stay_ignored():
         for sig, h in old.items():
             signal.signal(sig, h)
 
+
+
+def test_release_shared_memory_unlinks_only_this_ranks_buffer(monkeypatch):
+    """The name DeepSpeed's shm.cpp gives a rank's buffer (uid, MASTER_ADDR, MASTER_PORT, rank): this rank's is
+    unlinked (after a barrier), another rank's and another run's stay; a second call and no process group do nothing.
+    The real runs are checked by conftest's _no_shared_memory_left around every distributed test."""
+    import torch.distributed as dist
+
+    from kolm.train.run_state import release_shared_memory
+
+    assert release_shared_memory() is None  # no process group
+    port = free_port()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    shm = Path("/dev/shm")
+    mine, peer, other = (shm / f"deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_{p}_{r}"
+                         for p, r in ((port, 0), (port, 1), (port + 1, 0)))
+    for f in (mine, peer, other):
+        f.write_bytes(b"x")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        assert release_shared_memory() == mine and not mine.exists()
+        assert peer.exists() and other.exists()
+        assert release_shared_memory(wait=False) is None
+    finally:
+        dist.destroy_process_group()
+        for f in (mine, peer, other):
+            f.unlink(missing_ok=True)
 
 RANK = textwrap.dedent("""
     import sys, time
@@ -393,7 +421,7 @@ def test_deepspeed_launcher_and_cpt_sh_signals(pipe, reference):
     killed = plant_killed_write(run / "stages" / "00-full", max(complete_steps(run)) + 2)
     sh = ["bash", str(REPO / "train" / "cpt.sh"), str(r), "2", "--resume"]
     start = len(log.read_text())
-    p = launch(pipe, sh, log, {"MASTER_PORT": str(_free_port())})
+    p = launch(pipe, sh, log, {"MASTER_PORT": str(free_port())})
     assert interrupt(p, run, name, lambda: os.killpg(p.pid, signal.SIGINT), log) == 130
     assert not (killed / ".tmpQ3xZ9a").exists() and "removing incomplete checkpoint" in log.read_text()[start:]
     assert "Traceback" not in log.read_text()[start:]
@@ -434,7 +462,7 @@ def slurm_env(tmp: Path, restart: int) -> dict:
         (bin_ / name).chmod(0o755)
     return {"PATH": f"{bin_}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NNODES": "2",
             "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_RESTART_COUNT": str(restart), "KOLM_GPUS_PER_NODE": "1",
-            "MASTER_PORT": str(_free_port())}
+            "MASTER_PORT": str(free_port())}
 
 
 def signal_every_process(top: int, sig: int) -> None:

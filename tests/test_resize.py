@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, make_bytelevel_tokenizer, make_sp_tokenizer, read_lines, tiny_llama
+from helpers import REPO, free_port, make_bytelevel_tokenizer, make_sp_tokenizer, read_lines, tiny_llama
 
 from kolm.errors import KolmError
 from kolm.model.resize import ResizeConfig, run
@@ -363,11 +362,6 @@ def test_subword_mean_gives_lowest_korean_bpb(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- 5. ZeRO-3
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 @pytest.mark.distributed
@@ -392,7 +386,7 @@ def test_zero3_resize_matches_single_process(tmp_path):
     launcher = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     script = REPO / "tests" / "dist_resize_script.py"
-    cmd = [launcher, "--num_gpus", "2", "--master_port", str(_free_port()), str(script), str(tmp_path / "jobs.json")]
+    cmd = [launcher, "--num_gpus", "2", "--master_port", str(free_port()), str(script), str(tmp_path / "jobs.json")]
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as e:

@@ -20,6 +20,7 @@ from kolm.errors import KolmError
 from kolm.io import apply_umask, check_safetensors, resolve_pretrained, tokenizer_fingerprint
 from kolm.model.lora import peft_lora_config
 from kolm.train.metrics import check_report_to, report_to_arg
+from kolm.train.run_state import release_shared_memory
 
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
 ADAPTER_META = "kolm_adapter.json"
@@ -196,6 +197,7 @@ def _cpu_deepspeed_state(ds: dict[str, Any] | None) -> dict[str, Any]:
         PartialState(backend="gloo")
     finally:
         del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    release_shared_memory()  # kolm.train.run_state: DeepSpeed's CPU all-reduce buffer is not left behind
     return {"accelerator_config": {"use_configured_state": True}}
 
 

@@ -23,7 +23,7 @@ from kolm.artifacts.tokenizer_match import check_manifest_tokenizer
 from kolm.errors import KolmError
 from kolm.io import apply_umask, check_model_folder, copy_tokenizer_files
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
-from kolm.train.run_state import barrier, is_main, resume_point, rewind_metrics
+from kolm.train.run_state import barrier, is_main, release_shared_memory, resume_point, rewind_metrics
 from kolm.train.signals import StopSignals
 
 # the DeepSpeed presets are package data (a regular `pip install .` carries them); train/deepspeed/ links to them
@@ -176,6 +176,7 @@ def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
             raise KolmError("deepspeed is set in the recipe: launch with the `deepspeed` launcher (see train/cpt.sh), "
                             "or set deepspeed: null for a plain single-process run")
         deepspeed.init_distributed()  # before TrainingArguments: ZeRO-3 sizes batches and partitions by world size
+        release_shared_memory()
     run = RunFolder(cfg.output)
     if not cfg.resume and not cfg.overwrite and run.has_started():
         raise KolmError(f"output: {run.path} already has a run; pass --resume to continue it or choose a new folder")

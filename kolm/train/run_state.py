@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from kolm.io import apply_umask
@@ -37,6 +38,33 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+SHM_BUFFER = "deepspeed_allreduce_buffer"
+
+
+def release_shared_memory(wait: bool = True) -> Path | None:
+    """Unlink this rank's DeepSpeed shared-memory all-reduce buffer; returns its path when one was unlinked.
+
+    On CPU (``DS_ACCELERATOR=cpu``, every rank on one machine), DeepSpeed's shm all-reduce (ops/csrc/cpu/comm/shm.cpp)
+    creates ``/dev/shm/deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>`` (66 MB) per rank at
+    ``init_distributed`` and never unlinks it, so each run leaves them in memory until the machine restarts. Once every
+    rank has mapped every buffer (``wait``: a barrier, called after init on every rank) each rank unlinks its own
+    name: the mappings stay valid and the memory is freed when the last rank exits, however it exits. At the end of a
+    command (``wait=False``) it only unlinks what is still there. A no-op without a process group or buffer (GPUs)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    if wait:
+        dist.barrier()
+    env = os.environ
+    path = Path("/dev/shm") / (f"{SHM_BUFFER}_{os.getuid()}_{env.get('MASTER_ADDR', '')}_{env.get('MASTER_PORT', '')}"
+                               f"_{dist.get_rank()}")
+    try:
+        path.unlink()
+    except OSError:  # none (GPU, several machines), or already released
+        return None
+    return path
 
 
 def write_marker(ckpt: Path, step: int) -> None:
