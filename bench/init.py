@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--stage-batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--distill-steps", type=int, default=None, help="step cap of distill (default: its own)")
-    ap.add_argument("--distill-budget", type=float, default=300.0, help="time budget of distill, seconds")
+    ap.add_argument("--distill-budget", type=float, default=280.0, help="time budget of distill, seconds (the default)")
     ap.add_argument("--new-tokens", type=int, default=8000)
     ap.add_argument("--scaling", action="store_true", help="also time distill steps by model size / new tokens")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "init"))

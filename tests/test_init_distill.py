@@ -191,6 +191,34 @@ def test_alignment_of_the_two_tokenizations():
     assert align([10], [1, 2, 6], pieces) is None  # base ids left over
 
 
+
+def test_packed_windows_cover_the_corpus_and_align(world):
+    """Documents are packed behind a prefix token, cut into windows of the same size: every window's two
+    tokenizations hold the same text, each extended token's last base piece is where its alignment says, and every
+    aligned document appears once, in order; documents without new tokens go to replay."""
+    from tokenizers import Tokenizer
+
+    from kolm.model.inits.base import InitInputs
+    from kolm.model.inits.distill import make_windows
+
+    model_dir, ext_dir, corpus, *_ = world
+    new = Tokenizer.from_file(str(ext_dir / "tokenizer.json"))
+    base = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    plan = plan_extension(new, base)
+    texts = corpus.read_text(encoding="utf-8").splitlines()[:300] + ["plain English, no new token"]
+    windows, skipped, plain = make_windows(texts, InitInputs(plan, 0, new, base), 64, prefix_id=0)
+    assert skipped == 0 and plain == ["plain English, no new token"]
+    assert all(len(w.new_ids) == 64 for w in windows[:-1]) and len(windows) > 1
+    stream = []
+    for w in windows:
+        assert w.new_ids[0] == w.base_ids[0] == 0 and len(w.ends) == len(w.new_ids)
+        assert new.decode(w.new_ids[1:]) == base.decode(w.base_ids[1:])
+        for t, e in zip(w.new_ids, w.ends):
+            assert w.base_ids[e] == plan.pieces.get(t, [t])[-1]
+        assert w.ends[-1] == len(w.base_ids) - 1
+        stream += w.new_ids[1:]
+    assert stream == [i for t in texts[:300] for i in [0, *new.encode(t, add_special_tokens=False).ids]]
+
 def test_new_init_is_a_new_file(tmp_path):
     """The registry finds every init module in the package (the contract for adding a method)."""
     import kolm.model.inits as inits

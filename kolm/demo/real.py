@@ -47,6 +47,8 @@ class Budget:
     """How much each stage does. The defaults are the benchmark's; :func:`quick` and the tests use less."""
 
     new_tokens: int = 8000
+    init_budget_s: float = 280.0  # the resize's distill init (its default)
+    init_steps: int | None = None  # a step cap for it (the tests)
     seq_len: int = 128
     micro_batch: int = 4
     emb_steps: int = 100
@@ -65,8 +67,8 @@ class Budget:
 
 def quick() -> Budget:
     """A smoke run: every stage, a few steps each."""
-    return Budget(new_tokens=2000, seq_len=128, micro_batch=2, emb_steps=6, lora_steps=6, sft_steps=4, dpo_steps=3,
-                  align_batch=2, eval_docs=12, gen_tokens=12)
+    return Budget(new_tokens=2000, init_steps=2, seq_len=128, micro_batch=2, emb_steps=6, lora_steps=6, sft_steps=4,
+                  dpo_steps=3, align_batch=2, eval_docs=12, gen_tokens=12)
 
 
 @dataclass
@@ -156,8 +158,9 @@ class Pipeline:
         out = self.out
 
         def fn() -> tuple[Any, str]:
+            steps = [] if self.b.init_steps is None else ["--init-steps", self.b.init_steps]
             _kolm("model", "resize", "--model", self.base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
-                  "--overwrite")
+                  "--init-budget-s", self.b.init_budget_s, *steps, "--overwrite")
             from kolm.artifacts import ResizeRecord
 
             rec = ResizeRecord.read(out / "model-ko")
@@ -323,7 +326,7 @@ class Pipeline:
 def demo_budget(minutes: float) -> Budget:
     """``kolm demo --model smollm2`` at ``--minutes`` (default 6): the step counts scale with it."""
     f = minutes / 6.0
-    return Budget(new_tokens=4000, seq_len=128, micro_batch=2, emb_steps=max(4, int(12 * f)),
+    return Budget(new_tokens=4000, init_budget_s=60 * f, seq_len=128, micro_batch=2, emb_steps=max(4, int(12 * f)),
                   lora_steps=max(4, int(12 * f)), emb_lr=2e-3, lora_lr=5e-4, sft_steps=max(4, int(16 * f)),
                   dpo_steps=max(2, int(4 * f)), align_batch=2, eval_docs=24, gen_tokens=32)
 

@@ -1,7 +1,7 @@
 """``kolm model resize``: grow a model's embeddings and LM head to an extended tokenizer.
 
     kolm model resize --model base-model --tokenizer tok-ko --output model-ko [--init distill|subword-mean|mean|random]
-                      [--corpus ko.txt] [--init-budget-s 240] [--init-steps N]
+                      [--corpus ko.txt] [--init-budget-s 280] [--init-steps N]
                       [--pad-to-multiple-of 64] [--base-tokenizer TOK] [--trust-remote-code]
 
 The new tokenizer must *extend* the model's own one (``--base-tokenizer``, default: the tokenizer files in
@@ -64,10 +64,12 @@ class ResizeConfig:
     model: str = field(None, path=True, hub=True, help="model folder (safetensors weights) or hub id")
     tokenizer: str = field(None, path=True, hub=True, help="extended tokenizer folder (output of `kolm vocab extend`)")
     output: str = field(None, path=True, help="output model folder")
-    init: str = field("subword-mean", help=f"how new rows are initialised: {', '.join(names())}")
+    init: str | None = field(None, help=f"how new rows are initialised: {', '.join(names())} (default: distill when "
+                             "its corpus is at hand, i.e. --corpus or the files extension.json records; else "
+                             "subword-mean, said)")
     corpus: list[str] = field(default_factory=list, help="text for a model-using init such as distill (default: "
                               "the corpus recorded in the tokenizer's extension.json)", path=True)
-    init_budget_s: float = field(240.0, help="wall-clock budget of a model-using init, in seconds")
+    init_budget_s: float = field(280.0, help="wall-clock budget of a model-using init, in seconds")
     init_steps: int | None = field(None, help="step cap of a model-using init (default: the method's own)")
     pad_to_multiple_of: int | None = field(None, help="pad the vocabulary dimension to a multiple of this")
     base_tokenizer: str | None = field(None, path=True, hub=True,
@@ -80,7 +82,7 @@ class ResizeConfig:
         for name in ("model", "tokenizer", "output"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: required")
-        if self.init not in names():
+        if self.init is not None and self.init not in names():
             raise ConfigError(f"init: {self.init!r} is not one of {names()}")
         if self.init_budget_s <= 0 or (self.init_steps is not None and self.init_steps < 1):
             raise ConfigError("init_budget_s must be > 0 and init_steps >= 1")
@@ -235,7 +237,7 @@ def _check_single_process(model: Any, init: str) -> None:
 
 def resize_model(model: Any, new_tokenizer: Any, base_tokenizer: Any, init: str = "subword-mean",
                  pad_to_multiple_of: int | None = None, seed: int = 0, extension: list[dict] | None = None,
-                 plan: ExtensionPlan | None = None, corpus: list[str] | None = None, budget_s: float = 240.0,
+                 plan: ExtensionPlan | None = None, corpus: list[str] | None = None, budget_s: float = 280.0,
                  max_steps: int | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Resize ``model``'s input embeddings and LM head (tied or not) to ``new_tokenizer``; return statistics.
 
@@ -312,7 +314,19 @@ def _check_weights(model_dir: Path) -> None:
     raise KolmError(f"{model_dir}: no *.safetensors weights found")
 
 
-def _init_corpus(cfg: ResizeConfig, recorded: list[str], ext_file: Path) -> list[str]:
+def _default_init(cfg: ResizeConfig, recorded: list[str], ext_file: Path) -> str:
+    """``distill`` (the best measured init, bench/init.py) when its corpus is at hand, else ``subword-mean``, said."""
+    if cfg.corpus:  # given: its errors are the user's to see
+        return "distill"
+    try:
+        _init_corpus(cfg, recorded, ext_file, "distill")
+    except KolmError as e:
+        print(f"init subword-mean: no corpus for the default distill init ({e})")
+        return "subword-mean"
+    return "distill"
+
+
+def _init_corpus(cfg: ResizeConfig, recorded: list[str], ext_file: Path, init: str) -> list[str]:
     """The text a model-using init reads: ``--corpus``, else the files extension.json records (relative paths are
     tried from the working directory, then from the tokenizer folder and its parent). Checked before any loading."""
     from kolm.io import check_corpus_files
@@ -320,7 +334,7 @@ def _init_corpus(cfg: ResizeConfig, recorded: list[str], ext_file: Path) -> list
     if cfg.corpus:
         return [str(p) for p in check_corpus_files(cfg.corpus)]
     if not recorded:
-        raise KolmError(f"init {cfg.init}: needs text: pass --corpus (the tokenizer has no extension.json recording "
+        raise KolmError(f"init {init}: needs text: pass --corpus (the tokenizer has no extension.json recording "
                         "the corpus it was learned on)")
     found = []
     for c in recorded:
@@ -345,7 +359,8 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
     plan = plan_extension(new, base, extension.added if extension else None, new_name=str(new_file),
                           base_name=str(base_file))
     recorded = [str(c) for c in extension.corpus] if extension else []
-    corpus = _init_corpus(cfg, recorded, ext_file) if get_init(cfg.init).uses_model else []
+    init = cfg.init or _default_init(cfg, recorded, ext_file)
+    corpus = _init_corpus(cfg, recorded, ext_file, init) if get_init(init).uses_model else []
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -360,12 +375,12 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
     with atomic_output_dir(cfg.output, overwrite=cfg.overwrite) as tmp:
         model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True,
                                                      trust_remote_code=cfg.trust_remote_code)
-        stats = resize_model(model, new, base, cfg.init, cfg.pad_to_multiple_of, cfg.seed, plan=plan,
+        stats = resize_model(model, new, base, init, cfg.pad_to_multiple_of, cfg.seed, plan=plan,
                              corpus=corpus, budget_s=cfg.init_budget_s, max_steps=cfg.init_steps)
         model.save_pretrained(tmp)  # transformers 5 always writes safetensors
         copy_tokenizer_files(new_file.parent, tmp, fallback=base_file.parent)
         stats["config"] = to_dict(cfg)
         ResizeRecord.from_stats(stats).write(tmp)
     print(f"resized {cfg.model}: vocab {stats['old_vocab_size']} -> {stats['new_vocab_size']} "
-          f"({stats['new_rows']} new rows, init {cfg.init}) -> {cfg.output}")
+          f"({stats['new_rows']} new rows, init {init}) -> {cfg.output}")
     return stats

@@ -23,7 +23,7 @@ class InitInputs:
     new_tokenizer: Any = None  # tokenizers.Tokenizer of the extended vocabulary
     base_tokenizer: Any = None  # tokenizers.Tokenizer of the base vocabulary
     corpus: list[str] = field(default_factory=list)  # corpus files (text the extension was learned on)
-    budget_s: float = 240.0  # wall-clock budget of a model-using init
+    budget_s: float = 280.0  # wall-clock budget of a model-using init
     max_steps: int | None = None  # optional step cap of a model-using init
     options: dict[str, Any] = field(default_factory=dict)  # method-specific knobs (tests, benchmarks)
 

@@ -39,7 +39,7 @@ from kolm.model.inits.base import EmbeddingInit, InitInputs, register
 from kolm.model.inits.subword_mean import SubwordMean
 
 DEFAULTS = {"lr": 1e-2, "window": 128, "batch": 8, "kd_weight": 1.0, "ce_weight": 1.0, "warmup": 5,
-            "replay_weight": 1.0, "replay_positions": 512, "replay_samples": 8}
+            "replay_weight": 100.0, "replay_positions": 4096, "replay_batch": 512, "replay_samples": 16, "bf16": -1}
 
 
 @dataclass
@@ -65,27 +65,32 @@ def align(new_ids: list[int], base_ids: list[int], pieces: dict[int, list[int]])
 
 def make_windows(texts: list[str], inputs: InitInputs, window: int,
                  prefix_id: int) -> tuple[list[Window], int, list[str]]:
-    """Aligned windows of at most ``window`` extended tokens (each starts with ``prefix_id``); the number of
+    """Aligned windows of ``window`` extended tokens (each starts with ``prefix_id``) cut from the documents packed
+    one after another, each behind ``prefix_id`` (so a batch has no padding: documents are short); the number of
     documents skipped because the two tokenizations did not align (counted, never silently mixed in); and the
     documents without any new token (replay text)."""
     plan = inputs.plan
     new_enc = inputs.new_tokenizer.encode_batch(texts, add_special_tokens=False)
     base_enc = inputs.base_tokenizer.encode_batch(texts, add_special_tokens=False)
-    out, skipped, plain = [], 0, []
+    new_ids, base_ids, ends, skipped, plain = [], [], [], 0, []
     for text, ne, be in zip(texts, new_enc, base_enc):
         if not any(t >= plan.n_base for t in ne.ids):
             plain.append(text)
             continue
-        ends = align(ne.ids, be.ids, plan.pieces)
-        if ends is None:
+        doc_ends = align(ne.ids, be.ids, plan.pieces)
+        if doc_ends is None:
             skipped += 1
             continue
-        for s in range(0, len(ne.ids), window - 1):
-            chunk = ne.ids[s:s + window - 1]
-            b0 = ends[s - 1] + 1 if s else 0
-            b1 = ends[s + len(chunk) - 1] + 1
-            out.append(Window([prefix_id, *chunk], [prefix_id, *be.ids[b0:b1]],
-                              [0, *(e - b0 + 1 for e in ends[s:s + len(chunk)])]))
+        ends += [len(base_ids), *(len(base_ids) + 1 + e for e in doc_ends)]
+        new_ids += [prefix_id, *ne.ids]
+        base_ids += [prefix_id, *be.ids]
+    out = []
+    for s in range(0, len(new_ids), window - 1):
+        chunk = new_ids[s:s + window - 1]
+        b0 = ends[s - 1] + 1 if s else 0
+        b1 = ends[s + len(chunk) - 1] + 1
+        out.append(Window([prefix_id, *chunk], [prefix_id, *base_ids[b0:b1]],
+                          [0, *(e - b0 + 1 for e in ends[s:s + len(chunk)])]))
     return out, skipped, plain
 
 
@@ -139,39 +144,54 @@ def grouped_kl(logp: Any, q: Any, first: Any, n_base: int) -> Any:
 
 
 def step_loss(model: Any, batch: tuple[Any, ...], first: Any, n_base: int, opts: dict[str, Any],
-              replay: tuple[Any, Any] | None = None) -> tuple[Any, dict]:
-    """kd + ce (+ replay) loss of one batch (see the module docstring) and its parts."""
+              replay: Any | None = None) -> tuple[Any, dict]:
+    """kd + ce (+ replay) loss of one batch (see the module docstring) and its parts. The two passes through the
+    body run under ``autocast(opts)`` (bf16 where the hardware has it); the head and the losses stay in float32."""
     import torch
     import torch.nn.functional as F
 
     nx, nm, bx, bm, rows, npos, bpos = batch
     body, head = model.base_model, model.get_output_embeddings()
     with torch.no_grad():  # the base model: the same weights, the base tokens only (new rows never read)
-        h = body(input_ids=bx, attention_mask=bm).last_hidden_state[rows, bpos]
-        q = F.log_softmax(head(h)[:, :n_base].float(), -1)
-    logits = head(body(input_ids=nx, attention_mask=nm).last_hidden_state[rows, npos]).float()
-    logp = F.log_softmax(logits, -1)
+        with autocast(head.weight.device, opts):
+            h = body(input_ids=bx, attention_mask=bm).last_hidden_state[rows, bpos]
+        q = F.log_softmax(head(h.float())[:, :n_base].float(), -1)
+    with autocast(head.weight.device, opts):
+        h = body(input_ids=nx, attention_mask=nm).last_hidden_state[rows, npos]
+    logp = F.log_softmax(head(h.float()).float(), -1)
     ce = F.nll_loss(logp, nx[rows, npos + 1])
     kd = grouped_kl(logp, q, first, n_base)
     loss = opts["ce_weight"] * ce + opts["kd_weight"] * kd
     parts = {"ce": ce.item(), "kd": kd.item()}
     if replay is not None:  # text without new tokens: hidden states are the base model's, only the head moves
-        hr, qr = replay
-        rkd = grouped_kl(F.log_softmax(head(hr).float(), -1), qr, first, n_base)
+        with torch.no_grad():
+            qr = F.log_softmax(head(replay)[:, :n_base].float(), -1)
+        rkd = grouped_kl(F.log_softmax(head(replay).float(), -1), qr, first, n_base)
         loss = loss + opts["replay_weight"] * rkd
         parts["replay"] = rkd.item()
     return loss, parts
 
 
-def replay_states(model: Any, texts: list[str], inputs: InitInputs, prefix: int,
-                  opts: dict[str, Any]) -> tuple[Any, Any] | None:
-    """(hidden states, base log-distributions) at up to ``replay_positions`` positions of text that has no new
-    token: the corpus documents without one, then text the base model samples itself (new tokens suppressed,
-    seeded; a sample the extended tokenizer would cut into new tokens is dropped). There the extended model must
-    predict exactly like the base model: the new rows may not take probability mass (this is what keeps English
-    unchanged). None when there is no such text."""
+def autocast(device: Any, opts: dict[str, Any]) -> Any:
+    """bf16 autocast for the passes through the body when ``opts["bf16"]`` is 1, or -1 (auto) and the device has
+    fast bf16 (a CUDA GPU that supports it; a CPU with AVX-512 BF16/AMX, where it halves a step's time)."""
     import torch
-    import torch.nn.functional as F
+
+    on = int(opts["bf16"])
+    if on < 0:
+        on = torch.cuda.is_bf16_supported() if device.type == "cuda" else (
+            device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(on))
+
+
+def replay_states(model: Any, texts: list[str], inputs: InitInputs, prefix: int,
+                  opts: dict[str, Any]) -> Any | None:
+    """The base model's last hidden states at up to ``replay_positions`` positions of text that has no new token:
+    the corpus documents without one, then text the base model samples itself (new tokens suppressed, seeded; a
+    sample the extended tokenizer would cut into new tokens is dropped). There the extended model must predict
+    exactly like the base model: the new rows may not take probability mass (this is what keeps English
+    unchanged). Each step uses ``replay_batch`` of them. None when there is no such text."""
+    import torch
 
     n_base, want = inputs.plan.n_base, int(opts["replay_positions"])
     seqs = [[prefix, *e.ids][: int(opts["window"])] for e in inputs.base_tokenizer.encode_batch(
@@ -185,23 +205,21 @@ def replay_states(model: Any, texts: list[str], inputs: InitInputs, prefix: int,
     seqs = [x for x in seqs if len(x) > 1]
     if not seqs:
         return None
-    body, head = model.base_model, model.get_output_embeddings()
+    body, device = model.base_model, model.get_output_embeddings().weight.device
     hs = []
     with torch.no_grad():
         for x in seqs:
-            hs.append(body(input_ids=torch.tensor([x], device=head.weight.device)).last_hidden_state[0, :-1])
+            hs.append(body(input_ids=torch.tensor([x], device=device)).last_hidden_state[0, :-1])
         h = torch.cat(hs)
         g = torch.Generator().manual_seed(inputs.seed)
-        h = h[torch.randperm(h.shape[0], generator=g)[:want].to(h.device)]
-        q = F.log_softmax(head(h)[:, :n_base].float(), -1)
-    return h, q
+        return h[torch.randperm(h.shape[0], generator=g)[:want].to(h.device)]
 
 
 def _sampled(model: Any, prefix: int, n_base: int, seed: int, opts: dict[str, Any]) -> list[list[int]]:
     import torch
 
     n_rows = model.get_input_embeddings().weight.shape[0]
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), autocast(model.get_output_embeddings().weight.device, opts):
         torch.manual_seed(seed)
         out = model.generate(input_ids=torch.full((int(opts["replay_samples"]), 1), prefix),
                              attention_mask=torch.ones(int(opts["replay_samples"]), 1, dtype=torch.long),
@@ -306,7 +324,7 @@ class Distill(EmbeddingInit):
             _restore(model, params, originals, hooks, start)
             model.train(was_training)
         return {**stats, "windows_available": len(windows), "documents_skipped_unaligned": skipped,
-                "replay_documents": len(plain), "replay_positions": 0 if replay is None else int(replay[0].shape[0]),
+                "replay_documents": len(plain), "replay_positions": 0 if replay is None else int(replay.shape[0]),
                 "options": opts}
 
 
@@ -322,8 +340,10 @@ def _prefix_id(model: Any, inputs: InitInputs) -> int:
 
 
 def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[str, Any],
-           inputs: InitInputs, replay: tuple[Any, Any] | None, deadline: float) -> dict[str, Any]:
-    """The loop: warm-up, cosine decay to 10% over the step cap; stops at the step cap or the time budget."""
+           inputs: InitInputs, replay: Any | None, deadline: float) -> dict[str, Any]:
+    """The loop: warm-up, then cosine decay to 10% at the end: at the step cap, or (without ``inputs.max_steps``) at
+    the last step the time budget has room for at the median step time so far, whichever comes first; it stops there.
+    Replay positions go round, ``replay_batch`` per step."""
     import torch
     from tqdm.auto import tqdm
 
@@ -335,13 +355,17 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
     bar = tqdm(total=steps, desc="distill init", unit="step", leave=False, mininterval=2.0)
     for step in range(steps):
         t_step = time.perf_counter()
-        if t_step > deadline and step > 0:  # at least one step, so a tiny budget still yields a trained init
+        median = sorted(times)[len(times) // 2] if times else 0.0
+        if step > 0 and t_step + median > deadline:  # a tiny budget still gets one step
             break
+        horizon = steps if inputs.max_steps or not times else min(steps, step + (deadline - t_step) / median)
         lo = (step * bsz) % len(windows)
         batch = _batch((windows + windows)[lo:lo + bsz], 0, device)
         warm = min(1.0, (step + 1) / max(1, int(opts["warmup"])))
-        opt.lr = peak * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
-        loss, parts = step_loss(model, batch, first, n_base, opts, replay)
+        opt.lr = peak * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, step / horizon))))
+        rb = int(opts["replay_batch"])
+        r = None if replay is None else replay[(torch.arange(rb) + step * rb) % replay.shape[0]]
+        loss, parts = step_loss(model, batch, first, n_base, opts, r)
         loss.backward()
         seen = batch[0]  # the extended ids of the windows: every input and every target
         opt.step(torch.unique(seen[seen >= n_base]))
