@@ -129,7 +129,9 @@ def test_time_budget_and_untied_heads(world, tmp_path):
             assert torch.equal(v, before[k]), f"{k} must not change"
 
 
-def test_cli_reads_the_corpus_from_extension_json(world, tmp_path, monkeypatch):
+def test_cli_reads_the_corpus_from_extension_json(world, tmp_path, monkeypatch, capsys):
+    """--init distill reads the corpus extension.json records; without --init, distill is the default when that
+    corpus is found, and subword-mean (said) when it is not; an explicit distill without its corpus is an error."""
     from kolm.cli import main
 
     model_dir, ext_dir, corpus, *_ = world
@@ -149,7 +151,15 @@ def test_cli_reads_the_corpus_from_extension_json(world, tmp_path, monkeypatch):
                  "--init", "distill", "--init-steps", "2"]) == 0
     rec = json.loads((out / "resize.json").read_text())
     assert rec["init"] == "distill" and rec["distill"]["steps"] == 2 and rec["config"]["init_steps"] == 2
+    assert main(["model", "resize", "--model", str(model_dir), "--tokenizer", str(ext2), "--output",
+                 str(tmp_path / "default"), "--init-steps", "1"]) == 0
+    assert json.loads((tmp_path / "default" / "resize.json").read_text())["init"] == "distill"
     monkeypatch.chdir(tmp_path)  # now the recorded corpus cannot be found: a clear error before loading
+    capsys.readouterr()
+    assert main(["model", "resize", "--model", str(model_dir), "--tokenizer", str(ext2), "--output",
+                 str(tmp_path / "fallback")]) == 0
+    assert json.loads((tmp_path / "fallback" / "resize.json").read_text())["init"] == "subword-mean"
+    assert "init subword-mean: no corpus for the default distill init" in capsys.readouterr().out
     with pytest.raises(KolmError, match="corpus file 'ko_train.txt' not found"):
         run(ResizeConfig(model=str(model_dir), tokenizer=str(ext2), output=str(tmp_path / "o2"), init="distill"))
     with pytest.raises(KolmError, match="needs text: pass --corpus"):

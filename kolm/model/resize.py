@@ -9,23 +9,23 @@ MODEL): every base token keeps its id and string; new tokens come after. Origina
 and the LM head are copied bit for bit; rows for new tokens are initialised by ``--init``, one class per method
 in :mod:`kolm.model.inits` (adding a method is adding a file there):
 
-* ``subword-mean`` (default): the mean of the base rows of the pieces the *base* tokenizer cuts the new token
+* ``distill`` (the default when its corpus is at hand; otherwise ``subword-mean``, and kolm says why):
+  subword-mean, then a short distillation of only the new rows against the base model's own predictions of the
+  same text under the base tokenization (:mod:`kolm.model.inits.distill`). It reads the corpus the extension was
+  learned on (``--corpus``, default: the files ``extension.json`` records) and stops at ``--init-steps`` or
+  ``--init-budget-s`` (280 s). It needs the whole model in one process (not under ZeRO-3).
+* ``subword-mean``: the mean of the base rows of the pieces the *base* tokenizer cuts the new token
   into (``extension.json`` from ``kolm vocab extend`` lists them; otherwise ``base.model.tokenize(token)``).
   The LM head gets the mean of the head rows of the same pieces. Rows past the tokenizer
-  (``--pad-to-multiple-of``) get the plain mean of the base rows. Model-free: it runs inside ZeRO-3.
-* ``distill``: subword-mean, then a short distillation of only the new rows against the base model's own
-  predictions of the same text under the base tokenization (:mod:`kolm.model.inits.distill`). It reads
-  the corpus the extension was learned on (``--corpus``, default: the files ``extension.json`` records) and stops
-  at ``--init-steps`` or ``--init-budget-s``. It needs the whole model in one process (not under ZeRO-3).
+  (``--pad-to-multiple-of``) get the plain mean of the base rows. Model-free and instant: it runs inside ZeRO-3.
 * ``mean``: transformers' mean resizing (a sample of N(mean, 1e-9 * cov) of the old rows).
 * ``random``: the model's own ``_init_weights`` (transformers' ``mean_resizing=False``), for ablations.
 
-Why ``subword-mean`` stays the default (SmolLM2-135M-Instruct + 8,000 Korean tokens, 40 held-out Korean
-documents the extension never saw, base 2.136 bpb): subword-mean reads them at 1.365x the base, English +0.017%.
-Most of that is the output side: with the base model's own hidden states, subword-mean's new rows alone cost
-1.284x; an experimental head fit on 48 cached teacher windows (README, Benchmarks; not kept) brought that to
-1.13-1.14x. distill was not measured end to end on SmolLM2: on the shared machine its replay term's sampling
-alone ran past 8 minutes. Until bench/init.py shows distill under the bar end to end, it stays opt-in.
+Why ``distill`` is the default (bench/init.py: SmolLM2-135M-Instruct + 8,000 Korean tokens, all 293 held-out
+Korean documents the extension never saw and 100 English ones): right after resize, held-out Korean costs 0.996x
+the base model's bits per byte with distill (274 s on 2 CPU cores), 1.265x with subword-mean and 1.844x with mean;
+English moves +0.041%, +0.015% and +0.007%. The library function :func:`resize_model` keeps ``subword-mean`` as its
+default: it is also called on partitioned models, where distill cannot run.
 
 :func:`resize_model` is the library entry point (used by the CPT trainer): it works on a plain model and on a
 model partitioned by DeepSpeed ZeRO-3 (``zero.Init``, before ``deepspeed.initialize``): the new weights are born
