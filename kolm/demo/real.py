@@ -32,8 +32,9 @@ from typing import Any
 
 import yaml
 
-from kolm.demo.run import ALIGN_DATA, Steps, _kolm, _write_lines
+from kolm.demo.run import ALIGN_DATA, Steps, _kolm, lines_text
 from kolm.errors import KolmError
+from kolm.vocab.family import has_hangul
 
 KO_PROMPT = "대한민국의 수도는 서울이다. 서울은"
 KO_CHAT = "한국의 전통 음식 하나를 소개해 주세요."
@@ -94,10 +95,6 @@ class EndPoint:
     @property
     def passed(self) -> bool:
         return self.loads and self.generates and self.korean_back
-
-
-def has_hangul(text: str) -> bool:
-    return any("\uac00" <= c <= "\ud7a3" or "\u1100" <= c <= "\u11ff" or "\u3130" <= c <= "\u318f" for c in text)
 
 
 def generate(model_dir: Path, chat: bool, max_new_tokens: int, prompt: str | None = None) -> tuple[str, str, Any]:
@@ -387,9 +384,9 @@ def _write_split(folder: Path, name: str, docs: list[str]) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for part, rows in zip(("train", "heldout"), split(docs), strict=True):
         path = paths[f"{name}_{part}"] = folder / f"{name}_{part}.txt"
-        if not path.is_file() or path.read_text(encoding="utf-8") != "".join(d.replace("\n", " ") + "\n"
-                                                                              for d in rows):
-            _write_lines(path, rows)
+        text = lines_text(rows)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
     return paths
 
 

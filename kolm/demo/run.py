@@ -120,8 +120,13 @@ def _fresh(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
+def lines_text(docs: list[str]) -> str:
+    """One document per line (a newline inside a document becomes a space)."""
+    return "".join(d.replace("\n", " ") + "\n" for d in docs)
+
+
 def _write_lines(path: Path, docs: list[str]) -> None:
-    path.write_text("".join(d.replace("\n", " ") + "\n" for d in docs), encoding="utf-8")
+    path.write_text(lines_text(docs), encoding="utf-8")
 
 
 def _base_tokenizer(en: list[str], out: Path, vocab_size: int) -> None:
