@@ -63,7 +63,7 @@ def bpb(model, tok, texts: list[str]) -> float:
 
 def resized(base: Path, tok: Path, method: str, corpus: Path, distill_steps: int | None, budget: float):
     """(model, (init wall seconds, init CPU seconds of this process), resize stats) for one method; ``method`` is an
-    init name, optionally with options of the init: ``distill:head_share=0.5:teacher_share=0.5``."""
+    init name, optionally with options of the init: ``distill:replay_weight=30:lr=0.02``."""
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
@@ -184,7 +184,7 @@ def base_bpb(base: Path, held: dict, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="subword-mean,mean,distill",
-                    help="inits, comma-separated; options of an init after colons (distill:head_share=0.5)")
+                    help="inits, comma-separated; options of an init after colons (distill:replay_weight=30)")
     ap.add_argument("--ko-docs", type=int, default=0, help="held-out Korean documents (0: all 293)")
     ap.add_argument("--en-docs", type=int, default=100, help="held-out English documents (a fixed sample)")
     ap.add_argument("--stage-steps", type=int, default=100)

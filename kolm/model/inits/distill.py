@@ -174,9 +174,9 @@ def step_loss(model: Any, batch: tuple[Any, ...], first: Any, n_base: int, opts:
     loss = opts["ce_weight"] * ce + opts["kd_weight"] * kd
     parts = {"ce": ce.item(), "kd": kd.item()}
     if replay is not None:  # text without new tokens: hidden states are the base model's, only the head moves
-        with torch.no_grad():
-            qr = F.log_softmax(head(replay)[:, :n_base].float(), -1)
-        rkd = grouped_kl(F.log_softmax(head(replay).float(), -1), qr, first, n_base)
+        logits = head(replay).float()  # one pass: the base rows' part, detached, is the target
+        qr = F.log_softmax(logits.detach()[:, :n_base], -1)
+        rkd = grouped_kl(F.log_softmax(logits, -1), qr, first, n_base)
         loss = loss + opts["replay_weight"] * rkd
         parts["replay"] = rkd.item()
     return loss, parts
