@@ -314,16 +314,19 @@ def _check_weights(model_dir: Path) -> None:
     raise KolmError(f"{model_dir}: no *.safetensors weights found")
 
 
-def _default_init(cfg: ResizeConfig, recorded: list[str], ext_file: Path) -> str:
-    """``distill`` (the best measured init, bench/init.py) when its corpus is at hand, else ``subword-mean``, said."""
-    if cfg.corpus:  # given: its errors are the user's to see
-        return "distill"
+def _init_and_corpus(cfg: ResizeConfig, recorded: list[str], ext_file: Path) -> tuple[str, list[str]]:
+    """The init and the text it reads (checked, :func:`_init_corpus`). Without ``--init``: ``distill`` (the best
+    measured init, bench/init.py) when its corpus is at hand, else ``subword-mean``, said."""
+    init = cfg.init or "distill"
+    if not get_init(init).uses_model:
+        return init, []
+    if cfg.init or cfg.corpus:  # asked for, or its corpus given: their errors are the user's to see
+        return init, _init_corpus(cfg, recorded, ext_file, init)
     try:
-        _init_corpus(cfg, recorded, ext_file, "distill")
+        return init, _init_corpus(cfg, recorded, ext_file, init)
     except KolmError as e:
         print(f"init subword-mean: no corpus for the default distill init ({e})")
-        return "subword-mean"
-    return "distill"
+        return "subword-mean", []
 
 
 def _init_corpus(cfg: ResizeConfig, recorded: list[str], ext_file: Path, init: str) -> list[str]:
@@ -359,8 +362,7 @@ def run(cfg: ResizeConfig) -> dict[str, Any]:
     plan = plan_extension(new, base, extension.added if extension else None, new_name=str(new_file),
                           base_name=str(base_file))
     recorded = [str(c) for c in extension.corpus] if extension else []
-    init = cfg.init or _default_init(cfg, recorded, ext_file)
-    corpus = _init_corpus(cfg, recorded, ext_file, init) if get_init(init).uses_model else []
+    init, corpus = _init_and_corpus(cfg, recorded, ext_file)
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
