@@ -412,22 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         print("kolm: interrupted", file=sys.stderr)
         return 130
     finally:
-        _close_process_group()
+        from kolm.train.run_state import close_process_group
 
-
-def _close_process_group() -> None:
-    """Destroy the torch.distributed process group a command opened (DeepSpeed, torchrun ranks), so that a rank
-    does not leave it to interpreter shutdown: there gloo's threads can abort the process ("terminate called without
-    an active exception", exit -6) after the work is done and saved, and the launcher then reports a failed run."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        from kolm.train.run_state import release_shared_memory
-
-        release_shared_memory(wait=False)  # what a rank initialised outside kolm's commands left
-        try:
-            dist.destroy_process_group()
-        except Exception:  # noqa: BLE001 - the command's own result stands; a failed teardown must not replace it
-            pass
+        close_process_group()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def main() -> None:
 
     from kolm.align import dpo, sft
     from kolm.config import from_dict
+    from kolm.train.run_state import close_process_group
 
     class Record(TrainerCallback):
         def __init__(self, name: str):
@@ -51,10 +52,13 @@ def main() -> None:
                                              "deepspeed": "zero3"}),
             (dpo.run, dpo.DpoConfig, "dpo", {"data": {"train": [job["dpo_data"]], "max_length": 96},
                                              "deepspeed": job["deepspeed"]})]
-    for run, cls, name, extra in runs:
-        cfg = from_dict(cls, {**common, **extra, "output": str(Path(job["out"]) / name)})
-        run(cfg, callbacks=[Record(name)])
-        dist.barrier()
+    try:
+        for run, cls, name, extra in runs:
+            cfg = from_dict(cls, {**common, **extra, "output": str(Path(job["out"]) / name)})
+            run(cfg, callbacks=[Record(name)])
+            dist.barrier()
+    finally:
+        close_process_group()  # as every kolm command does: gloo's threads can abort an exit that leaves it open
 
 
 if __name__ == "__main__":

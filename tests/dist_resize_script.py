@@ -46,35 +46,38 @@ def main() -> None:
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
     from kolm.model.resize import resize_model
-    from kolm.train.run_state import release_shared_memory
+    from kolm.train.run_state import close_process_group, release_shared_memory
 
     deepspeed.init_distributed()
     release_shared_memory()
-    hf_ds = HfDeepSpeedConfig(DS_CONFIG)  # must stay referenced: transformers keeps only a weakref
-    assert is_deepspeed_zero3_enabled() and hf_ds.is_zero3()
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    for job in jobs:
-        model = AutoModelForCausalLM.from_pretrained(job["model"], use_safetensors=True)
-        before = held(model)
-        stats = resize_model(model, Tokenizer.from_file(str(Path(job["tokenizer"]) / "tokenizer.json")),
-                             Tokenizer.from_file(str(Path(job["model"]) / "tokenizer.json")), init=job["init"],
-                             pad_to_multiple_of=job["pad"], seed=job["seed"])
-        after = held(model)
-        engine, *_ = deepspeed.initialize(model=model, config=DS_CONFIG)
-        with torch.no_grad():
-            logits = engine(input_ids=torch.tensor([job["ids"]])).logits
-        in_engine = held(model)
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()} if rank == 0 else None
-        out = Path(job["out"])
-        if rank == 0:
-            model.save_pretrained(out, state_dict=state)
-            torch.save(logits, out / "logits.pt")
+    try:
+        hf_ds = HfDeepSpeedConfig(DS_CONFIG)  # must stay referenced: transformers keeps only a weakref
+        assert is_deepspeed_zero3_enabled() and hf_ds.is_zero3()
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        for job in jobs:
+            model = AutoModelForCausalLM.from_pretrained(job["model"], use_safetensors=True)
+            before = held(model)
+            stats = resize_model(model, Tokenizer.from_file(str(Path(job["tokenizer"]) / "tokenizer.json")),
+                                 Tokenizer.from_file(str(Path(job["model"]) / "tokenizer.json")), init=job["init"],
+                                 pad_to_multiple_of=job["pad"], seed=job["seed"])
+            after = held(model)
+            engine, *_ = deepspeed.initialize(model=model, config=DS_CONFIG)
+            with torch.no_grad():
+                logits = engine(input_ids=torch.tensor([job["ids"]])).logits
+            in_engine = held(model)
+            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()} if rank == 0 else None
+            out = Path(job["out"])
+            if rank == 0:
+                model.save_pretrained(out, state_dict=state)
+                torch.save(logits, out / "logits.pt")
+            torch.distributed.barrier()
+            (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "stats": stats, "before": before,
+                                                              "after": after, "in_engine": in_engine}))
+            del engine, model
         torch.distributed.barrier()
-        (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "stats": stats, "before": before,
-                                                          "after": after, "in_engine": in_engine}))
-        del engine, model
-    torch.distributed.barrier()
+    finally:
+        close_process_group()  # as every kolm command does: gloo's threads can abort an exit that leaves it open
 
 
 if __name__ == "__main__":

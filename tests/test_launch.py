@@ -235,14 +235,14 @@ def test_ignored_signals_stay_ignored():
             signal.signal(sig, h)
 
 
-
 def test_release_shared_memory_unlinks_only_this_ranks_buffer(monkeypatch):
     """The name DeepSpeed's shm.cpp gives a rank's buffer (uid, MASTER_ADDR, MASTER_PORT, rank): this rank's is
     unlinked (after a barrier), another rank's and another run's stay; a second call and no process group do nothing.
+    close_process_group (the end of every command) unlinks what is left of this rank's and destroys the group.
     The real runs are checked by conftest's _no_shared_memory_left around every distributed test."""
     import torch.distributed as dist
 
-    from kolm.train.run_state import release_shared_memory
+    from kolm.train.run_state import close_process_group, release_shared_memory
 
     assert release_shared_memory() is None  # no process group
     port = free_port()
@@ -258,10 +258,16 @@ def test_release_shared_memory_unlinks_only_this_ranks_buffer(monkeypatch):
         assert release_shared_memory() == mine and not mine.exists()
         assert peer.exists() and other.exists()
         assert release_shared_memory(wait=False) is None
+        mine.write_bytes(b"x")  # what a rank initialised outside kolm's commands still holds at the end
+        close_process_group()
+        assert not dist.is_initialized() and not mine.exists() and peer.exists()
+        close_process_group()  # a second call: nothing left to do
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
         for f in (mine, peer, other):
             f.unlink(missing_ok=True)
+
 
 RANK = textwrap.dedent("""
     import sys, time

@@ -67,6 +67,21 @@ def release_shared_memory(wait: bool = True) -> Path | None:
     return path
 
 
+def close_process_group() -> None:
+    """Destroy the torch.distributed process group of a finished rank (DeepSpeed, torchrun): every kolm command calls
+    this at its end, and so must any script that runs kolm's stages on several ranks itself. Left to interpreter
+    shutdown, gloo's threads can abort the process ("terminate called without an active exception", exit -6) after
+    the work is done and saved, and the launcher then reports a failed run. Unlinks what is left of this rank's
+    shared-memory buffer first (a rank initialised outside kolm's commands)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        release_shared_memory(wait=False)
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - the work's own result stands; a failed teardown must not replace it
+            pass
+
+
 def write_marker(ckpt: Path, step: int) -> None:
     """Record ``ckpt`` as complete: its files and sizes (call on rank 0 once every rank has written its part)."""
     apply_umask(ckpt)
