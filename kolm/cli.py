@@ -412,9 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         print("kolm: interrupted", file=sys.stderr)
         return 130
     finally:
-        from kolm.train.run_state import close_process_group
+        if "torch.distributed" in sys.modules:  # a command that ran on several ranks: close its group
+            from kolm.train.run_state import close_process_group
 
-        close_process_group()
+            close_process_group()
 
 
 if __name__ == "__main__":
