@@ -1,3 +1,3 @@
-from kolm.cli import main
+from kolm.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kolm import __version__
 from kolm.config import (
@@ -412,11 +412,24 @@ def main(argv: list[str] | None = None) -> int:
         print("kolm: interrupted", file=sys.stderr)
         return 130
     finally:
-        if "torch.distributed" in sys.modules:  # a command that ran on several ranks: close its group
+        if "torch.distributed" in sys.modules:  # a command that ran on several ranks: close its group (see entry)
             from kolm.train.run_state import close_process_group
 
             close_process_group()
 
 
+def entry() -> NoReturn:
+    """The ``kolm`` console script and ``python -m kolm.cli`` (how launchers start ranks): :func:`main`, then leave
+    through :func:`kolm.train.run_state.exit_process`, also when a command stops with ``SystemExit`` (a stop signal's
+    128 + signal), so that a rank's exit status is the command's."""
+    try:
+        code: int | str | None = main()
+    except SystemExit as e:
+        code = e.code
+    from kolm.train.run_state import exit_process
+
+    exit_process(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -77,8 +77,11 @@ def main() -> None:
             del engine, model
         torch.distributed.barrier()
     finally:
-        close_process_group()  # as every kolm command does: gloo's threads can abort an exit that leaves it open
+        close_process_group()  # as every kolm command does
 
 
 if __name__ == "__main__":
     main()
+    from kolm.train.run_state import exit_process
+
+    exit_process(0)  # as kolm's commands leave: a finished rank skips interpreter shutdown

@@ -269,6 +269,48 @@ def test_release_shared_memory_unlinks_only_this_ranks_buffer(monkeypatch):
             f.unlink(missing_ok=True)
 
 
+
+EXIT_RANK = textwrap.dedent("""
+    import atexit, sys, types
+    import torch.distributed as dist
+    from kolm.train.run_state import close_process_group, exit_process
+    finished = []
+    wandb = types.ModuleType("wandb")  # a stand-in with a live run: exit_process must finish it
+    wandb.run, wandb.finish = object(), lambda exit_code=0: print(f"wandb finished {exit_code}", end=" ")
+    sys.modules["wandb"] = wandb
+    atexit.register(lambda: print("interpreter shutdown ran", flush=True))
+    if sys.argv[1] == "rank":
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{sys.argv[2]}", rank=0, world_size=1)
+        close_process_group()
+    print("unflushed output", end=" ")
+    exit_process(int(sys.argv[3]))
+""")
+
+
+def test_exit_process_skips_interpreter_shutdown_only_on_a_closed_rank(tmp_path, monkeypatch):
+    """A rank whose group close_process_group closed leaves with its code, W&B's run finished and its output flushed,
+    without interpreter shutdown (where C++ threads can abort a finished rank); any other process exits normally."""
+    from kolm.train import run_state
+    from kolm.train.run_state import exit_process
+
+    script = tmp_path / "exit_rank.py"
+    script.write_text(EXIT_RANK)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rank = subprocess.run([sys.executable, str(script), "rank", str(free_port()), "7"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert rank.returncode == 7 and rank.stdout == "unflushed output wandb finished 7 ", rank.stdout + rank.stderr
+    plain = subprocess.run([sys.executable, str(script), "plain", "0", "3"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert plain.returncode == 3 and "interpreter shutdown ran" in plain.stdout
+    assert "wandb finished" not in plain.stdout  # a normal exit leaves W&B to its own shutdown hook
+    monkeypatch.setattr(run_state, "_WAS_RANK", False)  # this pytest process closed test groups of its own
+    with pytest.raises(SystemExit) as e:
+        exit_process(None)
+    assert e.value.code == 0
+    with pytest.raises(SystemExit) as e:
+        exit_process("kolm: a message")
+    assert e.value.code == 1
+
 RANK = textwrap.dedent("""
     import sys, time
     from kolm.train.signals import StopSignals

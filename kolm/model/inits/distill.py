@@ -357,8 +357,8 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
     import torch
     from tqdm.auto import tqdm
 
-    bsz, n_base = int(opts["batch"]), inputs.plan.n_base
-    steps = inputs.max_steps or max(1, len(windows) // bsz)
+    bsz, n_base = min(int(opts["batch"]), len(windows)), inputs.plan.n_base
+    steps = inputs.max_steps or len(windows) // bsz
     device = first.device
     t0, done, first_loss, last, times, tokens = time.perf_counter(), 0, None, {}, [], 0
     peak = opt.lr
@@ -369,8 +369,8 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
         if step > 0 and t_step + median > deadline:  # a tiny budget still gets one step
             break
         horizon = steps if inputs.max_steps or not times else min(steps, step + (deadline - t_step) / median)
-        lo = (step * bsz) % len(windows)
-        batch = _batch((windows + windows)[lo:lo + bsz], 0, device)
+        lo = step * bsz  # the windows in turn, wrapping around; a batch never holds one window twice
+        batch = _batch([windows[(lo + i) % len(windows)] for i in range(bsz)], 0, device)
         warm = min(1.0, (step + 1) / max(1, int(opts["warmup"])))
         opt.lr = peak * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, step / horizon))))
         rb = int(opts["replay_batch"])
