@@ -269,12 +269,10 @@ def test_release_shared_memory_unlinks_only_this_ranks_buffer(monkeypatch):
             f.unlink(missing_ok=True)
 
 
-
 EXIT_RANK = textwrap.dedent("""
     import atexit, sys, types
     import torch.distributed as dist
     from kolm.train.run_state import close_process_group, exit_process
-    finished = []
     wandb = types.ModuleType("wandb")  # a stand-in with a live run: exit_process must finish it
     wandb.run, wandb.finish = object(), lambda exit_code=0: print(f"wandb finished {exit_code}", end=" ")
     sys.modules["wandb"] = wandb
@@ -310,6 +308,7 @@ def test_exit_process_skips_interpreter_shutdown_only_on_a_closed_rank(tmp_path,
     with pytest.raises(SystemExit) as e:
         exit_process("kolm: a message")
     assert e.value.code == 1
+
 
 RANK = textwrap.dedent("""
     import sys, time
