@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.artifacts import ResizeRecord, RunFolder, TokenizerExtension
+from kolm.artifacts.imported import imported_from
 from kolm.artifacts.public import hub_id_of_path, public_file, public_string, public_text
 from kolm.artifacts.run_folder import DONE
 from kolm.artifacts.tokenizer_match import check_model_records
@@ -175,11 +176,13 @@ def find_base(cfg: PushConfig, model: Path, run_info: dict[str, Any] | None) -> 
         cands += [recipe_resize and recipe_resize.source_model, recipe_model]
     cands.append(ext and ext.base)
     folders = [Path(c) for c in cands if isinstance(c, str) and Path(c).is_dir()]
-    for c in cands:
+    for c in [*cands, str(model)]:
         if is_hub_id(c):
             return c, folders
         if isinstance(c, str) and hub_id_of_path(c):
             return hub_id_of_path(c), folders
+        if isinstance(c, str) and Path(c).is_dir() and (repo := imported_from(c)):  # a GGUF import: its source
+            return repo, folders
     return None, folders
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeGuard
 
 # Suffixes of files kolm reads or writes. A value ending in one is a file path, never a hub repo, so that a missing
 # ``org/train.jsonl`` is reported as a missing file instead of an unreachable repository.
@@ -31,11 +32,16 @@ def is_hub_id(value: object, base_dir: str | Path | None = None) -> bool:
     ``base_dir`` is the folder a relative path would be read from (default: the working directory): a value that
     exists there is a local path even when it looks like ``ORG/NAME``.
     """
+    if not is_repo_id(value) or value.lower().endswith(FILE_SUFFIXES):
+        return False
+    return not (Path(base_dir) / value if base_dir is not None else Path(value)).exists()
+
+
+def is_repo_id(value: object) -> TypeGuard[str]:
+    """``value`` is spelled as a Hub repository id ``ORG/NAME`` (exactly one ``/``, what
+    ``huggingface_hub.utils.validate_repo_id`` accepts, no leading ``.``/``/``/``~``), whatever exists locally: for
+    ids read from records, which never name local folders."""
     if not isinstance(value, str) or value.count("/") != 1 or value.startswith((".", "/", "~")) or "\\" in value:
-        return False
-    if value.lower().endswith(FILE_SUFFIXES):
-        return False
-    if (Path(base_dir) / value if base_dir is not None else Path(value)).exists():
         return False
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 

