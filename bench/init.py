@@ -182,6 +182,8 @@ def base_bpb(base: Path, held: dict, out: Path) -> dict:
 
 
 def main() -> None:
+    from kolm.model.inits import BUDGET_S
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="subword-mean,mean,distill",
                     help="inits, comma-separated; options of an init after colons (distill:replay_weight=30)")
@@ -191,7 +193,8 @@ def main() -> None:
     ap.add_argument("--stage-batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--distill-steps", type=int, default=None, help="step cap of distill (default: its own)")
-    ap.add_argument("--distill-budget", type=float, default=280.0, help="time budget of distill, seconds (the default)")
+    ap.add_argument("--distill-budget", type=float, default=BUDGET_S,
+                    help="time budget of distill, seconds (its default)")
     ap.add_argument("--new-tokens", type=int, default=8000)
     ap.add_argument("--scaling", action="store_true", help="also time distill steps by model size / new tokens")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "init"))

@@ -34,6 +34,7 @@ import yaml
 
 from kolm.demo.run import ALIGN_DATA, Steps, _kolm, lines_text
 from kolm.errors import KolmError
+from kolm.model.inits.base import BUDGET_S
 from kolm.vocab.family import has_hangul
 
 KO_PROMPT = "대한민국의 수도는 서울이다. 서울은"
@@ -48,7 +49,7 @@ class Budget:
     """How much each stage does. The defaults are the benchmark's; :func:`quick` and the tests use less."""
 
     new_tokens: int = 8000
-    init_budget_s: float = 280.0  # the resize's distill init (its default)
+    init_budget_s: float = BUDGET_S  # the resize's distill init (its default)
     init_steps: int | None = None  # a step cap for it (the tests)
     seq_len: int = 128
     micro_batch: int = 4

@@ -50,7 +50,7 @@ from kolm.io import (
     load_tokenizer_json,
     resolve_pretrained,
 )
-from kolm.model.inits import InitInputs, get_init, names
+from kolm.model.inits import BUDGET_S, InitInputs, get_init, names
 
 # The new tokenizer folder's files are copied into the output (kolm.io.copy_tokenizer_files: tokenizer.model only
 # when it belongs to the new tokenizer.json, i.e. the one `kolm vocab extend` wrote, never a stale base model).
@@ -69,7 +69,7 @@ class ResizeConfig:
                              "subword-mean, said)")
     corpus: list[str] = field(default_factory=list, help="text for a model-using init such as distill (default: "
                               "the corpus recorded in the tokenizer's extension.json)", path=True)
-    init_budget_s: float = field(280.0, help="wall-clock budget of a model-using init, in seconds")
+    init_budget_s: float = field(BUDGET_S, help="wall-clock budget of a model-using init, in seconds")
     init_steps: int | None = field(None, help="step cap of a model-using init (default: the method's own)")
     pad_to_multiple_of: int | None = field(None, help="pad the vocabulary dimension to a multiple of this")
     base_tokenizer: str | None = field(None, path=True, hub=True,
@@ -237,7 +237,7 @@ def _check_single_process(model: Any, init: str) -> None:
 
 def resize_model(model: Any, new_tokenizer: Any, base_tokenizer: Any, init: str = "subword-mean",
                  pad_to_multiple_of: int | None = None, seed: int = 0, extension: list[dict] | None = None,
-                 plan: ExtensionPlan | None = None, corpus: list[str] | None = None, budget_s: float = 280.0,
+                 plan: ExtensionPlan | None = None, corpus: list[str] | None = None, budget_s: float = BUDGET_S,
                  max_steps: int | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Resize ``model``'s input embeddings and LM head (tied or not) to ``new_tokenizer``; return statistics.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from kolm.model.inits.base import REGISTRY, EmbeddingInit, InitInputs, register
+from kolm.model.inits.base import BUDGET_S, REGISTRY, EmbeddingInit, InitInputs, register
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "base":
@@ -38,4 +38,4 @@ def get_init(name: str) -> EmbeddingInit:
     return REGISTRY[name]()
 
 
-__all__ = ["EmbeddingInit", "InitInputs", "REGISTRY", "get_init", "names", "register"]
+__all__ = ["BUDGET_S", "EmbeddingInit", "InitInputs", "REGISTRY", "get_init", "names", "register"]

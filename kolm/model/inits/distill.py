@@ -349,6 +349,11 @@ def _prefix_id(model: Any, inputs: InitInputs) -> int:
     raise KolmError("init distill: the model config has neither bos_token_id nor eos_token_id")
 
 
+def _median(xs: list[float]) -> float:
+    """The upper median (0 for none): the step time the budget plans with."""
+    return sorted(xs)[len(xs) // 2] if xs else 0.0
+
+
 def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[str, Any],
            inputs: InitInputs, replay: Any | None, deadline: float) -> dict[str, Any]:
     """The loop: warm-up, then cosine decay to 10% at the end: at the step cap, or (without ``inputs.max_steps``) at
@@ -365,7 +370,7 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
     bar = tqdm(total=steps, desc="distill init", unit="step", leave=False, mininterval=2.0)
     for step in range(steps):
         t_step = time.perf_counter()
-        median = sorted(times)[len(times) // 2] if times else 0.0
+        median = _median(times)
         if step > 0 and t_step + median > deadline:  # a tiny budget still gets one step
             break
         horizon = steps if inputs.max_steps or not times else min(steps, step + (deadline - t_step) / median)
@@ -388,5 +393,5 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
     bar.close()
     return {"steps": done, "max_steps": steps, "seconds": round(time.perf_counter() - t0, 2),
             "stopped_by": "steps" if done == steps else "time budget", "first": first_loss, "last": last,
-            "windows_seen": done * bsz, "median_step_s": round(sorted(times)[len(times) // 2], 3) if times else 0.0,
+            "windows_seen": done * bsz, "median_step_s": round(_median(times), 3),
             "tokens_per_step": round(tokens / max(done, 1), 1)}
