@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kolm.tables import text_table
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KOLM_SHARED", REPO.parent / "shared"))
 
@@ -50,13 +52,8 @@ def print_table(rows: list[dict[str, Any]], title: str = "") -> None:
     if title:
         print(f"\n{title}")
     cols = list(rows[0])
-    fmt = [lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)]
-    cells = [[fmt[0](r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for x in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)))
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in (r.get(c, "") for c in cols)] for r in rows]
+    print(text_table(cols, cells, left=len(cols)))
 
 
 def print_json(name: str, payload: dict[str, Any]) -> None:

@@ -10,9 +10,3 @@ def folder_file(folder_or_file: str | Path, name: str) -> Path:
     p = Path(folder_or_file)
     return p / name if p.is_dir() or not p.suffix else p
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file, write_text_atomic
+from kolm.artifacts._json import folder_file
 from kolm.errors import KolmError
+from kolm.fsutil import atomic_write_text
 from kolm.io import read_json_object
 
 EXTENSION_FILE = "extension.json"
@@ -110,7 +111,7 @@ class TokenizerExtension:
         head = json.dumps(data, ensure_ascii=False, indent=2)
         rows = ",\n".join("    " + json.dumps(a, ensure_ascii=False) for a in added)
         path = Path(folder) / EXTENSION_FILE
-        write_text_atomic(path, head[:-2] + ',\n  "added": [\n' + rows + "\n  ]\n}\n")
+        atomic_write_text(path, head[:-2] + ',\n  "added": [\n' + rows + "\n  ]\n}\n")
         return path
 
     @classmethod

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file, write_text_atomic
+from kolm.artifacts._json import folder_file
 from kolm.errors import KolmError
+from kolm.fsutil import atomic_write_text
 from kolm.io import read_json_object
 
 RESIZE_FILE = "resize.json"
@@ -62,7 +63,7 @@ class ResizeRecord:
         if (Path(folder) / "tokenizer.json").is_file():
             self.tokenizer_fingerprint = tokenizer_fingerprint(folder)
         path = Path(folder) / RESIZE_FILE
-        write_text_atomic(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod

@@ -11,9 +11,10 @@ import csv
 import html
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from kolm.fsutil import atomic_write_text
 
 SUMMARY_COLUMNS = ["rank_gain", "rank_forgetting", "run", "status", "step", "steps_total", "tokens_seen", "reference",
                    "gain_ref_bpb", "gain_latest_bpb", "gain", "gain_pct", "forgetting_ref_bpb",
@@ -89,9 +90,7 @@ def task_csv_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text, unique=True)  # unique: a watching dashboard and a one-off one may write at once
 
 
 def write_report(data: dict[str, Any], html_path: Path, refresh: int | None = None) -> None:

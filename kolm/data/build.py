@@ -51,6 +51,7 @@ from kolm.config import dump_yaml, to_dict
 from kolm.data.config import DataBuildConfig
 from kolm.data.filters import load_filters
 from kolm.errors import KolmError
+from kolm.fsutil import atomic_write_text
 from kolm.io import TOKENIZER_FILES, file_sha256, resolve_pretrained, tokenizer_fingerprint
 from kolm.paths import is_hub_id
 
@@ -166,9 +167,7 @@ class _Marker:
         return data if isinstance(data, dict) else None
 
     def write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(data))
 
     def busy(self) -> bool:
         """Whether another process holds the lock (a build is running)."""
@@ -326,10 +325,8 @@ def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec
     manifest["filters"] = [c.name for c in filter_classes]  # in order: a drop is the first one failed
     manifest["warnings"] = warnings + lost
     manifest["timings_s"] = {"scan": round(t_scan, 3), "total": round(time.perf_counter() - t0, 3)}
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "recipe.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
     return manifest
 
 

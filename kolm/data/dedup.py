@@ -12,11 +12,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from kolm.fsutil import atomic_path
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
@@ -198,10 +199,8 @@ class KeySet:
     def _persist(self, i: int) -> None:
         fname = f"{self.name}-{self._next:06d}.npy"
         self._next += 1
-        tmp = self.folder / (fname + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_path(self.folder / fname) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.asarray(self.runs[i]))
-        os.replace(tmp, self.folder / fname)
         self.runs[i] = np.load(self.folder / fname, mmap_mode="r")
         self.files[i] = fname
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
+from kolm.tables import text_table
 
 
 @dataclass
@@ -31,15 +32,7 @@ class InspectConfig:
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, r in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 or n == 0 else c.rjust(w) for i, (c, w) in
-                               enumerate(zip(r, widths))))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table([str(h) for h in headers], [[str(c) for c in r] for r in rows], left=1, head_left=True)
 
 
 def _mb(n: int) -> str:

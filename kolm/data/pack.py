@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from kolm.data.mix import Plan
+from kolm.fsutil import atomic_path
 
 
 def shard_name(k: int, n: int) -> str:
@@ -59,12 +60,10 @@ def _write_batches(path: Path, schema: Any, features: dict[str, Any], batches: I
     import pyarrow as pa
 
     schema = schema.with_metadata(_schema_meta(features))
-    tmp = path.with_name(path.name + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for b in batches:
             parts = b.to_batches() if isinstance(b, pa.Table) else [b]
             writer.write_table(pa.Table.from_batches(parts, schema=schema), max_chunksize=10_000)
-    os.replace(tmp, path)
 
 
 def finish_dataset_dir(folder: Path, features: dict[str, Any], n_shards: int, fingerprint: str) -> None:
@@ -182,9 +181,8 @@ def write_lang_tokens(path: Path, plan: Plan, source_langs: list[str]) -> dict[s
         inside = np.where((d < len(per_doc)) & (lang_of_doc[np.minimum(d, len(per_doc) - 1)] == j),
                           bounds - doc_start[np.minimum(d, len(per_doc) - 1)], 0) if len(per_doc) else 0
         out[:, j] = before + inside
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, out)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, out)
     return {"path": path.name, "languages": langs}
 
 

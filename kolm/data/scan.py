@@ -42,6 +42,7 @@ from kolm.data.filters import filter_paths, load_filters
 from kolm.data.process import WorkerSpec, init_worker, run_clean, run_tokenize
 from kolm.data.sources import ResolvedSource, read_records
 from kolm.errors import KolmError
+from kolm.fsutil import atomic_write_text
 
 MAX_EXAMPLES = 5
 STATE_FILE = "scan_state.json"
@@ -176,9 +177,7 @@ class Scanner:
                  "spill_sizes": sizes,
                  "keys": {"raw": self.raw.checkpoint(), "exact": self.exact.checkpoint(),
                           "near": self.near.checkpoint()}}
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state), encoding="utf-8")
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps(state))
         for ks in (self.raw, self.exact, self.near):
             ks.garbage_collect()
 

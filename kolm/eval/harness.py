@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
+from kolm.tables import text_table
 
 LOCAL_TASKS = Path(__file__).resolve().parent / "tasks"
 MIN_LM_EVAL = (0, 4, 10)  # 0.4.9 and older import names that transformers 5 removed
@@ -369,8 +370,6 @@ TASK_HEAD = ["model", "task", "lang", "metric", "score", "stderr", "vs first", "
 
 def format_task_table(rows: list[dict[str, Any]]) -> str:
     """The task rows as an aligned text table (stdout of ``kolm eval``)."""
-    from kolm.eval.run import text_table
-
     return text_table(TASK_HEAD, [_cells(r) for r in rows], left=4)
 
 

@@ -32,6 +32,8 @@ from typing import Any, Literal
 from kolm.artifacts import DataFolder
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
+from kolm.fsutil import atomic_write_text
+from kolm.tables import text_table
 
 LANG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 # Longer documents are skipped (and counted): scoring costs time and memory in proportion to a document's length,
@@ -254,15 +256,6 @@ def format_table(rows_: list[dict[str, Any]]) -> str:
     return text_table(head, body, left=2)
 
 
-def text_table(head: list[str], body: list[list[str]], left: int) -> str:
-    """Aligned columns under a ruled header; the first ``left`` columns are left-aligned, the rest right."""
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-             for line in [head, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def format_markdown(rows_: list[dict[str, Any]]) -> str:
     out = ["| model | lang | bpb | vs first | docs | bytes | tokens | bytes/token |",
            "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -323,11 +316,11 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.output:
         out = Path(cfg.output)
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         md = format_markdown(result["rows"]) + (f"\n{skipped}\n" if skipped else "") if result["rows"] else ""
         if tasks is not None:
             md += ("\n" if md else "") + harness.format_task_markdown(result["task_rows"])
-        _write_atomic(out / "results.md", md)
+        atomic_write_text(out / "results.md", md)
         what = " + ".join(([f"{len(texts)} language(s)"] if texts else [])
                           + ([f"{len(tasks.names)} task(s)"] if tasks is not None else []))
         print(f"kolm eval: {len(models)} model(s) x {what} -> {out / 'results.json'}")
@@ -372,9 +365,3 @@ def check_output(out: Path) -> None:
     elif md.exists():
         raise KolmError(f"output: {md} exists and was not written by kolm eval; choose another folder or pass "
                         "--overwrite to replace it")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

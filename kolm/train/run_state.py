@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from kolm.fsutil import atomic_write_text
 from kolm.io import apply_umask
 
 MARKER = "kolm_complete.json"
@@ -126,12 +127,7 @@ def write_marker(ckpt: Path, step: int) -> None:
     apply_umask(ckpt)
     files = {str(p.relative_to(ckpt)): p.stat().st_size for p in sorted(ckpt.rglob("*"))
              if p.is_file() and p.name != MARKER}
-    tmp = ckpt / (MARKER + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump({"step": step, "files": files}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, ckpt / MARKER)
+    atomic_write_text(ckpt / MARKER, json.dumps({"step": step, "files": files}), fsync=True)
 
 
 def is_complete(ckpt: Path) -> bool:

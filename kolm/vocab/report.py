@@ -42,6 +42,7 @@ from typing import Any
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
 from kolm.io import check_corpus_files, iter_corpus, load_tokenizer_json
+from kolm.tables import text_table
 from kolm.vocab.family import HANGUL_RE, is_hangul
 from kolm.vocab.morph import morpheme_boundaries, surface_boundaries
 
@@ -265,14 +266,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             v = r.get(key)
             cells.append("-" if v is None else format(v, fmt))
         body.append(cells)
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    lines = []
-    for cells in [head, *body]:
-        left = "  ".join(c.ljust(w) for c, w in zip(cells[:2], widths[:2], strict=True))
-        right = "  ".join(c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True))
-        lines.append(f"{left}  {right}")
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return text_table(head, body, left=2, solid_rule=True)
 
 
 def _display_names(names: list[str]) -> list[str]:
