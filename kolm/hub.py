@@ -36,7 +36,7 @@ from kolm.artifacts.run_folder import DONE
 from kolm.artifacts.tokenizer_match import check_model_records
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
-from kolm.io import read_json_object
+from kolm.io.files import read_json_object
 from kolm.paths import is_hub_id
 from kolm.train.run_state import MARKER
 
@@ -100,7 +100,7 @@ def locate(cfg: PushConfig) -> tuple[Path, Path | None]:
         run = Path(cfg.run)
         if not run.is_dir():
             raise KolmError(f"run: {run} is not a folder")
-    from kolm.io import check_model_folder
+    from kolm.io.models import check_model_folder
 
     check_model_folder(model)
     for note in check_model_records(model, "dir"):  # the tokenizer is the one the records were written for
@@ -154,7 +154,7 @@ def upload_files(model: Path) -> tuple[list[Path], list[str]]:
                 left.append(str(rel))
             continue
         keep.append(rel)
-    from kolm.io import TOKENIZER_MODEL
+    from kolm.io.tokenizers import TOKENIZER_MODEL
     from kolm.vocab.spm_model import tokenizer_model_mismatch
 
     if Path(TOKENIZER_MODEL) in keep:  # a stale SentencePiece model would make llama.cpp tokenize differently
@@ -386,7 +386,7 @@ def dry_run(cfg: PushConfig) -> dict[str, Any]:
           f"{info['base_model'] or 'unknown'})")
     rewritten = sorted(publishable(model, files))
     if cfg.stage:
-        from kolm.io import atomic_output_dir
+        from kolm.io.files import atomic_output_dir
 
         with atomic_output_dir(cfg.stage) as tmp:
             stage_upload(model, files, card, tmp)

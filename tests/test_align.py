@@ -20,7 +20,7 @@ from kolm.align.chat import DEFAULT_CHAT_TEMPLATE
 from kolm.cli import main
 from kolm.config import from_dict
 from kolm.errors import KolmError
-from kolm.io import tokenizer_fingerprint
+from kolm.io.tokenizers import tokenizer_fingerprint
 
 FAST = {"gradient_checkpointing": False, "logging_steps": 1, "warmup": 0, "scheduler": "constant"}
 

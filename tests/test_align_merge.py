@@ -1,7 +1,7 @@
 """``kolm merge-lora`` against foreign and corrupt inputs, and the tokenizer fingerprint it compares
-(:func:`kolm.io.tokenizer_fingerprint`): a tokenizer of the same size but other content (Mistral's over Llama-2, both
-32,000) is refused, and each planted fault (a broken ``adapter_config.json``, cut adapter weights, a truncated or
-missing base shard) gives one line naming the file, with no traceback and no output folder."""
+(:func:`kolm.io.tokenizers.tokenizer_fingerprint`): a tokenizer of the same size but other content (Mistral's over
+Llama-2, both 32,000) is refused, and each planted fault (a broken ``adapter_config.json``, cut adapter weights, a
+truncated or missing base shard) gives one line naming the file, with no traceback and no output folder."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from test_align_data import sp_tokenizer
 
 from kolm.cli import main
 from kolm.errors import KolmError
-from kolm.io import check_safetensors, tokenizer_content, tokenizer_fingerprint
+from kolm.io.models import check_safetensors
+from kolm.io.tokenizers import tokenizer_content, tokenizer_fingerprint
 
 
 def save_lora(model, folder: Path) -> Path:

@@ -21,7 +21,7 @@ from helpers import make_sp_tokenizer, tiny_llama
 from huggingface_hub import HfApi
 
 from kolm.cli import main
-from kolm.io import tokenizer_fingerprint
+from kolm.io.tokenizers import tokenizer_fingerprint
 
 VOCAB = 800  # embedding rows; the tiny tokenizers have fewer tokens
 

@@ -406,7 +406,7 @@ def test_resume_point_removes_incomplete_checkpoints(tmp_path, capsys):
 def test_output_folders_follow_the_umask(tmp_path, umask):
     """atomic_output_dir's folder (mkdtemp: 0700) and files written private (safetensors: 0600) end with what the
     umask gives new files; a strict umask is kept strict."""
-    from kolm.io import atomic_output_dir
+    from kolm.io.files import atomic_output_dir
 
     old = os.umask(umask)
     try:

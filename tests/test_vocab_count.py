@@ -1,4 +1,5 @@
-"""Streamed, parallel counting for `kolm vocab extend` (kolm.vocab.count) and the corpus reader it uses (kolm.io).
+"""Streamed, parallel counting for `kolm vocab extend` (kolm.vocab.count) and the corpus reader it uses
+(kolm.io.corpus).
 
 The same units, in the same order, whatever the number of processes, files and part sizes; huge lines read in
 bounded memory and cut into windows that change nothing the SentencePiece family counts; the seeded samples; and
@@ -17,10 +18,10 @@ import pytest
 from helpers import read_lines, real_tokenizer
 from test_vocab_extend import GOLDEN
 
-from kolm import io
 from kolm.cli import main
 from kolm.errors import KolmError
-from kolm.io import ReadStats, corpus_parts, iter_corpus, iter_part, whole_file, windows
+from kolm.io import corpus
+from kolm.io.corpus import ReadStats, corpus_parts, iter_corpus, iter_part, text_windows, whole_file
 from kolm.vocab.count import BottomK, count_corpus, plan
 from kolm.vocab.families import detect
 
@@ -63,7 +64,7 @@ def test_invalid_utf8_names_line_and_byte(tmp_path, monkeypatch):
     p.write_bytes("좋은 줄\n".encode() * 3000 + b"ok \xff\xfe broken\n" + b"more\n")
     with pytest.raises(KolmError, match=r"bad.txt:3001: invalid UTF-8 \(invalid start byte at byte 3\)"):
         list(iter_corpus([p]))
-    monkeypatch.setattr(io, "BLOCK_BYTES", 1000)  # the error lies in a later block and a later part
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", 1000)  # the error lies in a later block and a later part
     with pytest.raises(KolmError, match=r"bad.txt:3001: invalid UTF-8"):
         for part in corpus_parts([p], 5000):
             list(iter_part(part, max_chars=100))
@@ -110,20 +111,20 @@ def test_windows_cut_before_a_word_and_keep_the_text():
         text = "".join(rng.choice(["한국", "어", "x", "😀"]) * rng.randint(1, 4) + " " * rng.randint(1, 3)
                        for _ in range(rng.randint(0, 80)))
         n = rng.randint(100, 150)
-        pieces = windows(text, n)
+        pieces = text_windows(text, n)
         assert "".join(pieces) == text and all(len(p) <= n for p in pieces)
         for prev, p in zip(pieces, pieces[1:]):
             assert p[0] == " " and not prev[-1].isspace(), (prev[-5:], p[:5])
-    assert windows("가" * 250, 100) == ["가" * 100, "가" * 100, "가" * 50]  # no space at all: hard cuts
-    assert windows("가" * 80 + "\t" + "나" * 100, 100) == ["가" * 80, "\t" + "나" * 99, "나"]  # other whitespace
-    assert windows("", 100) == [""]
+    assert text_windows("가" * 250, 100) == ["가" * 100, "가" * 100, "가" * 50]  # no space at all: hard cuts
+    assert text_windows("가" * 80 + "\t" + "나" * 100, 100) == ["가" * 80, "\t" + "나" * 99, "나"]  # other whitespace
+    assert text_windows("", 100) == [""]
 
 
 def test_huge_line_is_read_in_bounded_memory(tmp_path, monkeypatch):
     line = ("한국어 문장을 길게 씁니다 " * 120_000).encode()  # 3.7 MB, one line
     p = tmp_path / "one.txt"
     p.write_bytes(line + b"\nnext\n")
-    monkeypatch.setattr(io, "BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", 64 << 10)
     stats = ReadStats()
     digest, sizes, last = hashlib.sha256(), [], ""
     tracemalloc.start()

@@ -6,10 +6,10 @@
 The adapter must belong to the base's vocabulary. That is checked before any weights load, from what the adapter
 folder records: ``kolm_adapter.json`` (written by ``kolm train sft|dpo``), embedding or LM-head weights saved in the
 adapter, the ids of trained token rows in ``adapter_config.json``, and the tokenizer itself, compared by content
-(:func:`kolm.io.tokenizer_fingerprint`: vocabulary, merges, added tokens) with the base's: the adapter folder's
-``tokenizer.json`` and the fingerprint ``kolm_adapter.json`` recorded at training time. An adapter trained on another
-vocabulary size (e.g. before or after ``kolm model resize``) is refused with both sizes named, one trained with a
-different tokenizer of the same size (Mistral's over Llama-2, both 32,000) with the first id that differs. Corrupt
+(:func:`kolm.io.tokenizers.tokenizer_fingerprint`: vocabulary, merges, added tokens) with the base's: the adapter
+folder's ``tokenizer.json`` and the fingerprint ``kolm_adapter.json`` recorded at training time. An adapter trained on
+another vocabulary size (e.g. before or after ``kolm model resize``) is refused with both sizes named, one trained with
+a different tokenizer of the same size (Mistral's over Llama-2, both 32,000) with the first id that differs. Corrupt
 inputs (a broken ``adapter_config.json``, cut adapter or base safetensors) are refused with one line naming the file.
 The output is written atomically: safetensors weights, ``config.json`` whose ``vocab_size`` equals the embedding
 rows, the tokenizer the adapter was trained with (and its chat template), the base's ``extension.json`` and
@@ -25,18 +25,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kolm.align.model import ADAPTER_META, embedding_rows, load_fast_tokenizer, log, model_folder
+from kolm.artifacts import VOCAB_RECORDS
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import (
-    atomic_output_dir,
-    carry_tokenizer_model,
-    check_safetensors,
-    read_json_object,
-    tokenizer_content,
-    tokenizer_fingerprint,
-)
+from kolm.io.files import atomic_output_dir, read_json_object
+from kolm.io.models import check_safetensors
+from kolm.io.tokenizers import carry_tokenizer_model, tokenizer_content, tokenizer_fingerprint
 
-VOCAB_RECORDS = ("extension.json", "resize.json")  # how the base's vocabulary was made: kept with the merged model
 EMBEDDING_KEYS = ("embed_tokens.weight", "lm_head.weight", "wte.weight", "embed_in.weight", "embed_out.weight")
 
 
@@ -116,7 +111,7 @@ def check_adapter_vocab(adapter: Path, adapter_cfg: dict[str, Any], base: Path, 
 
 
 def describe_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """How two :func:`kolm.io.tokenizer_content` records differ, in a few words with a first example."""
+    """How two :func:`kolm.io.tokenizers.tokenizer_content` records differ, in a few words with a first example."""
     parts = []
     diff = [i for i, (x, y) in enumerate(zip(a["vocab"], b["vocab"])) if x != y]
     if diff or len(a["vocab"]) != len(b["vocab"]):
@@ -134,7 +129,7 @@ def describe_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 def check_tokenizers(adapter: Path, base: Path) -> dict[str, str | None]:
     """The adapter's tokenizer (its folder's, and the one ``kolm_adapter.json`` says it was trained with) must have
-    the base's content (:func:`kolm.io.tokenizer_fingerprint`); returns the fingerprints, for merge.json."""
+    the base's content (:func:`kolm.io.tokenizers.tokenizer_fingerprint`); returns the fingerprints, for merge.json."""
     fp = {"base": tokenizer_fingerprint(base) if _has_tokenizer(base) else None,
           "adapter": tokenizer_fingerprint(adapter) if _has_tokenizer(adapter) else None,
           "trained_with": None}

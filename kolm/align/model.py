@@ -17,7 +17,9 @@ from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_pr
 from kolm.artifacts import EXTENSION_FILE, TokenizerExtension
 from kolm.config import ConfigError, save, to_dict
 from kolm.errors import KolmError
-from kolm.io import apply_umask, check_safetensors, resolve_pretrained, tokenizer_fingerprint
+from kolm.io.files import apply_umask
+from kolm.io.models import check_safetensors, resolve_pretrained
+from kolm.io.tokenizers import tokenizer_fingerprint
 from kolm.model.lora import peft_lora_config
 from kolm.train.metrics import check_report_to, report_to_arg
 from kolm.train.run_state import release_shared_memory

@@ -12,18 +12,21 @@ checkpoints one manager). A new field is added in one place.
 * :class:`RunFolder`: a ``kolm train cpt`` run folder (recipe, manifest copy, metrics, stages, final model).
 * :mod:`kolm.artifacts.imported` (``import.json``): where ``kolm model import`` got a model from.
 * :mod:`kolm.artifacts.tokenizer_match`: is the tokenizer beside a model the one these records were written for.
+* :mod:`kolm.artifacts.names`: the file names above, spelled once.
 * :mod:`kolm.artifacts.public`: the publishable form of a record (no local paths) for ``kolm push``.
 
 Importing this package is cheap (no torch, no datasets at import time).
 """
 
 from kolm.artifacts.data_folder import DataFolder, DataManifest, ValidationSplit
-from kolm.artifacts.extension import EXTENSION_FILE, AddedToken, TokenizerExtension
-from kolm.artifacts.resized import RESIZE_FILE, ResizeRecord
+from kolm.artifacts.extension import AddedToken, TokenizerExtension
+from kolm.artifacts.names import EXTENSION_FILE, IMPORT_FILE, MANIFEST_FILE, RESIZE_FILE, VOCAB_RECORDS
+from kolm.artifacts.resized import ResizeRecord
 from kolm.artifacts.run_folder import RunFolder, StageFolder
 
-__all__ = ["AddedToken", "DataFolder", "DataManifest", "EXTENSION_FILE", "RESIZE_FILE", "ResizeRecord", "RunFolder",
-           "StageFolder", "TokenizerExtension", "ValidationSplit", "find_new_token_start"]
+__all__ = ["AddedToken", "DataFolder", "DataManifest", "EXTENSION_FILE", "IMPORT_FILE", "MANIFEST_FILE", "RESIZE_FILE",
+           "ResizeRecord", "RunFolder", "StageFolder", "TokenizerExtension", "ValidationSplit", "VOCAB_RECORDS",
+           "find_new_token_start"]
 
 
 def find_new_token_start(folder) -> int | None:  # noqa: ANN001 - str | Path

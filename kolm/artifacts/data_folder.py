@@ -12,14 +12,15 @@ written by :mod:`kolm.data.build`; everything else reads it through here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts.names import MANIFEST_FILE
 from kolm.errors import KolmError
-from kolm.io import check_arrow_dataset, read_json_object
-
-MANIFEST_FILE = "manifest.json"
+from kolm.io.files import atomic_write_text, read_json_object
+from kolm.io.models import check_arrow_dataset
 
 
 @dataclass
@@ -45,7 +46,7 @@ class DataManifest:
     train_path: str
     languages: dict[str, LanguageInfo]
     lang_tokens: tuple[list[str], str] | None  # (languages, file) of the per-sequence token counts
-    tokenizer_fingerprint: str = ""  # kolm.io.tokenizer_fingerprint ("" in manifests written before it)
+    tokenizer_fingerprint: str = ""  # kolm.io.tokenizers.tokenizer_fingerprint ("" in manifests written before it)
     train_sequences: int | None = None
     train_tokens: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -98,6 +99,16 @@ class DataFolder:
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write ``manifest.json`` (by :mod:`kolm.data.build`, last and atomically: its presence marks a finished
+        build)."""
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False))
+        self._manifest = None
+
+    def raw_manifest(self) -> dict[str, Any]:
+        """The whole ``manifest.json`` as written, fields unchecked (for reports such as ``kolm data inspect``)."""
+        return read_json_object(self.manifest_path, "kolm data manifest")
 
     @property
     def manifest(self) -> DataManifest:

@@ -3,7 +3,7 @@
 Later stages read it: ``kolm model resize`` (the base pieces of every new token, for the embedding init),
 ``kolm train cpt`` (where the added ids start), SFT/DPO (which rows ``lora.train_new_tokens`` trains), the
 dashboard and the model card (the numbers). Model folders carry it unchanged
-(see :data:`kolm.io.MODEL_TOKENIZER_FILES`).
+(see :data:`kolm.io.tokenizers.MODEL_TOKENIZER_FILES`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file
+from kolm.artifacts.names import EXTENSION_FILE, folder_file
 from kolm.errors import KolmError
-from kolm.fsutil import atomic_write_text
-from kolm.io import read_json_object
-
-EXTENSION_FILE = "extension.json"
+from kolm.io.files import atomic_write_text, read_json_object
 
 
 @dataclass
@@ -44,9 +41,9 @@ class TokenizerExtension:
     base_vocab_size: int | None = None  # ids below this belong to the base tokenizer
     vocab_size: int | None = None
     base_tokenizer_sha256: str = ""
-    # kolm.io.tokenizer_fingerprint of the extended tokenizer written beside this record ("" in older records): a
-    # stage that finds the record beside a model checks that the tokenizer there is this one, not another of the
-    # same size
+    # kolm.io.tokenizers.tokenizer_fingerprint of the extended tokenizer written beside this record ("" in older
+    # records): a stage that finds the record beside a model checks that the tokenizer there is this one, not another
+    # of the same size
     tokenizer_fingerprint: str = ""
     base_tokenizer_class: str | None = None
     num_new_tokens_requested: int = 0
@@ -102,7 +99,7 @@ class TokenizerExtension:
     def write(self, folder: str | Path) -> Path:
         """``folder/extension.json``: indented, one line per added token (json's indenting encoder is slow on 100k
         entries). The fingerprint of ``folder/tokenizer.json`` (written first) is recorded."""
-        from kolm.io import tokenizer_fingerprint
+        from kolm.io.tokenizers import tokenizer_fingerprint
 
         if (Path(folder) / "tokenizer.json").is_file():
             self.tokenizer_fingerprint = tokenizer_fingerprint(folder)

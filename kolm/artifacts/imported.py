@@ -11,11 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file
-from kolm.io import read_json_object
+from kolm.artifacts.names import IMPORT_FILE, folder_file
+from kolm.io.files import read_json_object
 from kolm.paths import is_repo_id
-
-IMPORT_FILE = "import.json"
 
 
 def read_import(folder_or_file: str | Path) -> dict[str, Any] | None:

@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolm.artifacts._json import folder_file
+from kolm.artifacts.names import RESIZE_FILE, folder_file
 from kolm.errors import KolmError
-from kolm.fsutil import atomic_write_text
-from kolm.io import read_json_object
-
-RESIZE_FILE = "resize.json"
+from kolm.io.files import atomic_write_text, read_json_object
 
 
 @dataclass
@@ -33,7 +30,7 @@ class ResizeRecord:
     new_tokens: int | None = None
     new_rows: int | None = None
     tied: bool | None = None
-    # kolm.io.tokenizer_fingerprint of the tokenizer saved beside the resized weights (None in older records)
+    # kolm.io.tokenizers.tokenizer_fingerprint of the tokenizer saved beside the resized weights (None in older records)
     tokenizer_fingerprint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -58,7 +55,7 @@ class ResizeRecord:
     def write(self, folder: str | Path) -> Path:
         """``folder/resize.json``, with the fingerprint of ``folder/tokenizer.json`` when it is there (copy the
         tokenizer first)."""
-        from kolm.io import tokenizer_fingerprint
+        from kolm.io.tokenizers import tokenizer_fingerprint
 
         if (Path(folder) / "tokenizer.json").is_file():
             self.tokenizer_fingerprint = tokenizer_fingerprint(folder)

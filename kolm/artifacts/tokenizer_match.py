@@ -1,9 +1,9 @@
 """Is the tokenizer beside a model the one kolm's records were written for? Compared by content, not size.
 
-``extension.json`` and ``resize.json`` record :func:`kolm.io.tokenizer_fingerprint` of the tokenizer they were written
-beside, and a data folder's manifest that of the tokenizer the data was tokenized with. Two tokenizers of the same
-size (Llama-2 and Mistral: 32,000 each) pass every size check but give the same id different strings, so a stage
-that meets a model folder and a record compares fingerprints: ``kolm eval`` and ``kolm push`` (the records in the
+``extension.json`` and ``resize.json`` record :func:`kolm.io.tokenizers.tokenizer_fingerprint` of the tokenizer they
+were written beside, and a data folder's manifest that of the tokenizer the data was tokenized with. Two tokenizers of
+the same size (Llama-2 and Mistral: 32,000 each) pass every size check but give the same id different strings, so a
+stage that meets a model folder and a record compares fingerprints: ``kolm eval`` and ``kolm push`` (the records in the
 model folder), ``kolm train cpt`` (the data manifest). Records written before the fingerprint existed are skipped
 with a note.
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from kolm.artifacts.data_folder import DataManifest
-from kolm.artifacts.extension import EXTENSION_FILE, TokenizerExtension
-from kolm.artifacts.resized import RESIZE_FILE, ResizeRecord
+from kolm.artifacts.extension import TokenizerExtension
+from kolm.artifacts.names import EXTENSION_FILE, RESIZE_FILE
+from kolm.artifacts.resized import ResizeRecord
 from kolm.errors import KolmError
 
 
@@ -34,7 +35,7 @@ def check_model_records(folder: str | Path, what: str = "model") -> list[str]:
     """Refuse a model folder whose tokenizer.json is not the one its extension.json/resize.json were written for
     (a one-line KolmError naming both); returns notes for records too old to hold a fingerprint (nothing to check)
     and for a folder without tokenizer.json."""
-    from kolm.io import tokenizer_fingerprint
+    from kolm.io.tokenizers import tokenizer_fingerprint
 
     folder = Path(folder)
     recorded = recorded_fingerprints(folder)
@@ -62,7 +63,8 @@ def check_manifest_tokenizer(manifest: DataManifest, tokenizer_json: Path, data:
     re-saved identical tokenizer passes and a same-size foreign one fails; a manifest written before fingerprints
     is compared by the file's sha256, then by the fingerprint of the tokenizer folder it names, when that is
     still there."""
-    from kolm.io import file_sha256, tokenizer_fingerprint
+    from kolm.io.files import file_sha256
+    from kolm.io.tokenizers import tokenizer_fingerprint
 
     have = tokenizer_fingerprint(tokenizer_json)
     if manifest.tokenizer_fingerprint:

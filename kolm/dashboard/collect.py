@@ -24,7 +24,7 @@ from typing import Any
 
 from kolm.artifacts import EXTENSION_FILE, DataManifest, RunFolder, TokenizerExtension
 from kolm.errors import KolmError
-from kolm.io import read_json_object
+from kolm.io.files import read_json_object
 
 MAX_LISTED = 20  # broken line numbers listed per run
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kolm.fsutil import atomic_write_text
+from kolm.io.files import atomic_write_text
 
 SUMMARY_COLUMNS = ["rank_gain", "rank_forgetting", "run", "status", "step", "steps_total", "tokens_seen", "reference",
                    "gain_ref_bpb", "gain_latest_bpb", "gain", "gain_pct", "forgetting_ref_bpb",

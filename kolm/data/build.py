@@ -47,12 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from kolm import __version__
+from kolm.artifacts import MANIFEST_FILE, DataFolder
 from kolm.config import dump_yaml, to_dict
 from kolm.data.config import DataBuildConfig
 from kolm.data.filters import load_filters
 from kolm.errors import KolmError
-from kolm.fsutil import atomic_write_text
-from kolm.io import TOKENIZER_FILES, file_sha256, resolve_pretrained, tokenizer_fingerprint
+from kolm.io.files import atomic_write_text, file_sha256
+from kolm.io.models import resolve_pretrained
+from kolm.io.tokenizers import TOKENIZER_FILES, tokenizer_fingerprint
 from kolm.paths import is_hub_id
 
 try:
@@ -225,9 +227,9 @@ def _prepare_output(out: Path, cfg: DataBuildConfig, inputs: dict[str, Any]) -> 
         if marker.busy():
             raise KolmError(f"another kolm data build (pid {(prev or {}).get('pid', '?')}) is writing to {out}; "
                             f"wait for it or choose another --output")
-        finished = (out / "manifest.json").is_file()
+        finished = DataFolder(out).exists()
         if finished and not cfg.overwrite:
-            raise KolmError(f"{out} already holds a finished build (manifest.json); pass --overwrite to rebuild")
+            raise KolmError(f"{out} already holds a finished build ({MANIFEST_FILE}); pass --overwrite to rebuild")
         if prev and prev.get("key") == key and cfg.resume and not finished:
             print(f"kolm data build: resuming the unfinished build in {out}", file=sys.stderr)
             marker.lock()
@@ -326,7 +328,7 @@ def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec
     manifest["warnings"] = warnings + lost
     manifest["timings_s"] = {"scan": round(t_scan, 3), "total": round(time.perf_counter() - t0, 3)}
     (out / "recipe.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    DataFolder(out).write_manifest(manifest)
     return manifest
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kolm.fsutil import atomic_path
+from kolm.io.files import atomic_path
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))

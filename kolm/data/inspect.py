@@ -8,11 +8,11 @@ language a few validation documents decoded from their ``input_ids`` and a few p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts import MANIFEST_FILE, DataFolder
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
 from kolm.tables import text_table
@@ -77,16 +77,13 @@ def run(cfg: InspectConfig) -> None:
     if not cfg.dir:
         raise KolmError("give the output folder of `kolm data build`: kolm data inspect DIR")
     root = Path(cfg.dir)
-    mpath = root / "manifest.json"
-    if not mpath.is_file():
+    folder = DataFolder(root)
+    if not folder.exists():
         from kolm.data.build import describe_unfinished
 
         hint = describe_unfinished(root)
-        raise KolmError(f"no manifest.json in {root}" + (f" ({hint})" if hint else ""))
-    try:
-        m = json.loads(mpath.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise KolmError(f"{mpath}: not valid JSON: {e}") from None
+        raise KolmError(f"no {MANIFEST_FILE} in {root}" + (f" ({hint})" if hint else ""))
+    m = folder.raw_manifest()
     print(format_manifest(m))
     if cfg.samples == 0:
         return

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from kolm.data.mix import Plan
-from kolm.fsutil import atomic_path
+from kolm.io.files import atomic_path
 
 
 def shard_name(k: int, n: int) -> str:

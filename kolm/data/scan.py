@@ -42,7 +42,7 @@ from kolm.data.filters import filter_paths, load_filters
 from kolm.data.process import WorkerSpec, init_worker, run_clean, run_tokenize
 from kolm.data.sources import ResolvedSource, read_records
 from kolm.errors import KolmError
-from kolm.fsutil import atomic_write_text
+from kolm.io.files import atomic_write_text
 
 MAX_EXAMPLES = 5
 STATE_FILE = "scan_state.json"

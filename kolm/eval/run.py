@@ -32,7 +32,7 @@ from typing import Any, Literal
 from kolm.artifacts import DataFolder
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.fsutil import atomic_write_text
+from kolm.io.files import atomic_write_text
 from kolm.tables import text_table
 
 LANG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -122,7 +122,7 @@ class EvalConfig:
 def load_texts(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     """``{lang: {"texts": [...], "source": [...], "skipped_docs": n, "skipped_bytes": n}}`` from the text files
     and/or the data folder; documents over ``max_doc_chars`` are left out and counted."""
-    from kolm.io import Documents, read_documents
+    from kolm.io.corpus import Documents, read_documents
 
     out: dict[str, dict[str, Any]] = {}
     for lang, files in cfg.text_files().items():
@@ -164,7 +164,7 @@ def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tupl
 
 def check_model_folder(spec: str) -> Path:
     """A local model folder (or a cached/downloadable hub id) with config.json, safetensors and a tokenizer."""
-    from kolm.io import check_model_folder, resolve_pretrained
+    from kolm.io.models import check_model_folder, resolve_pretrained
 
     folder = resolve_pretrained(spec, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
     check_model_folder(folder)

@@ -60,7 +60,7 @@ from typing import Any, Literal
 from kolm.artifacts.imported import IMPORT_FILE
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import atomic_output_dir, file_sha256
+from kolm.io.files import atomic_output_dir, file_sha256
 from kolm.paths import is_repo_id
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")

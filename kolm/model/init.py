@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
-from kolm.io import copy_tokenizer_files
+from kolm.io.tokenizers import copy_tokenizer_files
 
 
 @dataclass
@@ -70,7 +70,7 @@ def build(cfg: InitConfig, out: Path) -> int:
 
 
 def run(cfg: InitConfig) -> Path:
-    from kolm.io import atomic_output_dir
+    from kolm.io.files import atomic_output_dir
 
     with atomic_output_dir(cfg.output, overwrite=cfg.overwrite) as tmp:
         n = build(cfg, tmp)

@@ -43,17 +43,14 @@ from typing import Any
 from kolm.artifacts import EXTENSION_FILE, AddedToken, ResizeRecord, TokenizerExtension
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import (
-    atomic_output_dir,
-    check_safetensors,
-    copy_tokenizer_files,
-    load_tokenizer_json,
-    resolve_pretrained,
-)
+from kolm.io.files import atomic_output_dir
+from kolm.io.models import check_safetensors, resolve_pretrained
+from kolm.io.tokenizers import copy_tokenizer_files, load_tokenizer_json
 from kolm.model.inits import BUDGET_S, InitInputs, get_init, names
 
-# The new tokenizer folder's files are copied into the output (kolm.io.copy_tokenizer_files: tokenizer.model only
-# when it belongs to the new tokenizer.json, i.e. the one `kolm vocab extend` wrote, never a stale base model).
+# The new tokenizer folder's files are copied into the output (kolm.io.tokenizers.copy_tokenizer_files:
+# tokenizer.model only when it belongs to the new tokenizer.json, i.e. the one `kolm vocab extend` wrote, never a stale
+# base model).
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.jinja", "tokenizer*"]
 
 
@@ -332,7 +329,7 @@ def _init_and_corpus(cfg: ResizeConfig, recorded: list[str], ext_file: Path) -> 
 def _init_corpus(cfg: ResizeConfig, recorded: list[str], ext_file: Path, init: str) -> list[str]:
     """The text a model-using init reads: ``--corpus``, else the files extension.json records (relative paths are
     tried from the working directory, then from the tokenizer folder and its parent). Checked before any loading."""
-    from kolm.io import check_corpus_files
+    from kolm.io.corpus import check_corpus_files
 
     if cfg.corpus:
         return [str(p) for p in check_corpus_files(cfg.corpus)]

@@ -39,18 +39,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kolm.artifacts import VOCAB_RECORDS
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import TOKENIZER_MODEL, atomic_output_dir, carry_tokenizer_model, check_safetensors, resolve_pretrained
+from kolm.io.files import atomic_output_dir
+from kolm.io.models import check_safetensors, resolve_pretrained
+from kolm.io.tokenizers import TOKENIZER_MODEL, carry_tokenizer_model
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 SOLAR_DROP = 8
 # Copied verbatim from the source folder when present. The vocabulary does not change, so extension.json and
 # resize.json stay true (`kolm train cpt` finds the first added token id in them); licences travel with weights.
-# tokenizer.model is carried only when it belongs to the tokenizer.json (kolm.io.carry_tokenizer_model).
+# tokenizer.model is carried only when it belongs to the tokenizer.json (kolm.io.tokenizers.carry_tokenizer_model).
 COPY_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
               "merges.txt", "chat_template.jinja", "chat_template.json",
-              "generation_config.json", "extension.json", "resize.json", "LICENSE", "LICENSE.txt", "NOTICE",
+              "generation_config.json", *VOCAB_RECORDS, "LICENSE", "LICENSE.txt", "NOTICE",
               "USE_POLICY.md")
 PER_LAYER_LISTS = ("layer_types",)  # config lists with one entry per decoder layer (transformers 5)
 INDEX = "model.safetensors.index.json"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from kolm.artifacts.imported import read_import
 from kolm.errors import KolmError
-from kolm.io import file_sha256
+from kolm.io.files import file_sha256
 
 
 class ModelUnavailable(KolmError):

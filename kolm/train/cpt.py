@@ -21,7 +21,9 @@ from typing import Any
 from kolm.artifacts import DataFolder, RunFolder, StageFolder, find_new_token_start
 from kolm.artifacts.tokenizer_match import check_manifest_tokenizer
 from kolm.errors import KolmError
-from kolm.io import apply_umask, check_model_folder, copy_tokenizer_files
+from kolm.io.files import apply_umask
+from kolm.io.models import check_model_folder
+from kolm.io.tokenizers import copy_tokenizer_files
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
 from kolm.train.run_state import barrier, is_main, release_shared_memory, resume_point, rewind_metrics
 from kolm.train.signals import StopSignals

@@ -42,7 +42,7 @@ def read_eval_sets(cfg: OnlineEvalConfig, tokenizer: Any) -> list[EvalSet]:
     """The recipe's ``eval.sets``, read, checked and tokenized with ``tokenizer`` (a Hugging Face tokenizer or a
     ``tokenizers.Tokenizer``); empty when the evaluation is off or has no sets."""
     from kolm.eval.bpb import tokenize_documents
-    from kolm.io import read_documents
+    from kolm.io.corpus import read_documents
 
     out = []
     for lang, files in cfg.sets.items() if cfg.every > 0 else ():

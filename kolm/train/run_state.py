@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from kolm.fsutil import atomic_write_text
-from kolm.io import apply_umask
+from kolm.io.files import apply_umask, atomic_write_text
 
 MARKER = "kolm_complete.json"
 

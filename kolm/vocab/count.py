@@ -1,6 +1,6 @@
 """Streamed, parallel counting of the training units of ``kolm vocab extend``.
 
-The corpus is cut into parts of about 16 MiB at line starts (:func:`kolm.io.corpus_parts`) and every part is
+The corpus is cut into parts of about 16 MiB at line starts (:func:`kolm.io.corpus.corpus_parts`) and every part is
 read a block at a time, NFC-composed, optionally morpheme-segmented with kiwipiepy, and counted by the tokenizer
 family's unit counter, in ``--num-proc`` worker processes. Memory is bounded by the number of distinct
 Hangul-bearing units (plus a few blocks per worker), never by the corpus: no list of documents, no joined copy.
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
-from kolm.io import PART_BYTES, CorpusPart, ReadStats, corpus_parts, iter_part, whole_file
+from kolm.io.corpus import PART_BYTES, CorpusPart, ReadStats, corpus_parts, iter_part, whole_file
 from kolm.vocab.families import Family
 
 SAMPLE_BLOCK_BYTES = 1 << 20  # the unit drawn by --max-bytes / --sample

@@ -118,7 +118,8 @@ def parse_size(text: str | int, where: str) -> int:
 
 def load_base(base: str) -> tuple[Path, dict[str, Any]]:
     """Locate the base tokenizer folder (local or hub) and read its tokenizer.json."""
-    from kolm.io import TOKENIZER_FILES, resolve_pretrained
+    from kolm.io.models import resolve_pretrained
+    from kolm.io.tokenizers import TOKENIZER_FILES
 
     folder = resolve_pretrained(base, allow_patterns=TOKENIZER_FILES)
     tj = folder / "tokenizer.json"
@@ -185,7 +186,7 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     """``kolm vocab extend``: count, learn, check, write the output folder (atomically) and print one line."""
     from tokenizers import Tokenizer
 
-    from kolm.io import check_corpus_files
+    from kolm.io.corpus import check_corpus_files
 
     t0 = time.perf_counter()
     files = check_corpus_files(cfg.corpus)
@@ -243,7 +244,7 @@ def count(cfg: ExtendConfig, files: list[Path], family: Family) -> CorpusCounts:
 def _record(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_json: dict[str, Any], new_tok: Any,
             ext: Extension, counts: CorpusCounts, checks: dict[str, Any], comp: dict[str, Any]) -> TokenizerExtension:
     """What extension.json records (the caller adds ``seconds`` to its details)."""
-    from kolm.io import file_sha256
+    from kolm.io.files import file_sha256
 
     vocab = new_json["model"]["vocab"]
     added = [AddedToken(vocab[t], t, family.token_text(t), kind, [x.id for x in base_tok.model.tokenize(t)])
@@ -277,7 +278,7 @@ def _write(out_path: Path, overwrite: bool, folder: Path, family: Family, new_js
            sample: list[str], record: TokenizerExtension, t0: float, accept_mismatch: bool = False) -> None:
     """The output folder, complete or not at all: tokenizer.json, the base's side files, tokenizer_config.json,
     the family's own files, extension.json (after transformers loaded the folder and agreed)."""
-    from kolm.io import atomic_output_dir
+    from kolm.io.files import atomic_output_dir
 
     with atomic_output_dir(out_path, overwrite=overwrite) as tmp:
         new_tok.save(str(tmp / "tokenizer.json"))

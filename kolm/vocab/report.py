@@ -41,7 +41,8 @@ from typing import Any
 
 from kolm.config import ConfigError, field, to_dict
 from kolm.errors import KolmError
-from kolm.io import check_corpus_files, iter_corpus, load_tokenizer_json
+from kolm.io.corpus import check_corpus_files, iter_corpus
+from kolm.io.tokenizers import load_tokenizer_json
 from kolm.tables import text_table
 from kolm.vocab.family import HANGUL_RE, is_hangul
 from kolm.vocab.morph import morpheme_boundaries, surface_boundaries

@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
-from kolm.io import TOKENIZER_MODEL
 from kolm.vocab.family import has_hangul
+
+TOKENIZER_MODEL = "tokenizer.model"  # the SentencePiece model file of a tokenizer folder
 
 MAX_LISTED = 5  # differing lines named in extension.json
 _BYTE_PIECE = "<0x{:02X}>"

@@ -306,7 +306,7 @@ class Distill(EmbeddingInit):
 
     def refine(self, model: Any, inputs: InitInputs) -> dict[str, Any]:
         """Train the new rows for ``inputs.budget_s`` seconds (or ``inputs.max_steps`` steps)."""
-        from kolm.io import iter_corpus
+        from kolm.io.corpus import iter_corpus
 
         opts = {**DEFAULTS, **inputs.options}
         deadline = time.perf_counter() + inputs.budget_s  # the whole init: reading, replay states, training
