@@ -62,7 +62,7 @@ COMMANDS: list[Command] = [
     Command(("train", "cpt"), "kolm.train.cpt", "CptConfig", "run",
             "continual pretraining (staged: embeddings / full / lora) on the HF Trainer, plain or DeepSpeed",
             positional_is_config=True),
-    Command(("model", "init"), "kolm.model.init", "InitConfig", "run",
+    Command(("model", "init"), "kolm.model.tiny", "InitConfig", "run",
             "a small Llama built from config for a tokenizer (smoke runs, demos)"),
     Command(("model", "import"), "kolm.model.gguf", "ImportConfig", "run", "GGUF file -> safetensors model+tokenizer"),
     Command(("model", "resize"), "kolm.model.resize", "ResizeConfig", "run",
@@ -87,7 +87,7 @@ COMMANDS: list[Command] = [
     Command(("dashboard",), "kolm.dashboard", "DashboardConfig", "run",
             "one self-contained HTML report: Korean gain vs English forgetting of CPT runs (+ JSON/CSV, --watch)",
             positional="runs"),
-    Command(("push",), "kolm.hub", "PushConfig", "run",
+    Command(("push",), "kolm.push", "PushConfig", "run",
             "upload a model folder to the Hugging Face Hub with a generated model card (--dry-run: card + file list)",
             positional="dir", dry_run_func="dry_run"),
 ]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import make_sp_tokenizer, tiny_llama
 
-from kolm.eval.bpb import bits_per_byte, score_documents, windows
+from kolm.eval.bpb import bits_per_byte, score_documents, token_windows
 
 TEXTS = ["한국어 문장입니다. 모델이 읽습니다.", "An English sentence for the model.", "짧다", "mixed 한영 text 123",
          "긴 문서 " * 40]
@@ -20,7 +20,7 @@ def test_windows_score_every_target_once(length, max_length, stride):
     ids = list(range(10, 10 + length))
     seq = [1, *ids]
     scored = []
-    for w, k in windows(ids, 1, max_length, stride):
+    for w, k in token_windows(ids, 1, max_length, stride):
         assert len(w) <= max_length and 0 < k < len(w) + 1
         start = seq.index(w[0]) if w[0] != 1 else 0
         assert seq[start:start + len(w)] == w

@@ -22,8 +22,8 @@ from helpers import make_bytelevel_tokenizer, make_sp_tokenizer, read_lines, rea
 from tokenizers import Tokenizer
 
 from kolm.cli import main
+from kolm.vocab.chars import bl_to_bytes, forces_hangul, has_hangul, is_hangul
 from kolm.vocab.families import detect, merges_only
-from kolm.vocab.family import bl_to_bytes, forces_hangul, has_hangul, is_hangul
 from kolm.vocab.learn import merge_pairs
 
 # ------------------------------------------------------------------------------------------------ test text

@@ -35,7 +35,7 @@ import yaml
 from kolm.demo.run import ALIGN_DATA, Steps, _kolm, lines_text
 from kolm.errors import KolmError
 from kolm.model.inits.base import BUDGET_S
-from kolm.vocab.family import has_hangul
+from kolm.vocab.chars import has_hangul
 
 KO_PROMPT = "대한민국의 수도는 서울이다. 서울은"
 KO_CHAT = "한국의 전통 음식 하나를 소개해 주세요."

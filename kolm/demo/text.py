@@ -17,7 +17,7 @@ import sysconfig
 from pathlib import Path
 
 from kolm.errors import KolmError
-from kolm.vocab.family import hangul_share
+from kolm.vocab.chars import hangul_share
 
 STDLIB_MODULES = ("argparse", "collections/__init__", "contextlib", "csv", "dataclasses", "datetime", "decimal",
                   "difflib", "email/message", "fractions", "functools", "gettext", "heapq", "http/client",

@@ -43,7 +43,7 @@ class BpbResult:
         return {**asdict(self), "loss": self.loss}
 
 
-def windows(ids: list[int], prefix_id: int, max_length: int, stride: int) -> list[tuple[list[int], int]]:
+def token_windows(ids: list[int], prefix_id: int, max_length: int, stride: int) -> list[tuple[list[int], int]]:
     """Cut ``[prefix_id] + ids`` into windows of at most ``max_length``; each comes with how many of its last
     targets are scored. Every target is scored once; consecutive windows overlap by ``max_length - stride``."""
     if max_length < 2:
@@ -70,7 +70,7 @@ def score_documents(model: Any, docs: list[list[int]], n_bytes: int, prefix_id: 
     dist = torch.distributed if torch.distributed.is_available() and torch.distributed.is_initialized() else None
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
     stride = stride or max_length // 2
-    all_windows = [w for d in docs for w in windows(d, prefix_id, max_length, stride)]
+    all_windows = [w for d in docs for w in token_windows(d, prefix_id, max_length, stride)]
     mine = all_windows[rank::world]
     n_batches = math.ceil(len(all_windows) / world / batch_size) if all_windows else 0
     param = next(model.parameters())

@@ -162,7 +162,7 @@ def _validation_splits(data: Path, max_docs: int | None) -> tuple[dict[str, tupl
     return out, folder.manifest.seq_len
 
 
-def check_model_folder(spec: str) -> Path:
+def resolve_model_folder(spec: str) -> Path:
     """A local model folder (or a cached/downloadable hub id) with config.json, safetensors and a tokenizer."""
     from kolm.io.models import check_model_folder, resolve_pretrained
 
@@ -332,7 +332,7 @@ def _check_models(specs: list[str]) -> list[Path]:
     their extension.json/resize.json were written for."""
     from kolm.artifacts.tokenizer_match import check_model_records
 
-    folders = [check_model_folder(m) for m in specs]
+    folders = [resolve_model_folder(m) for m in specs]
     for spec, folder in zip(specs, folders):
         for note in check_model_records(folder, f"model {spec}"):
             print(f"note: {note}")

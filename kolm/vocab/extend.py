@@ -34,9 +34,9 @@ from typing import Any
 from kolm.artifacts import AddedToken, TokenizerExtension
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
+from kolm.vocab.chars import has_hangul
 from kolm.vocab.count import CorpusCounts
 from kolm.vocab.families import Family, OutputFiles, detect
-from kolm.vocab.family import has_hangul
 from kolm.vocab.learn import Extension, extend_tokenizer
 
 

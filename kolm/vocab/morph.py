@@ -36,7 +36,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from kolm.vocab.family import HANGUL_RE, is_hangul  # noqa: F401 (re-exported)
+from kolm.vocab.chars import HANGUL_RE, is_hangul  # noqa: F401 (re-exported)
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SENT_END_RE = re.compile(r"[.!?。！？][\"'”’)\]]*\s")

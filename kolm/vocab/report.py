@@ -44,7 +44,7 @@ from kolm.errors import KolmError
 from kolm.io.corpus import check_corpus_files, iter_corpus
 from kolm.io.tokenizers import load_tokenizer_json
 from kolm.tables import text_table
-from kolm.vocab.family import HANGUL_RE, is_hangul
+from kolm.vocab.chars import HANGUL_RE, is_hangul
 from kolm.vocab.morph import morpheme_boundaries, surface_boundaries
 
 BATCH_DOCS = 512

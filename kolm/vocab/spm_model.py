@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
-from kolm.vocab.family import has_hangul
+from kolm.vocab.chars import has_hangul
 
 TOKENIZER_MODEL = "tokenizer.model"  # the SentencePiece model file of a tokenizer folder
 

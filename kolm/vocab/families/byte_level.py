@@ -7,7 +7,7 @@ Python API, which builds offsets and byte-level strings for every piece); every 
 turned into byte-level form once. Anything else goes through the tokenizer's pre-tokenizer itself.
 :meth:`ByteLevelFamily.check_units` compares the two on the check sample, and ``extension.json`` reports it.
 
-A token forces Hangul when its bytes do (:func:`kolm.vocab.family.forces_hangul`): a byte-level token may hold
+A token forces Hangul when its bytes do (:func:`kolm.vocab.chars.forces_hangul`): a byte-level token may hold
 part of a character, so "contains Hangul" is decided on bytes.
 """
 
@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from kolm.vocab.chars import bl_to_bytes, bytes_to_unicode, forces_hangul, has_hangul
 from kolm.vocab.families import Family, register
 from kolm.vocab.families.units import PieceCounter, Span, SpanCounter
-from kolm.vocab.family import bl_to_bytes, bytes_to_unicode, forces_hangul, has_hangul
 
 # The regex HF's ByteLevel pre-tokenizer applies when `use_regex` is true (GPT-2's).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
+from kolm.vocab.chars import HANGUL_RE, has_hangul, is_hangul
 from kolm.vocab.families import Family, OutputFiles, components, register
 from kolm.vocab.families.units import Span, SpanCounter
-from kolm.vocab.family import HANGUL_RE, has_hangul, is_hangul
 
 _WORD_RE = re.compile(r"[^ ]+")  # SentencePiece-style BPE sees spaces as `▁` word starts
 _SPACE = "▁"

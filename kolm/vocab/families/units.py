@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from itertools import chain
 
-from kolm.vocab.family import HANGUL_RE, has_hangul
+from kolm.vocab.chars import HANGUL_RE, has_hangul
 
 Span = tuple[int, int, str]  # (start, end) character offsets of a unit in its document, and the unit itself
 
