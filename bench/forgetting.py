@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--output", default=None)
     args = ap.parse_args()
 
-    from kolm.demo.run import DemoConfig, run
+    from kolm.demo.command import DemoConfig, run
 
     corpora = SHARED / "corpora"
     text = args.text or ("shared" if (corpora / "ko_dev.txt").is_file() else "builtin")

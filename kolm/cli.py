@@ -25,13 +25,13 @@ from typing import Any, NoReturn
 from kolm import __version__
 from kolm.config import (
     ConfigError,
-    _resolve_type,
-    _strip_optional,
     coerce,
     dump_yaml,
     key_type,
     parse_value,
     resolve,
+    resolve_type,
+    strip_optional,
 )
 from kolm.errors import KolmError
 
@@ -53,7 +53,7 @@ class Command:
 # The registry. Command modules import only light dependencies at top level (torch & co inside functions),
 # so that `kolm --help` stays fast.
 COMMANDS: list[Command] = [
-    Command(("demo",), "kolm.demo.run", "DemoConfig", "run",
+    Command(("demo",), "kolm.demo.command", "DemoConfig", "run",
             "the whole pipeline on a laptop CPU with embedded text, in minutes; ends with a dashboard"),
     Command(("vocab", "extend"), "kolm.vocab.extend", "ExtendConfig", "run",
             "learn Korean BPE merges and extend a base tokenizer (ids of the base stay fixed)"),
@@ -112,7 +112,7 @@ class Flag:
 
 
 def _flag_type(tp: Any) -> tuple[dict[str, Any], int | str]:
-    tp, _ = _strip_optional(tp)
+    tp, _ = strip_optional(tp)
     origin = typing.get_origin(tp)
     if tp is bool:
         return {"action": argparse.BooleanOptionalAction}, 0
@@ -126,7 +126,7 @@ def _flag_type(tp: Any) -> tuple[dict[str, Any], int | str]:
 def _has_flag(tp: Any) -> bool:
     """Sections, mappings and lists of sections get no flag of their own (they are set in the recipe or by
     overrides such as ``optim.lr=...``, ``mix.ko=0.8``, ``stages.0.max_steps=...``)."""
-    tp, _ = _strip_optional(tp)
+    tp, _ = strip_optional(tp)
     item = (typing.get_args(tp) or (None,))[0] if typing.get_origin(tp) in (list, tuple) else None
     return not (dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict or dataclasses.is_dataclass(item))
 
@@ -143,11 +143,11 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, positional: str | N
     """One flag per plain field of ``cls`` (positional for ``positional``); returns the option table."""
     table: dict[str, Flag] = {}
     for f in dataclasses.fields(cls):
-        tp = _resolve_type(cls, f.name)
+        tp = resolve_type(cls, f.name)
         if not f.metadata.get("cli", True) or not _has_flag(tp):
             continue
         if f.name == positional:
-            many = typing.get_origin(_strip_optional(tp)[0]) in (list, tuple)
+            many = typing.get_origin(strip_optional(tp)[0]) in (list, tuple)
             p.add_argument(f.name, nargs="*" if many else "?", default=argparse.SUPPRESS, help=_help(f))
             continue
         kwargs, arity = _flag_type(tp)
@@ -162,12 +162,12 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, positional: str | N
 def _add_section_help(p: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     """List the fields of nested sections (``--optim.lr``) in ``--help``; they are parsed as overrides."""
     for f in dataclasses.fields(cls):
-        tp, _ = _strip_optional(_resolve_type(cls, f.name))
+        tp, _ = strip_optional(resolve_type(cls, f.name))
         key = prefix + f.name
         if dataclasses.is_dataclass(tp):
             group = p.add_argument_group(f"{key}: {f.metadata.get('help', '')}".rstrip(": "))
             for sub in dataclasses.fields(tp):
-                sub_tp, _ = _strip_optional(_resolve_type(tp, sub.name))
+                sub_tp, _ = strip_optional(resolve_type(tp, sub.name))
                 if not dataclasses.is_dataclass(sub_tp):
                     group.add_argument(f"--{key}.{sub.name}", metavar="V", dest=f"_{key}.{sub.name}",
                                        help=_help(sub), default=argparse.SUPPRESS)
@@ -274,7 +274,7 @@ def _field_option(tokens: list[str], i: int, cls: type, table: dict[str, Flag], 
         if "." in key and key.split(".")[0].replace("-", "_") in {f.name for f in dataclasses.fields(cls)}:
             raise ConfigError(f"{name}: {e}") from None  # --optim.lrr: say what is wrong inside the section
         tp = None
-    base, _ = _strip_optional(tp)
+    base, _ = strip_optional(tp)
     if tp is None or (negate and (base is not bool or eq)):
         names = dict.fromkeys([*table, *("--" + f.name.replace("_", "-") for f in dataclasses.fields(cls))])
         close = difflib.get_close_matches(name.replace("_", "-"), list(names), n=3)

@@ -65,7 +65,8 @@ def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _resolve_type(cls: type, name: str) -> Any:
+def resolve_type(cls: type, name: str) -> Any:
+    """The type of field ``name`` of dataclass ``cls``, its annotation string evaluated."""
     return _type_hints(cls)[name]
 
 
@@ -74,7 +75,8 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)  # evaluates every annotation string: worth doing once per class
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
+def strip_optional(tp: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None`` (``Optional[X]``), else ``(tp, False)``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -85,7 +87,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert ``value`` (from YAML or a string on the command line) to type ``tp``."""
-    tp, optional = _strip_optional(tp)
+    tp, optional = strip_optional(tp)
     if value is None:
         if optional or tp is Any:
             return None
@@ -160,7 +162,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
-            kwargs[f.name] = coerce(data[f.name], _resolve_type(cls, f.name), f"{where}.{f.name}")
+            kwargs[f.name] = coerce(data[f.name], resolve_type(cls, f.name), f"{where}.{f.name}")
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field is missing
@@ -181,7 +183,7 @@ def key_type(cls: type, key: str) -> tuple[str, Any]:
     tp: Any = cls
     done: list[str] = []
     for part in key.split("."):
-        base, _ = _strip_optional(tp)
+        base, _ = strip_optional(tp)
         origin = typing.get_origin(base)
         where = ".".join(done)
         if dataclasses.is_dataclass(base):
@@ -193,7 +195,7 @@ def key_type(cls: type, key: str) -> tuple[str, Any]:
                 hint = (f"; did you mean {', '.join(pre + c for c in close)}?" if close
                         else f"; known: {', '.join(names)}")
                 raise ConfigError(f"unknown field {pre + name!r}{hint}")
-            tp = _resolve_type(base, name)
+            tp = resolve_type(base, name)
         elif origin in (list, tuple):
             if not part.isdigit():
                 raise ConfigError(f"{where} is a list; name an item by its index ({where}.0, ...), not {part!r}")
@@ -215,7 +217,7 @@ def parse_value(raw: str | list[str], tp: Any) -> Any:
     sections, mappings and bracketed lists are read as YAML (``optim={lr: 1e-4}``, ``corpus=[a.txt, b.txt]``);
     other list values are split at commas by :func:`coerce`.
     """
-    base, optional = _strip_optional(tp)
+    base, optional = strip_optional(tp)
     if isinstance(raw, list):
         item = (typing.get_args(base) or (Any,))[0] if typing.get_origin(base) in (list, tuple) else Any
         return [parse_value(r, item) for r in raw]
@@ -289,7 +291,7 @@ def rebase_paths(cls: type, data: dict[str, Any], folder: Path) -> dict[str, Any
     for f in dataclasses.fields(cls):
         if f.name not in out:
             continue
-        tp, _ = _strip_optional(_resolve_type(cls, f.name))
+        tp, _ = strip_optional(resolve_type(cls, f.name))
         v = out[f.name]
         if f.metadata.get("path"):
             kw = {"hub": bool(f.metadata.get("hub")), "keywords": f.metadata.get("keywords", ()),

@@ -20,7 +20,7 @@ import yaml
 from helpers import REPO
 
 from kolm.cli import COMMANDS, main, resolve_command, split_args
-from kolm.config import ConfigError, _resolve_type, _strip_optional, coerce, dump_yaml, key_type, parse_value, resolve
+from kolm.config import ConfigError, coerce, dump_yaml, key_type, parse_value, resolve, resolve_type, strip_optional
 from kolm.vocab.extend import ExtendConfig
 
 CMDS = {" ".join(c.path): c for c in COMMANDS}
@@ -258,7 +258,7 @@ CASES: dict[str, Case] = {
 
 
 def _kind(cls: type, key: str) -> str:
-    tp, _ = _strip_optional(key_type(cls, key)[1])
+    tp, _ = strip_optional(key_type(cls, key)[1])
     if tp is bool:
         return "bool"
     return "list" if typing.get_origin(tp) in (list, tuple) else "scalar"
@@ -306,7 +306,7 @@ def base_args(case: Case, cls: type, skip: set[str]) -> list[str]:
     out: list[str] = []
     for k, v in case.base.items():
         f = next(f for f in dataclasses.fields(cls) if f.name == k)
-        tp, _ = _strip_optional(_resolve_type(cls, k))
+        tp, _ = strip_optional(resolve_type(cls, k))
         if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict or not f.metadata.get("cli", True):
             out += [f"{key}={flow(x)}" for key, x in leaves(k, v) if key not in skip]
         elif k in skip:
@@ -363,7 +363,7 @@ def test_the_matrix_covers_every_kind_of_every_command():
         cls = getattr(__import__(cmd.module, fromlist=["x"]), cmd.config)
         have: set[str] = set()
         for f in dataclasses.fields(cls):
-            tp, _ = _strip_optional(_resolve_type(cls, f.name))
+            tp, _ = strip_optional(resolve_type(cls, f.name))
             origin, item = typing.get_origin(tp), (typing.get_args(tp) or (None,))[0]
             if f.name == cmd.positional:
                 have.add("positional")
@@ -383,7 +383,7 @@ def test_the_matrix_covers_every_kind_of_every_command():
         assert have <= covered, (name, have - covered)
         list_flags = [f.name for f in dataclasses.fields(cls)
                       if f.name != cmd.positional and f.metadata.get("cli", True) and _kind(cls, f.name) == "list"
-                      and not dataclasses.is_dataclass((typing.get_args(_resolve_type(cls, f.name)) or (None,))[0])]
+                      and not dataclasses.is_dataclass((typing.get_args(resolve_type(cls, f.name)) or (None,))[0])]
         assert bool(list_flags) == bool(CASES[name].mix), (name, list_flags)  # mixed in where the command has one
 
 
@@ -536,7 +536,7 @@ def path_fields(cls: type, prefix: str = "") -> dict[str, dict[str, Any]]:
     """Every field declared a path, with its metadata, by dotted name (``sources.paths`` for lists of sections)."""
     out: dict[str, dict[str, Any]] = {}
     for f in dataclasses.fields(cls):
-        tp, _ = _strip_optional(_resolve_type(cls, f.name))
+        tp, _ = strip_optional(resolve_type(cls, f.name))
         item = (typing.get_args(tp) or (None,))[0] if typing.get_origin(tp) is list else None
         if f.metadata.get("path"):
             out[prefix + f.name] = dict(f.metadata)
@@ -593,7 +593,7 @@ def test_one_path_rule_for_every_command(name, tmp_path, monkeypatch):
         key = key.replace("sources.", "sources.0.")  # an item of a list of sections
         rel = REL.get(key.split(".")[-1], "rel/" + key.split(".")[-1])
         value, expect = (f"ko={rel}", f"ko={rdir / rel}") if meta.get("sep") else (rel, str(rdir / rel))
-        origin = typing.get_origin(_strip_optional(key_type(cls, key)[1])[0])
+        origin = typing.get_origin(strip_optional(key_type(cls, key)[1])[0])
         given[key], want[key] = ([value], [expect]) if origin is list else (value, expect)
         if origin is dict:  # a mapping of paths (eval.sets: {LANG: [FILES]})
             given[key], want[key] = {"ko": [value]}, {"ko": [expect]}

@@ -8,7 +8,7 @@ import pytest
 
 from kolm.cli import main
 from kolm.demo.text import english_documents, korean_documents, split
-from kolm.vocab.family import hangul_share
+from kolm.vocab.chars import hangul_share
 
 
 def test_embedded_text_is_on_the_machine():
@@ -53,7 +53,7 @@ def test_short_demo_end_to_end(tmp_path, capsys):
 
 
 def test_demo_text_files_are_checked_and_key_the_steps(tmp_path, capsys):
-    from kolm.demo.run import DemoConfig, _read_docs, _settings
+    from kolm.demo.run import DemoConfig, _settings, read_docs
     from kolm.errors import KolmError
 
     # a missing file is refused before anything runs, naming the option
@@ -63,10 +63,10 @@ def test_demo_text_files_are_checked_and_key_the_steps(tmp_path, capsys):
     short = tmp_path / "short.txt"
     short.write_text("한국어 문장입니다.\n" * 5, encoding="utf-8")
     with pytest.raises(KolmError, match="at least 20 documents"):
-        _read_docs(str(short))
+        read_docs(str(short))
     ko = tmp_path / "ko.txt"
     ko.write_text("".join(f"한국어 문서 {i}번입니다.\n\n" for i in range(30)), encoding="utf-8")
-    docs, src = _read_docs(str(ko))
+    docs, src = read_docs(str(ko))
     assert len(docs) == 30 and src == str(ko)  # empty lines are not documents
     # every step after the text depends on which text files were used, and on their content
     builtin = _settings(DemoConfig(output=str(tmp_path / "d")))

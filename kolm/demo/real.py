@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from kolm.demo.run import ALIGN_DATA, Steps, _kolm, lines_text
+from kolm.demo.run import ALIGN_DATA, Steps, lines_text
+from kolm.demo.run import kolm_cmd as _kolm
 from kolm.errors import KolmError
 from kolm.model.inits.base import BUDGET_S
 from kolm.vocab.chars import has_hangul
@@ -332,7 +333,7 @@ def demo_budget(minutes: float) -> Budget:
 def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
     """The demo's text (embedded, or ``--ko-text``/``--en-text``), every 10th document held out
     (:func:`_write_split`)."""
-    from kolm.demo.run import _read_docs
+    from kolm.demo.run import read_docs as _read_docs
     from kolm.demo.text import english_documents, korean_documents
 
     text: dict[str, Path] = {}

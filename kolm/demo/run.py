@@ -84,7 +84,8 @@ class Steps:
         return result
 
 
-def _kolm(*args: str) -> None:
+def kolm_cmd(*args: str) -> None:
+    """Run one ``kolm`` command line in this process; a non-zero exit is a KolmError naming the command."""
     from kolm.cli import main
 
     rc = main([str(a) for a in args])
@@ -92,7 +93,8 @@ def _kolm(*args: str) -> None:
         raise KolmError(f"step failed: kolm {' '.join(map(str, args))} (exit {rc})")
 
 
-def _read_docs(path: str) -> tuple[list[str], str]:
+def read_docs(path: str) -> tuple[list[str], str]:
+    """The non-empty lines of a text file given for the demo (at least 20), and the path."""
     docs = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
     if len(docs) < 20:
         raise KolmError(f"{path}: {len(docs)} non-empty lines; the demo needs at least 20 documents")
@@ -180,11 +182,8 @@ def _scale(cfg: DemoConfig) -> dict[str, int]:
             "align_rows": 24 if f < 0.5 else 36}
 
 
-def run(cfg: DemoConfig) -> dict[str, Any]:
-    if cfg.model == "smollm2":
-        from kolm.demo.real import run_demo
-
-        return run_demo(cfg)
+def run_tiny(cfg: DemoConfig) -> dict[str, Any]:
+    """``kolm demo`` (``--model tiny``): a Llama built and pretrained here, then every stage on it."""
     from kolm.demo.text import english_documents, korean_documents, split
 
     out = Path(cfg.output).resolve()
@@ -195,8 +194,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     text = out / "text"
 
     def make_text() -> tuple[Any, str]:
-        ko, ko_src = _read_docs(cfg.ko_text) if cfg.ko_text else korean_documents()
-        en, en_src = _read_docs(cfg.en_text) if cfg.en_text else english_documents()
+        ko, ko_src = read_docs(cfg.ko_text) if cfg.ko_text else korean_documents()
+        en, en_src = read_docs(cfg.en_text) if cfg.en_text else english_documents()
         text.mkdir(exist_ok=True)
         for lang, docs in (("ko", ko), ("en", en)):
             tr, ho = split(docs)
@@ -212,12 +211,12 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     def base_model() -> tuple[Any, str]:
         en_train = (text / "en_train.txt").read_text(encoding="utf-8").splitlines()
         _base_tokenizer(en_train, out / "tok-base", vocab_size=1500)
-        _kolm("model", "init", "--tokenizer", out / "tok-base", "--output", out / "base-init", "--hidden-size",
+        kolm_cmd("model", "init", "--tokenizer", out / "tok-base", "--output", out / "base-init", "--hidden-size",
               cfg.hidden_size, "--layers", cfg.layers, "--max-position-embeddings", 256, "--seed", seed, "--overwrite")
-        _kolm("data", "build", _data_recipe(out / "data-en.yaml", out / "tok-base", {"en": text / "en_train.txt"},
+        kolm_cmd("data", "build", _data_recipe(out / "data-en.yaml", out / "tok-base", {"en": text / "en_train.txt"},
                                             {"en": 1.0}, 128, seed), "--output", out / "data-en", "--overwrite")
         _fresh(out / "run-pretrain-en")
-        _kolm("train", "cpt", _cpt_recipe(out / "pretrain.yaml", out / "base-init", out / "data-en",
+        kolm_cmd("train", "cpt", _cpt_recipe(out / "pretrain.yaml", out / "base-init", out / "data-en",
                                           out / "run-pretrain-en",
                                           [{"name": "full", "kind": "full", "max_steps": n["pretrain"]}], 3e-3, seed))
         return None, f"tiny Llama ({cfg.layers} x {cfg.hidden_size}) pretrained on English for {n['pretrain']} steps"
@@ -226,9 +225,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     base = out / "run-pretrain-en" / "final"
 
     def vocab() -> tuple[Any, str]:
-        _kolm("vocab", "extend", "--base", out / "tok-base", "--corpus", text / "ko_train.txt", "--num-new-tokens",
+        kolm_cmd("vocab", "extend", "--base", out / "tok-base", "--corpus", text / "ko_train.txt", "--num-new-tokens",
               800, "--min-frequency", 2, "--allow-fewer", "--output", out / "tok-ko", "--overwrite")
-        _kolm("model", "resize", "--model", base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
+        kolm_cmd("model", "resize", "--model", base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
               "--overwrite")
         ext = TokenizerExtension.read(out / "tok-ko")
         ko_base, ko_ext = ext.korean_chars_per_token()
@@ -247,7 +246,7 @@ def _korean_runs(cfg: DemoConfig, out: Path, steps: Steps, n: dict[str, int]) ->
     for name, mix in (("ko", {"ko": 1.0}), ("ko-en", {"ko": 0.8, "en": 0.2})):
         def data(name: str = name, mix: dict = mix) -> tuple[Any, str]:
             srcs = {lang: text / f"{lang}_train.txt" for lang in mix}
-            _kolm("data", "build", _data_recipe(out / f"data-{name}.yaml", out / "tok-ko", srcs, mix, 128, seed),
+            kolm_cmd("data", "build", _data_recipe(out / f"data-{name}.yaml", out / "tok-ko", srcs, mix, 128, seed),
                   "--output", out / f"data-{name}", "--overwrite")
             m = DataFolder(out / f"data-{name}").manifest
             shares = ", ".join(f"{k} {v.achieved_share:.3f}" for k, v in m.languages.items())
@@ -263,7 +262,7 @@ def _korean_runs(cfg: DemoConfig, out: Path, steps: Steps, n: dict[str, int]) ->
             stages = [{"name": "embeddings", "kind": "embeddings", "max_steps": n["emb"], "lr": 1e-2},
                       {"name": "full", "kind": "full", "max_steps": n["full"]}]
             _fresh(out / f"run-{name}")
-            _kolm("train", "cpt", _cpt_recipe(out / f"cpt-{name}.yaml", out / "model-ko", out / f"data-{name}",
+            kolm_cmd("train", "cpt", _cpt_recipe(out / f"cpt-{name}.yaml", out / "model-ko", out / f"data-{name}",
                                               out / f"run-{name}", stages, cfg.lr, seed, held_out), "--no-resume")
             return None, f"embeddings {n['emb']} + full {n['full']} steps"
 
@@ -282,7 +281,7 @@ def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], bas
         args = ["eval"]
         for path in models.values():
             args += ["--model", path]
-        _kolm(*args, "--text", f"ko={text / 'ko_heldout.txt'}", "--text", f"en={text / 'en_heldout.txt'}",
+        kolm_cmd(*args, "--text", f"ko={text / 'ko_heldout.txt'}", "--text", f"en={text / 'en_heldout.txt'}",
               "--output", out / "eval")
         return None, "bits-per-byte on held-out Korean and English"
 
@@ -306,20 +305,20 @@ def _finish(cfg: DemoConfig, out: Path, steps: Steps, runs: dict[str, Path], bas
         sft = {**common, "model": str(best), "output": str(out / "sft"),
                "data": {"train": [str(ALIGN_DATA / "ko_instruct.jsonl")], "max_length": 256}}
         (out / "sft.yaml").write_text(yaml.safe_dump(sft, allow_unicode=True))
-        _kolm("train", "sft", out / "sft.yaml")
-        _kolm("merge-lora", "--base", best, "--adapter", out / "sft", "--output", out / "sft-merged", "--overwrite")
+        kolm_cmd("train", "sft", out / "sft.yaml")
+        kolm_cmd("merge-lora", "--base", best, "--adapter", out / "sft", "--output", out / "sft-merged", "--overwrite")
         dpo = {**common, "model": str(out / "sft-merged"), "output": str(out / "dpo"), "beta": 0.1,
                "data": {"train": [str(ALIGN_DATA / "ko_prefs.jsonl")], "max_length": 256}}
         (out / "dpo.yaml").write_text(yaml.safe_dump(dpo, allow_unicode=True))
-        _kolm("train", "dpo", out / "dpo.yaml")
+        kolm_cmd("train", "dpo", out / "dpo.yaml")
         return None, f"LoRA SFT on {best_name}, merged, then LoRA DPO"
 
     if cfg.align:
         steps.run("sft-dpo", {"n": n, "seed": cfg.seed, "lr": cfg.lr, "best": best_name, **size}, align)
 
     def report() -> tuple[Any, str]:
-        _kolm("dashboard", runs["ko"], runs["ko-en"], "--output", out / "report.html")
-        _kolm("push", best, "--repo-id", "kolm-demo/tiny-llama-ko", "--dry-run")
+        kolm_cmd("dashboard", runs["ko"], runs["ko-en"], "--output", out / "report.html")
+        kolm_cmd("push", best, "--repo-id", "kolm-demo/tiny-llama-ko", "--dry-run")
         return None, f"dashboard {out / 'report.html'}; model card for {best_name} written (dry run, no upload)"
 
     steps.run("report", {"n": n, "seed": cfg.seed, "best": best_name, "t": time.time(), **size}, report)
