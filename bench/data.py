@@ -16,7 +16,7 @@ Rows (each in a fresh Python process; wall time and peak RSS of the process and 
   cannot shortcut: every document is cleaned, PII-scanned and MinHashed; near-dedup then drops most copies,
   which are never tokenized. ``run_clm`` is run on this corpus too.
 - ``kolm no dedup (info)``: cleaning, PII, filters, tokenization and packing of every copy (dedup off): the same
-  amount of tokenization as ``run_clm``. Not the bar's configuration (the issue's bar includes dedup); it shows
+  amount of tokenization as ``run_clm``. Not the bar's configuration (the bar's includes dedup); it shows
   what is left when no document can be skipped: tokenization, which both pipelines share, dominates.
 
 Throughput is input MB (of the .txt files) per second of wall time; tokens/s counts the tokens each row produced

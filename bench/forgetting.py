@@ -5,7 +5,7 @@
 
 Runs the `kolm demo` pipeline without its SFT/DPO step (English pretraining, `kolm vocab extend`, `kolm model
 resize`, `kolm data build` Korean-only and Korean + 20% English, `kolm train cpt` embeddings then full, `kolm eval`
-on held-out text) and reports Korean and English bits-per-byte before and after. Bar (issue 4): with replay the
+on held-out text) and reports Korean and English bits-per-byte before and after. Bar: with replay the
 English bpb rises by at most 2% while the Korean bpb falls by at least 30%; the no-replay row is reported beside it.
 
 --text shared (the default when ../shared is there) uses ../shared/corpora/{ko,en}_dev.txt (0.4 MB Korean,

@@ -1,4 +1,4 @@
-"""Benchmark of the embedding inits of `kolm model resize` on a real model (issue 12, item 3).
+"""Benchmark of the embedding inits of `kolm model resize` on a real model.
 
     python bench/init.py [--methods subword-mean,mean,distill] [--ko-docs 0] [--en-docs 100] [--stage-steps 100]
                          [--distill-steps 60] [--scaling] [--out bench/out/init]
@@ -12,7 +12,7 @@
   new rows train, AdamW lr 1e-3, beta2 0.95, no decay, warm-up 10, cosine to 10%; --stage-steps batches of
   --stage-batch windows of --seq-len extended tokens of the extension corpus in one seeded order; the library
   equivalent of `kolm train cpt`'s embeddings stage), and bpb after it.
-- Bar (issue 12): Korean bpb right after the default init <= 1.15x the base; English change <= +0.05%;
+- Bar: Korean bpb right after the default init <= 1.15x the base; English change <= +0.05%;
   init <= 5 minutes on 2 CPU cores for the 135M model.
 - --scaling: seconds per distill step for the 135M model, a 15-layer cut of it and a wider random model of the
   SmolLM2-360M shape, and for 2,000 vs 8,000 new tokens: how the init's cost grows.

@@ -1,4 +1,4 @@
-"""llama.cpp tokenization parity of kolm's outputs (issue 13.1): does a model that kolm extended and resized,
+"""llama.cpp tokenization parity of kolm's outputs: does a model that kolm extended and resized,
 converted to GGUF by llama.cpp's own converter, tokenize in llama.cpp exactly as in transformers?
 
     python bench/llamacpp_parity.py [--new-tokens 16000] [--adversarial 20000] [--bases llama2,mistral,llama3]

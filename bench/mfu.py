@@ -12,7 +12,7 @@
   B): 6 N + 12 L d T, where N counts every parameter that takes part in a matmul (the tied LM head once; the
   input embedding lookup is not a matmul), L layers, d hidden size, T sequence length; activation
   recomputation is not counted. Peak: 989 TFLOP/s for H100/H200 SXM (dense bf16), 756 for H100 PCIe, 312 for
-  A100, or --peak-tflops. Issue 4's target: MFU >= 40% on one H100.
+  A100, or --peak-tflops. Target: MFU >= 40% on one H100.
 - Memory: rank 0's peak allocated / reserved GPU memory from the training rows of metrics.jsonl.
 """
 
@@ -126,7 +126,7 @@ def main() -> None:
     print_table(table, f"kolm train cpt, Llama {shape['layers']}x{shape['hidden_size']} random init, "
                        f"{args.steps} steps (first {args.skip} not counted); FLOPs/token {fpt / 1e9:.2f} G")
     if mfu is not None:
-        print(f"\ntarget (issue 4): MFU >= 40% -> {mfu:.1%} {'PASS' if mfu >= 0.4 else 'FAIL'}")
+        print(f"\ntarget: MFU >= 40% -> {mfu:.1%} {'PASS' if mfu >= 0.4 else 'FAIL'}")
     print_json("mfu", {"rows": table, "mfu": mfu, "params": params, "matmul_params": matmul,
                        "flops_per_token": fpt, "step_times": times, "env": {"cuda": os.environ.get(
                            "CUDA_VISIBLE_DEVICES")}})

@@ -1,4 +1,4 @@
-"""Benchmark of `kolm vocab extend` (issue 2): compression, English identity, reachability, wall time.
+"""Benchmark of `kolm vocab extend`: compression, English identity, reachability, wall time.
 
     python bench/vocab.py [--new-tokens 16000] [--repeat 3] [--scales 1,8,32,64]
 
@@ -17,15 +17,16 @@
   k times (--scales): repetition keeps the learned merges and scales the counting work, which is how a larger
   corpus differs; kolm's fixed costs (loading the 32k base, building and checking the 48k result) do not grow.
 - The morpheme-aware mode is compared with the default at the same (smaller) size, which both modes support.
-- Corpus scale (issue 16; ``--scale-mb``, ``--skip-scale`` to leave it out): wall time and peak RSS of the whole
+- Corpus scale (does the command stay fast and small on a large corpus? ``--scale-mb``, ``--skip-scale`` to
+  leave it out): wall time and peak RSS of the whole
   process tree (the command and its worker processes, /proc polled every 50 ms) of `kolm vocab extend` run as a
   command, against the bare BpeTrainer in its own process, on the training file repeated to 100 MB and 1 GB
   (medians of --scale-repeat at 100 MB, one run at 1 GB), on the largest *distinct* Korean text this machine
   has (ko_dev.txt plus Korean help pages of Debian's gimp-help-ko and libreoffice-help-ko, fetched with
   `apt-get download` when apt is there; ``--distinct FILE`` to give one), on one 50 MB line against the same
-  bytes in lines (issue 14.8), and the morpheme-aware mode with 1 and 2 processes (at --morph-tokens). Bars:
-  kolm / bare <= 1.0x at >= 100 MB, peak RSS <= 0.5 GB at 100 MB and 1 GB and flat between them. Large files go
-  to bench/out/.
+  bytes in lines (a line is read in bounded pieces, never whole), and the morpheme-aware mode with 1 and 2 processes (at
+  --morph-tokens). Bars: kolm / bare <= 1.0x at >= 100 MB, peak RSS <= 0.5 GB at 100 MB and 1 GB and flat between them.
+  Large files go to bench/out/.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ field defaults < ``--config recipe.yaml`` < explicit command-line flags < dotted
 recipe are relative to the recipe's folder (:mod:`kolm.paths`, applied once here by :func:`rebase_paths`); how the
 command line is split into flags and overrides is :func:`kolm.cli.split_args`.
 
-Why this layer is hand-made (issue 15.5: jsonargparse or draccus instead?). Both were tried on kolm's own configs
+Why this layer is hand-made rather than jsonargparse or draccus: both were tried on kolm's own configs
 (jsonargparse 4.53, draccus 0.11.6, in a throw-away environment). They would remove the type coercion and the flag
 building (``coerce``, ``from_dict``, ``key_type``, ``parse_value``, ``set_dotted`` here and the flag/help builders
 in ``cli.py``: about 350 of the ~740 lines), and both parse nested ``--optim.lr 1e-3`` and ``--optim.lr=1e-3``.
@@ -20,7 +20,7 @@ default ``stages``; and they add 61 ms (jsonargparse) or 77 ms (draccus) of impo
 ``--help`` included. 31 of the 37 documented command lines (README and recipe comments) and 45 of the 89
 ``main([...])`` calls in the tests use a form that neither parses. Keeping them would need a translation layer that
 knows every field's path and type, i.e. most of what it would replace, plus a dependency. So the layer stays and
-was mended instead (issue 14.3): one splitter decides what is a flag value and what is an override before argparse
+was mended instead: one splitter decides what is a flag value and what is an override before argparse
 runs, and every override key is checked against the dataclass (``key_type``).
 """
 

@@ -91,7 +91,7 @@ def test_bad_config_values_name_the_field(tmp_path, capsys):
                 overrides=[("morpheme_aware", "maybe")])
 
 
-# ----------------------------------------------------------------------------------------------- the cases
+# ------------------------------------------------------- command lines that the splitter once read wrong
 def test_override_after_a_list_flag_is_an_override():
     got = dry_run(["vocab", "extend", "--base", "b", "--corpus", "a.txt", "min_frequency=3", "--num-new-tokens", "5",
                    "--output", "o"])
