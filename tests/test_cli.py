@@ -1,5 +1,5 @@
 """The CLI and config layer: --help, --dry-run, every override form for every command, recipe paths, hub ids,
-every README command line, every shipped recipe validates."""
+every README and docs/ command line, every shipped recipe validates."""
 
 from __future__ import annotations
 
@@ -436,13 +436,15 @@ def test_command_line_paths_are_relative_to_the_working_directory(tmp_path, monk
                                                                               ("f", "full", 3)]
 
 
-# ----------------------------------------------------------------------------------------------- README lines
+# ------------------------------------------------------------------------------------ README and docs/ lines
 def documented_lines() -> list[tuple[str, str]]:
-    """(where, command line) for every `kolm ...` line in README.md's code blocks and in the shipped recipes'
-    comments (continuation lines joined; `deepspeed ... -m kolm.cli ...` included)."""
+    """(where, command line) for every `kolm ...` line in the code blocks of README.md and docs/*.md and in the
+    shipped recipes' comments (continuation lines joined; `deepspeed ... -m kolm.cli ...` included)."""
     out: list[tuple[str, str]] = []
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
-    sources = [("README.md", b.splitlines()) for b in blocks]
+    sources = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        blocks = re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+        sources += [(page.relative_to(REPO).as_posix(), b.splitlines()) for b in blocks]
     for recipe in sorted([*REPO.glob("train/*.yaml"), *REPO.glob("vocab/*.yaml"), *REPO.glob("data_recipes/*.yaml")]):
         comments = [x.lstrip("#") for x in recipe.read_text(encoding="utf-8").splitlines() if x.startswith("#")]
         sources.append((recipe.relative_to(REPO).as_posix(), comments))
@@ -468,6 +470,7 @@ DOCUMENTED = documented_lines()
 def test_documented_lines_are_found():
     names = {" ".join(as_argv(line)[:2]) for _, line in DOCUMENTED}
     assert len(DOCUMENTED) >= 30 and {"vocab extend", "train cpt", "data build", "eval --model"} <= names
+    assert {w.split("/")[0] for w, _ in DOCUMENTED} >= {"README.md", "docs", "train"}
 
 
 @pytest.mark.parametrize("where,line", DOCUMENTED, ids=[f"{w}:{x[:60]}" for w, x in DOCUMENTED])

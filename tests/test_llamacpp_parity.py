@@ -1,7 +1,8 @@
 """bench/llamacpp_parity.py's code path without llama.cpp: a stand-in byte-level "real model" (``--real-model``) is
 extended and resized by kolm, "converted" and "tokenized" by stand-ins of convert_hf_to_gguf.py and llama-tokenize
 that speak their command lines and output format (``[1, 2, 3]``), and compared. A tokenizer that doubles the new
-tokens' ids must show up as differences. The real llama.cpp run is the bench itself (README has its table)."""
+tokens' ids must show up as differences. The real llama.cpp run is the bench itself
+(docs/benchmarks.md has its table)."""
 
 from __future__ import annotations
 
