@@ -43,11 +43,12 @@ def split(name: str) -> tuple[list[str], list[str]]:
 
 
 def extended_tokenizer(base: Path, train: list[str], out: Path, n_new: int) -> Path:
+    from kolm.artifacts import EXTENSION_FILE
     from kolm.vocab.extend import ExtendConfig
     from kolm.vocab.extend import run as extend
 
     tok = out / f"tok-ko-{n_new}"
-    if not (tok / "extension.json").is_file():
+    if not (tok / EXTENSION_FILE).is_file():
         corpus = out / "ko_train.txt"
         corpus.write_text("\n".join(train) + "\n", encoding="utf-8")
         extend(ExtendConfig(base=str(base), corpus=[str(corpus)], num_new_tokens=n_new, min_frequency=1,
@@ -73,7 +74,7 @@ def resized(base: Path, tok: Path, method: str, corpus: Path, distill_steps: int
 
     model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True, dtype=torch.float32)
     new, old = Tokenizer.from_file(str(tok / "tokenizer.json")), Tokenizer.from_file(str(base / "tokenizer.json"))
-    ext = TokenizerExtension.read(tok / "extension.json").added
+    ext = TokenizerExtension.read(tok).added
     t, c = time.perf_counter(), time.process_time()
     init, *kv = method.split(":")
     options = {k: float(v) for k, v in (x.split("=") for x in kv)}
