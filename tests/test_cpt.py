@@ -326,3 +326,44 @@ def test_korean_only_run_tracks_english_on_the_dashboard(pipeline, tmp_path, cap
     assert [row["run"] for row in ranking] == [x["name"] for x in sorted(
         [run, load_run(pipeline / "runs" / "emb_full", name="emb_full")], key=lambda x: -x["summary"]["gain"])]
     assert rank([run])[0]["forgetting_latest_bpb"] == evals[-1]["eval"]["en"]["bpb"]
+
+
+def test_embedding_lr_gives_embeddings_and_head_their_own_rate(pipeline):
+    """A full stage's ``embedding_lr``: the embedding and LM-head weights train in their own optimizer groups at that
+    peak rate (scaled by the same schedule), everything else at the stage's; extra callbacks join the Trainer."""
+    from transformers import TrainerCallback
+
+    from kolm.config import resolve
+    from kolm.train import cpt
+    from kolm.train.config import CptConfig
+
+    seen: list[list[tuple[float, int]]] = []
+
+    class Groups(TrainerCallback):
+        def on_step_end(self, args, state, control, optimizer=None, model=None, **kw):
+            emb = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+            seen.append([(g["lr"], sum(id(p) in emb for p in g["params"]), len(g["params"]))
+                         for g in optimizer.param_groups])
+
+    r = recipe(pipeline, "emb_lr", [{"name": "full", "kind": "full", "max_steps": 3, "embedding_lr": 3e-2}],
+               optim={"lr": 3e-3, "warmup_steps": 0, "scheduler": "constant_with_warmup"},
+               eval={"every": 0}, checkpoint={"every": 100, "keep": 2})
+    cpt.run(resolve(CptConfig, yaml_path=str(r)), callbacks=(Groups(),))
+    assert len(seen) == 3
+    for groups in seen:
+        emb_groups = [g for g in groups if g[1]]
+        body = [g for g in groups if not g[1]]
+        assert emb_groups and all(lr == pytest.approx(3e-2) and n == k for lr, n, k in emb_groups)
+        assert sum(n for _, n, _ in emb_groups) == 2  # untied tiny model: embeddings and head
+        assert body and all(lr == pytest.approx(3e-3) for lr, _, _ in body)
+
+
+def test_embedding_lr_only_in_a_full_stage():
+    from kolm.config import ConfigError, from_dict
+    from kolm.train.config import StageConfig
+
+    with pytest.raises(ConfigError, match="embedding_lr"):
+        from_dict(StageConfig, {"name": "e", "kind": "embeddings", "embedding_lr": 1e-3})
+    with pytest.raises(ConfigError, match="embedding_lr"):
+        from_dict(StageConfig, {"name": "f", "kind": "full", "embedding_lr": 0.0})
+    assert from_dict(StageConfig, {"name": "f", "kind": "full", "embedding_lr": 1e-3}).embedding_lr == 1e-3

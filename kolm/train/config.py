@@ -71,11 +71,17 @@ class StageConfig:
     max_steps: int = field(100, help="optimizer steps of this stage")
     lr: float | None = field(None, help="peak lr of this stage (default: optim.lr)")
     warmup_steps: int | None = field(None, help="warm-up of this stage (default: optim.warmup_steps)")
+    embedding_lr: float | None = field(
+        None, help="peak lr of the input embeddings and LM head in a full stage (default: the stage's lr); the "
+                   "added rows start untrained and learn faster at a higher rate than the pretrained body")
     lora: LoraStageConfig = field(default_factory=LoraStageConfig, help="LoRA settings (kind: lora)")
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
             raise ConfigError(f"stages[{self.name}].max_steps must be > 0")
+        if self.embedding_lr is not None and (self.embedding_lr <= 0 or self.kind != "full"):
+            raise ConfigError(f"stages[{self.name}].embedding_lr: must be > 0 and only in a full stage (an "
+                              f"embeddings stage trains only embeddings: set its lr)")
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"stages: name {self.name!r} must be alphanumeric (it names a folder)")
 

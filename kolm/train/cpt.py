@@ -194,7 +194,8 @@ def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
 
 
 def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Path, train: Any, offset: int,
-                 step_offset: int, args: Any, n_seq: int, signals: StopSignals, tb_dir: str) -> None:
+                 step_offset: int, args: Any, n_seq: int, signals: StopSignals, tb_dir: str,
+                 callbacks: tuple[Any, ...] = ()) -> None:
     """Run stage ``i`` from model ``src`` (resuming from its newest complete checkpoint with ``--resume``) and write
     its final model; exits with 128+signal after a checkpoint when a stop was requested."""
     from kolm.train.callbacks import StopOnSignal
@@ -216,6 +217,8 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
     stop = StopOnSignal(signals)
     trainer = _make_trainer(cfg, pre, run, i, model, args, _stage_dataset(train, offset, n_seq), step_offset, offset,
                             at_start=i == 0 and ckpt is None, stop=stop, tb_dir=tb_dir)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     _check_distributed(trainer, pre.ds_config is not None)
     trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
     for h in handles:
@@ -225,13 +228,15 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
     _save_final(trainer, stage, src, sf, cfg)
 
 
-def run(cfg: CptConfig) -> Path:
+def run(cfg: CptConfig, callbacks: tuple[Any, ...] = ()) -> Path:
+    """Train the recipe's stages; ``callbacks`` (``transformers.TrainerCallback``) join every stage's Trainer after
+    kolm's own (the library hook bench/extension_pays.py uses for its timed snapshots)."""
     pre = preflight(cfg)
     train = pre.data.load_train()
     fresh = cfg.overwrite or not Path(cfg.output).exists()
     run_dir = _start_run(cfg, pre)
     try:
-        return _run_stages(cfg, pre, run_dir, train)
+        return _run_stages(cfg, pre, run_dir, train, callbacks)
     except Exception:
         # a failure before anything was trained (e.g. the model does not load) leaves no recipe.yaml behind that
         # would make the folder look like a run
@@ -240,7 +245,7 @@ def run(cfg: CptConfig) -> Path:
         raise
 
 
-def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any) -> Path:
+def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any, callbacks: tuple[Any, ...]) -> Path:
     src, offset, step_offset = Path(cfg.model), 0, 0
     tb_dir = str(run_dir.tensorboard_session())  # one folder for all stages of this session
     with StopSignals() as signals:
@@ -251,7 +256,8 @@ def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any) 
             if not sf.done:
                 if signals.stop_requested():  # between stages: the finished stages are the checkpoint
                     _stop(signals, f"before stage {stage.name}")
-                _train_stage(cfg, pre, run_dir, i, src, train, offset, step_offset, args, n_seq, signals, tb_dir)
+                _train_stage(cfg, pre, run_dir, i, src, train, offset, step_offset, args, n_seq, signals, tb_dir,
+                             callbacks)
             src, offset, step_offset = sf.final, offset + n_seq, step_offset + stage.max_steps
     if is_main():
         _copy_final(src, run_dir.final)
@@ -277,6 +283,26 @@ def _copy_final(src: Path, last: Path) -> None:
     if last.exists():
         shutil.rmtree(last)
     tmp.rename(last)
+
+
+def embedding_lr_groups(optimizer: Any, model: Any, lr: float) -> None:
+    """Move the input embeddings and LM head (:func:`kolm.train.stages.embedding_params`) into parameter groups of
+    their own with peak lr ``lr``, each keeping its group's other settings (weight decay). Done before the
+    scheduler is built, which scales every group from its own peak."""
+    from kolm.train.stages import embedding_params
+
+    emb = {id(p) for p in embedding_params(model)}
+    added = []
+    for group in optimizer.param_groups:
+        mine = [p for p in group["params"] if id(p) in emb]
+        if mine:
+            group["params"] = [p for p in group["params"] if id(p) not in emb]
+            added.append({**{k: v for k, v in group.items() if k != "params"}, "params": mine, "lr": lr})
+    if not added:
+        raise KolmError("embedding_lr: the optimizer holds no embedding or LM-head weights (are they frozen?)")
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    for group in added:
+        optimizer.add_param_group(group)
 
 
 def _check_distributed(trainer: Any, want_deepspeed: bool) -> None:
@@ -306,6 +332,12 @@ def _make_trainer(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, model:
 
         def _get_train_sampler(self, *a: Any, **k: Any) -> Any:
             return SequentialSampler(self.train_dataset)
+
+        def create_optimizer(self, *a: Any, **k: Any) -> Any:
+            optimizer = super().create_optimizer(*a, **k)
+            if stage.embedding_lr is not None:
+                embedding_lr_groups(optimizer, self.model, stage.embedding_lr)
+            return optimizer
 
     stage = cfg.stages[i]
     tokens = TokenCounter(step_offset=step_offset, tokens_per_step=len(dataset) // stage.max_steps * pre.seq_len,

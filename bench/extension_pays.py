@@ -1,0 +1,341 @@
+"""Does the Korean extension pay on a real model? kolm against plain continual pretraining at equal wall-clock.
+
+    python bench/extension_pays.py [--budgets 2,5,10,20] [--seeds 0] [--quick] [--set FIELD=VALUE ...]
+
+SmolLM2-135M-Instruct (kolm.model.zoo) on the same Korean text with 20% English replay, the same tokens per step
+(``micro_batch x seq_len``), the same learning rate for the body, on this machine, in two arms:
+
+- **plain**: the base tokenizer, one full fine-tuning stage (what any trainer's pretraining stage does);
+- **kolm**: ``kolm vocab extend`` + ``kolm model resize`` (default init) + kolm's recommended staged CPT (a short
+  embeddings stage for the new rows, then full fine-tuning with a higher learning rate for embeddings/head).
+
+Each arm's clock starts before its first command and counts everything it runs (``kolm data build`` in both;
+extend and resize in kolm's), not the scoring. One run per arm and seed, at a constant learning rate after warm-up,
+is snapshotted when its clock passes each budget (saving is not counted): the snapshot at minute m is where an
+m-minute run would be, without a final decay. Every snapshot, the base, and kolm's model right after resize are
+scored on held-out text: Korean in-domain (every 10th paragraph of the training sources: GIMP help, Debian FAQ,
+Korean bills), Korean out-of-domain (the Constitution of the Republic of Korea, the last 327 paragraphs of
+ko_dev.txt, never used for extension, init or training) and English (every 10th paragraph of en_dev.txt), in bits
+per byte (:mod:`kolm.eval.bpb`, comparable across tokenizers); and on greedy continuations of 50 held-out Korean
+prompts (:mod:`kolm.eval.generation`: broken characters, off-tokenization, repetition, Korean chars/s).
+Prints the tables and a ``BENCH_JSON`` line. Needs ../shared (or KOLM_SHARED); takes about
+``2 x max(budget) + 10`` minutes per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("KOLM_SHARED", HERE.parent / ".." / "shared")).resolve()
+OOD_FIRST_LINE = "유구한 역사와 전통에 빛나는 우리 대한국민은"  # the Constitution's preamble opens the out-of-domain set
+
+
+@dataclass
+class Settings:
+    """The arms' shared budget and kolm's recipe; ``--set`` overrides any field."""
+
+    seq_len: int = 256
+    micro_batch: int = 4
+    lr: float = 2e-4  # the body's peak lr, both arms
+    warmup_steps: int = 10
+    new_tokens: int = 8000
+    init: str = ""  # kolm model resize --init ("": its default)
+    init_budget_s: float = 60.0
+    emb_steps: int = 20  # kolm's embeddings stage (0: none)
+    emb_lr: float = 2e-3
+    embedding_lr: float = 1e-3  # embeddings/head in kolm's full stage (0: the body's lr)
+    eval_docs: int = 100
+    prompts: int = 50
+    gen_tokens: int = 32
+    prompt_chars: int = 24
+
+
+@dataclass
+class Point:
+    arm: str
+    seed: int
+    minute: float  # the budget (or, for "resize", when the resize finished)
+    seconds: float  # the arm's clock when snapshotted
+    step: int
+    scores: dict[str, float] = field(default_factory=dict)
+    gen: dict[str, Any] = field(default_factory=dict)
+
+
+class Clock:
+    """Wall-clock seconds since start, minus paused spans (snapshots)."""
+
+    def __init__(self) -> None:
+        self.t0, self.paused = time.perf_counter(), 0.0
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0 - self.paused
+
+    def pause(self) -> Any:
+        clock = self
+
+        class _Pause:
+            def __enter__(self) -> None:
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc: Any) -> None:
+                clock.paused += time.perf_counter() - self.t
+
+        return _Pause()
+
+
+def snapshot_callback(clock: Clock, marks: list[float], out: Path, tokenizer: Path, taken: list[dict]) -> Any:
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        """Saves the model when the arm's clock passes each mark; stops training after the last one."""
+
+        stage_steps = 0
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> Any:
+            step = self.stage_steps + state.global_step
+            while len(taken) < len(marks) and clock() >= marks[len(taken)]:
+                save(model, clock, marks[len(taken)], out, tokenizer, taken, step)
+            if len(taken) == len(marks):
+                control.should_training_stop = True
+            return control
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            self.stage_steps += state.global_step
+            return control
+
+    return Snapshots()
+
+
+def save(model: Any, clock: Clock, mark: float, out: Path, tokenizer: Path, taken: list[dict], step: int) -> None:
+    with clock.pause():
+        seconds = clock()
+        folder = out / f"at-{mark / 60:g}min"
+        model.save_pretrained(folder, safe_serialization=True)
+        copy_tokenizer(tokenizer, folder)
+        taken.append({"minute": mark / 60, "seconds": round(seconds, 1), "step": step, "model": str(folder)})
+
+
+def copy_tokenizer(src: Path, dst: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+
+
+def split_corpora(out: Path) -> dict[str, Path]:
+    """ko_train / ko_heldout (in-domain, every 10th), ko_ood (the Constitution), en_train / en_heldout."""
+    from kolm.demo.text import split
+
+    lines = [x.strip() for x in (SHARED / "corpora" / "ko_dev.txt").read_text(encoding="utf-8").splitlines()]
+    cut = next(i for i, x in enumerate(lines) if x.startswith(OOD_FIRST_LINE))
+    en = [x.strip() for x in (SHARED / "corpora" / "en_dev.txt").read_text(encoding="utf-8").splitlines()]
+    parts = {"ko": split([x for x in lines[:cut] if x]), "en": split([x for x in en if x])}
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, docs in (("ko_train", parts["ko"][0]), ("ko_heldout", parts["ko"][1]),
+                       ("ko_ood", [x for x in lines[cut:] if x]), ("en_train", parts["en"][0]),
+                       ("en_heldout", parts["en"][1])):
+        paths[name] = out / f"{name}.txt"
+        paths[name].write_text("\n".join(docs) + "\n", encoding="utf-8")
+    return paths
+
+
+def kolm(*args: Any) -> None:
+    from kolm.cli import main
+
+    rc = main([str(a) for a in args])
+    if rc != 0:
+        sys.exit(f"kolm {' '.join(map(str, args))}: exit {rc}")
+
+
+def data_build(out: Path, tokenizer: Path, text: dict[str, Path], s: Settings, seed: int) -> Path:
+    recipe = {"tokenizer": str(tokenizer), "seq_len": s.seq_len, "seed": seed, "mix": {"ko": 0.8, "en": 0.2},
+              "sources": [{"name": "ko", "lang": "ko", "paths": [str(text["ko_train"])], "max_epochs": 16.0},
+                          {"name": "en", "lang": "en", "paths": [str(text["en_train"])], "max_epochs": 1.0}],
+              "cleaning": {"min_chars": 20}, "validation": {"fraction": 0.02, "min_docs": 4, "max_docs": 8},
+              "num_proc": 1, "progress": False}
+    (out / "data.yaml").write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    kolm("data", "build", out / "data.yaml", "--output", out / "data", "--overwrite")
+    return out / "data"
+
+
+def train(out: Path, model: Path, data: Path, stages: list[dict], s: Settings, seed: int, callback: Any) -> None:
+    from kolm.config import resolve
+    from kolm.train import cpt
+    from kolm.train.config import CptConfig
+
+    recipe = {"model": str(model), "data": str(data), "output": str(out / "run"), "micro_batch_size": s.micro_batch,
+              "grad_accum": 1, "seed": seed, "precision": "fp32", "overwrite": True,
+              "optim": {"lr": s.lr, "warmup_steps": s.warmup_steps, "scheduler": "constant_with_warmup"},
+              "stages": stages, "eval": {"every": 0}, "checkpoint": {"every": 1_000_000, "keep": 2},
+              "logging_steps": 10}
+    (out / "cpt.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    cpt.run(resolve(CptConfig, yaml_path=str(out / "cpt.yaml")), callbacks=(callback,))
+
+
+def run_arm(arm: str, base: Path, out: Path, text: dict[str, Path], s: Settings, seed: int,
+            marks: list[float]) -> list[dict]:
+    """Runs one arm on its own clock; returns the snapshots (``at-Nmin`` folders; kolm's also ``resize``)."""
+    import torch
+
+    torch.manual_seed(seed)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    clock, taken = Clock(), []
+    if arm == "plain":
+        tok, model = base, base
+        stages = [{"name": "full", "kind": "full", "max_steps": 1_000_000}]
+    else:
+        kolm("vocab", "extend", "--base", base, "--corpus", text["ko_train"], "--num-new-tokens", s.new_tokens,
+             "--min-frequency", 1, "--allow-fewer", "--output", out / "tok-ko", "--overwrite")
+        init = ["--init", s.init] if s.init else []
+        kolm("model", "resize", "--model", base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
+             "--init-budget-s", s.init_budget_s, *init, "--overwrite")
+        taken.append({"minute": "resize", "seconds": round(clock(), 1), "step": 0, "model": str(out / "model-ko")})
+        tok, model = out / "tok-ko", out / "model-ko"
+        stages = ([{"name": "embeddings", "kind": "embeddings", "max_steps": s.emb_steps, "lr": s.emb_lr}]
+                  if s.emb_steps else [])
+        stages.append({"name": "full", "kind": "full", "max_steps": 1_000_000,
+                       **({"embedding_lr": s.embedding_lr} if s.embedding_lr else {})})
+    data = data_build(out, tok, text, s, seed)
+    snaps: list[dict] = []
+    late = [m for m in marks if clock() >= m]  # budgets spent before training starts: the untrained model
+    for m in late:
+        from transformers import AutoModelForCausalLM
+
+        save(AutoModelForCausalLM.from_pretrained(model), clock, m, out, tok, snaps, 0)
+    if len(late) < len(marks):
+        train(out, model, data, stages, s, seed, snapshot_callback(clock, marks, out, tok, snaps))
+    return taken + snaps
+
+
+def score(model_dir: Path, text: dict[str, Path], s: Settings) -> tuple[dict[str, float], dict[str, Any]]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kolm.eval.bpb import bits_per_byte
+    from kolm.eval.generation import generation_stats
+
+    torch.set_grad_enabled(False)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    scores = {}
+    for name in ("ko_heldout", "ko_ood", "en_heldout"):
+        docs = [x for x in text[name].read_text(encoding="utf-8").splitlines() if x.strip()][:s.eval_docs]
+        scores[name] = round(bits_per_byte(model, tok, docs, max_length=512, batch_size=8).bpb, 4)
+    ko = [x for x in text["ko_heldout"].read_text(encoding="utf-8").splitlines() if len(x) > s.prompt_chars + 10]
+    prompts = [x[:s.prompt_chars] for x in ko[:s.prompts]]
+    gen = generation_stats(model, tok, prompts, max_new_tokens=s.gen_tokens).as_dict()
+    torch.set_grad_enabled(True)
+    return scores, gen
+
+
+def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
+    everything = [base, *points]
+
+    def med(arm: str, minute: Any, key: str, where: str = "scores") -> float | None:
+        vals = [getattr(p, where)[key] for p in everything if p.arm == arm and p.minute == minute]
+        return statistics.median(vals) if vals else None
+
+    b = base.scores
+    lines = [f"held-out bits per byte (median over seeds; ratio to the base {b['ko_heldout']:.4f} Korean in-domain, "
+             f"{b['ko_ood']:.4f} Korean out-of-domain, {b['en_heldout']:.4f} English)",
+             f"{'minutes':>7} | {'plain ko':>8} {'kolm ko':>8} {'ratio':>6} | {'plain ood':>9} {'kolm ood':>8} "
+             f"{'ratio':>6} | {'plain en':>8} {'kolm en':>8} | {'steps plain/kolm':>16}"]
+    resize = [p for p in points if p.arm == "kolm" and p.minute == "resize"]
+    if resize:
+        r = resize[0]
+        lines.append(f"{'resize':>7} | {'':>8} {med('kolm', 'resize', 'ko_heldout'):>8.4f} "
+                     f"{med('kolm', 'resize', 'ko_heldout') / b['ko_heldout']:>5.3f}x | {'':>9} "
+                     f"{med('kolm', 'resize', 'ko_ood'):>8.4f} {med('kolm', 'resize', 'ko_ood') / b['ko_ood']:>5.3f}x"
+                     f" | {'':>8} {med('kolm', 'resize', 'en_heldout') / b['en_heldout']:>7.4f}x | "
+                     f"at {r.seconds:.0f} s")
+    for m in budgets:
+        row = [f"{m:>7g}"]
+        for key in ("ko_heldout", "ko_ood"):
+            p, k = med("plain", m, key), med("kolm", m, key)
+            row.append(f"{p / b[key]:>7.3f}x {k / b[key]:>7.3f}x {k / p:>6.3f}")
+        pe, ke = med("plain", m, "en_heldout"), med("kolm", m, "en_heldout")
+        row.append(f"{pe / b['en_heldout']:>7.4f}x {ke / b['en_heldout']:>7.4f}x")
+        steps = [f"{statistics.median([p.step for p in points if p.arm == a and p.minute == m]):g}"
+                 for a in ("plain", "kolm")]
+        row.append(f"{'/'.join(steps):>16}")
+        lines.append(" | ".join(row))
+    lines += ["(plain/kolm columns: the arm's bpb / the base's; ratio: kolm's bpb / plain's, < 1 means kolm is "
+              "ahead; English: the arm's bpb / the base's)", "",
+              "greedy continuations of held-out Korean prompts (median over seeds)",
+              f"{'model':<16} {'broken':>7} {'off-tok':>8} {'rep4':>6} {'ko chars/s':>10} {'tok/s':>7}"]
+
+    def gen_row(name: str, arm: str, minute: Any) -> None:
+        if med(arm, minute, "broken_share", "gen") is None:
+            return
+        lines.append(f"{name:<16} {med(arm, minute, 'broken_share', 'gen'):>7.1%} "
+                     f"{med(arm, minute, 'off_token_share', 'gen'):>8.1%} {med(arm, minute, 'repetition', 'gen'):>6.3f} "
+                     f"{med(arm, minute, 'korean_chars_per_s', 'gen'):>10.1f} {med(arm, minute, 'tokens_per_s', 'gen'):>7.1f}")
+
+    for name, arm, minute in [("base", "base", 0), ("kolm resize", "kolm", "resize")] + \
+            [(f"{a} {m:g} min", a, m) for m in budgets for a in ("plain", "kolm")]:
+        gen_row(name, arm, minute)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", default="2,5,10,20", help="minutes, comma-separated")
+    ap.add_argument("--seeds", default="0", help="seeds, comma-separated (the table shows medians)")
+    ap.add_argument("--arms", default="plain,kolm")
+    ap.add_argument("--quick", action="store_true", help="budgets of 0.5 and 1 minute, 12 docs, 6 prompts")
+    ap.add_argument("--output", default=str(HERE / "out" / "extension_pays"))
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override Settings fields")
+    args = ap.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not (SHARED / "corpora" / "ko_dev.txt").is_file():
+        sys.exit(f"needs {SHARED}/corpora/ko_dev.txt and en_dev.txt (set KOLM_SHARED)")
+    s = Settings()
+    budgets = [float(x) for x in args.budgets.split(",")]
+    if args.quick:
+        budgets, s.eval_docs, s.prompts, s.init_budget_s, s.emb_steps = [0.5, 1.0], 12, 6, 10.0, 4
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if not hasattr(s, name):
+            sys.exit(f"--set {item}: no field {name!r}; fields: {', '.join(asdict(s))}")
+        setattr(s, name, type(getattr(s, name))(value))
+    from kolm.model.zoo import smollm2
+
+    out = Path(args.output)
+    base = smollm2()
+    text = split_corpora(out / "text")
+    t0 = time.time()
+    scores, gen = score(base, text, s)
+    base_point = Point("base", 0, 0, 0.0, 0, scores, gen)
+    print(f"[extension_pays] base: {scores}", flush=True)
+    points: list[Point] = []
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for arm in args.arms.split(","):
+            snaps = run_arm(arm, base, out / f"{arm}-seed{seed}", text, s, seed, [m * 60 for m in budgets])
+            for snap in snaps:
+                scores, gen = score(Path(snap["model"]), text, s)
+                points.append(Point(arm, seed, snap["minute"], snap["seconds"], snap["step"], scores, gen))
+                print(f"[extension_pays] {arm} seed {seed} at {snap['minute']} ({snap['seconds']} s, step "
+                      f"{snap['step']}): {scores} broken {gen['broken_share']:.1%} sample {gen['sample']!r}",
+                      flush=True)
+    print(f"\nSmolLM2-135M-Instruct, plain vs kolm at equal wall-clock ({time.time() - t0:.0f} s in all; settings: "
+          f"{asdict(s)})")
+    print(tables(base_point, points, budgets))
+    print("BENCH_JSON " + json.dumps({"settings": asdict(s), "budgets": budgets, "base": asdict(base_point),
+                                     "points": [asdict(p) for p in points]}, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
