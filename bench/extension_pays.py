@@ -39,7 +39,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("KOLM_SHARED", HERE.parent / ".." / "shared")).resolve()
-OOD_FIRST_LINE = "유구한 역사와 전통에 빛나는 우리 대한국민은"  # the Constitution's preamble opens the out-of-domain set
+# the Constitution's preamble opens the out-of-domain set
+OOD_FIRST_LINE = "유구한 역사와 전통에 빛나는 우리 대한국민은"
 
 
 @dataclass
@@ -136,6 +137,7 @@ def copy_tokenizer(src: Path, dst: Path) -> None:
 def split_corpora(out: Path) -> dict[str, Path]:
     """ko_train / ko_heldout (in-domain, every 10th), ko_ood (the Constitution), en_train / en_heldout."""
     from kolm.demo.text import split
+    from kolm.io.files import atomic_write_text
 
     lines = [x.strip() for x in (SHARED / "corpora" / "ko_dev.txt").read_text(encoding="utf-8").splitlines()]
     cut = next(i for i, x in enumerate(lines) if x.startswith(OOD_FIRST_LINE))
@@ -146,8 +148,9 @@ def split_corpora(out: Path) -> dict[str, Path]:
     for name, docs in (("ko_train", parts["ko"][0]), ("ko_heldout", parts["ko"][1]),
                        ("ko_ood", [x for x in lines[cut:] if x]), ("en_train", parts["en"][0]),
                        ("en_heldout", parts["en"][1])):
-        paths[name] = out / f"{name}.txt"
-        paths[name].write_text("\n".join(docs) + "\n", encoding="utf-8")
+        paths[name], body = out / f"{name}.txt", "\n".join(docs) + "\n"
+        if not paths[name].is_file() or paths[name].read_text(encoding="utf-8") != body:  # --parallel's workers
+            atomic_write_text(paths[name], body)
     return paths
 
 
@@ -242,6 +245,9 @@ def score(model_dir: Path, text: dict[str, Path], s: Settings) -> tuple[dict[str
 
 
 def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
+    """The bpb table (ratios to the base, kolm / plain) and the generation table, medians over seeds."""
+    from kolm.tables import text_table
+
     everything = [base, *points]
 
     def med(arm: str, minute: Any, key: str, where: str = "scores") -> float | None:
@@ -249,45 +255,69 @@ def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
         return statistics.median(vals) if vals else None
 
     b = base.scores
-    lines = [f"held-out bits per byte (median over seeds; ratio to the base {b['ko_heldout']:.4f} Korean in-domain, "
-             f"{b['ko_ood']:.4f} Korean out-of-domain, {b['en_heldout']:.4f} English)",
-             f"{'minutes':>7} | {'plain ko':>8} {'kolm ko':>8} {'ratio':>6} | {'plain ood':>9} {'kolm ood':>8} "
-             f"{'ratio':>6} | {'plain en':>8} {'kolm en':>8} | {'steps plain/kolm':>16}"]
-    resize = [p for p in points if p.arm == "kolm" and p.minute == "resize"]
-    if resize:
-        r = resize[0]
-        lines.append(f"{'resize':>7} | {'':>8} {med('kolm', 'resize', 'ko_heldout'):>8.4f} "
-                     f"{med('kolm', 'resize', 'ko_heldout') / b['ko_heldout']:>5.3f}x | {'':>9} "
-                     f"{med('kolm', 'resize', 'ko_ood'):>8.4f} {med('kolm', 'resize', 'ko_ood') / b['ko_ood']:>5.3f}x"
-                     f" | {'':>8} {med('kolm', 'resize', 'en_heldout') / b['en_heldout']:>7.4f}x | "
-                     f"at {r.seconds:.0f} s")
-    for m in budgets:
-        row = [f"{m:>7g}"]
-        for key in ("ko_heldout", "ko_ood"):
-            p, k = med("plain", m, key), med("kolm", m, key)
-            row.append(f"{p / b[key]:>7.3f}x {k / b[key]:>7.3f}x {k / p:>6.3f}")
-        pe, ke = med("plain", m, "en_heldout"), med("kolm", m, "en_heldout")
-        row.append(f"{pe / b['en_heldout']:>7.4f}x {ke / b['en_heldout']:>7.4f}x")
-        steps = [f"{statistics.median([p.step for p in points if p.arm == a and p.minute == m]):g}"
+    rows = []
+    for minute in ["resize", *budgets]:
+        row = [f"{minute:g}" if minute != "resize" else "resize"]
+        for key in ("ko_heldout", "ko_ood", "en_heldout"):
+            p, k = med("plain", minute, key), med("kolm", minute, key)
+            row += [f"{p / b[key]:.3f}x" if p else "", f"{k / b[key]:.3f}x" if k else "",
+                    f"{k / p:.3f}" if p and k and key != "en_heldout" else ""]
+        steps = [statistics.median([q.step for q in points if q.arm == a and q.minute == minute] or [0])
                  for a in ("plain", "kolm")]
-        row.append(f"{'/'.join(steps):>16}")
-        lines.append(" | ".join(row))
-    lines += ["(plain/kolm columns: the arm's bpb / the base's; ratio: kolm's bpb / plain's, < 1 means kolm is "
-              "ahead; English: the arm's bpb / the base's)", "",
-              "greedy continuations of held-out Korean prompts (median over seeds)",
-              f"{'model':<16} {'broken':>7} {'off-tok':>8} {'rep4':>6} {'ko chars/s':>10} {'tok/s':>7}"]
-
-    def gen_row(name: str, arm: str, minute: Any) -> None:
-        if med(arm, minute, "broken_share", "gen") is None:
-            return
-        lines.append(f"{name:<16} {med(arm, minute, 'broken_share', 'gen'):>7.1%} "
-                     f"{med(arm, minute, 'off_token_share', 'gen'):>8.1%} {med(arm, minute, 'repetition', 'gen'):>6.3f} "
-                     f"{med(arm, minute, 'korean_chars_per_s', 'gen'):>10.1f} {med(arm, minute, 'tokens_per_s', 'gen'):>7.1f}")
-
+        secs = statistics.median([q.seconds for q in points if q.arm == "kolm" and q.minute == minute] or [0])
+        row.append(f"{steps[0]:g} / {steps[1]:g}" + (f" (at {secs:.0f} s)" if minute == "resize" else ""))
+        rows.append([c for i, c in enumerate(row) if i != 9])  # English: no kolm/plain column
+    bpb = text_table(["minutes", "plain ko", "kolm ko", "kolm/plain", "plain ood", "kolm ood", "kolm/plain",
+                      "plain en", "kolm en", "steps plain / kolm"], rows)
+    gen_rows = []
     for name, arm, minute in [("base", "base", 0), ("kolm resize", "kolm", "resize")] + \
             [(f"{a} {m:g} min", a, m) for m in budgets for a in ("plain", "kolm")]:
-        gen_row(name, arm, minute)
-    return "\n".join(lines)
+        if med(arm, minute, "broken_share", "gen") is None:
+            continue
+        gen_rows.append([name, f"{med(arm, minute, 'broken_share', 'gen'):.1%}",
+                         f"{med(arm, minute, 'off_token_share', 'gen'):.1%}",
+                         f"{med(arm, minute, 'repetition', 'gen'):.3f}",
+                         f"{med(arm, minute, 'korean_chars_per_s', 'gen'):.1f}",
+                         f"{med(arm, minute, 'tokens_per_s', 'gen'):.1f}"])
+    gen = text_table(["model", "broken", "off-token", "rep4", "Korean chars/s", "tokens/s"], gen_rows)
+    return (f"held-out bits per byte, each arm / the base ({b['ko_heldout']:.4f} Korean in-domain, {b['ko_ood']:.4f} "
+            f"Korean out-of-domain, {b['en_heldout']:.4f} English); kolm/plain < 1: kolm ahead\n{bpb}\n\n"
+            f"greedy continuations of held-out Korean prompts (broken: share with an invalid UTF-8 sequence; "
+            f"off-token: generated tokens a re-encoding would not give; rep4: repeated character 4-grams)\n{gen}")
+
+
+def arm_points(arm: str, seed: int, base: Path, out: Path, text: dict[str, Path], s: Settings,
+               budgets: list[float]) -> list[Point]:
+    """One arm and seed: train with snapshots, then score every snapshot."""
+    points = []
+    for snap in run_arm(arm, base, out / f"{arm}-seed{seed}", text, s, seed, [m * 60 for m in budgets]):
+        scores, gen = score(Path(snap["model"]), text, s)
+        points.append(Point(arm, seed, snap["minute"], snap["seconds"], snap["step"], scores, gen))
+        print(f"[extension_pays] {arm} seed {seed} at {snap['minute']} ({snap['seconds']} s, step {snap['step']}): "
+              f"{scores} broken {gen['broken_share']:.1%} sample {gen['sample']!r}", flush=True)
+    return points
+
+
+def side_by_side(args: argparse.Namespace, out: Path, seed: int) -> list[Point]:
+    """Both arms at once, each in its own process on one thread (one core each on a 2-core machine): the same
+    hardware share for both, half the wall time of running them one after the other."""
+    import subprocess
+
+    procs = []
+    for arm in args.arms.split(","):
+        cmd = [sys.executable, __file__, "--arms", arm, "--seeds", str(seed), "--budgets", args.budgets,
+               "--output", str(out), "--threads", "1", "--points-json", str(out / f"{arm}-seed{seed}.json"),
+               "--set", *args.set] + (["--quick"] if args.quick else [])
+        log = (out / f"{arm}-seed{seed}.log").open("w")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "OMP_NUM_THREADS": "1"}), arm, log))
+    points = []
+    for proc, arm, log in procs:
+        if proc.wait() != 0:
+            sys.exit(f"the {arm} arm failed (exit {proc.returncode}): see {log.name}")
+        log.close()
+        points += [Point(**p) for p in json.loads((out / f"{arm}-seed{seed}.json").read_text(encoding="utf-8"))]
+    return points
 
 
 def main() -> None:
@@ -295,6 +325,10 @@ def main() -> None:
     ap.add_argument("--budgets", default="2,5,10,20", help="minutes, comma-separated")
     ap.add_argument("--seeds", default="0", help="seeds, comma-separated (the table shows medians)")
     ap.add_argument("--arms", default="plain,kolm")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the arms at the same time, one thread each (one core each on this 2-core machine)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--points-json", default="", help=argparse.SUPPRESS)  # --parallel's worker: write the points
     ap.add_argument("--quick", action="store_true", help="budgets of 0.5 and 1 minute, 12 docs, 6 prompts")
     ap.add_argument("--output", default=str(HERE / "out" / "extension_pays"))
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override Settings fields")
@@ -302,6 +336,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not (SHARED / "corpora" / "ko_dev.txt").is_file():
         sys.exit(f"needs {SHARED}/corpora/ko_dev.txt and en_dev.txt (set KOLM_SHARED)")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     s = Settings()
     budgets = [float(x) for x in args.budgets.split(",")]
     if args.quick:
@@ -316,25 +354,29 @@ def main() -> None:
     out = Path(args.output)
     base = smollm2()
     text = split_corpora(out / "text")
+    seeds = [int(x) for x in args.seeds.split(",")]
+    if args.points_json:  # a worker of --parallel: one arm, one seed, no base
+        points = arm_points(args.arms, seeds[0], base, out, text, s, budgets)
+        Path(args.points_json).write_text(json.dumps([asdict(p) for p in points], ensure_ascii=False))
+        return
     t0 = time.time()
     scores, gen = score(base, text, s)
     base_point = Point("base", 0, 0, 0.0, 0, scores, gen)
     print(f"[extension_pays] base: {scores}", flush=True)
     points: list[Point] = []
-    for seed in [int(x) for x in args.seeds.split(",")]:
-        for arm in args.arms.split(","):
-            snaps = run_arm(arm, base, out / f"{arm}-seed{seed}", text, s, seed, [m * 60 for m in budgets])
-            for snap in snaps:
-                scores, gen = score(Path(snap["model"]), text, s)
-                points.append(Point(arm, seed, snap["minute"], snap["seconds"], snap["step"], scores, gen))
-                print(f"[extension_pays] {arm} seed {seed} at {snap['minute']} ({snap['seconds']} s, step "
-                      f"{snap['step']}): {scores} broken {gen['broken_share']:.1%} sample {gen['sample']!r}",
-                      flush=True)
-    print(f"\nSmolLM2-135M-Instruct, plain vs kolm at equal wall-clock ({time.time() - t0:.0f} s in all; settings: "
-          f"{asdict(s)})")
+    for seed in seeds:
+        if args.parallel:
+            points += side_by_side(args, out, seed)
+        else:
+            for arm in args.arms.split(","):
+                points += arm_points(arm, seed, base, out, text, s, budgets)
+    mode = "both arms at once, one core each" if args.parallel else "one arm after the other"
+    print(f"\nSmolLM2-135M-Instruct, plain vs kolm at equal wall-clock ({mode}; {time.time() - t0:.0f} s in all; "
+          f"settings: {asdict(s)})")
     print(tables(base_point, points, budgets))
-    print("BENCH_JSON " + json.dumps({"settings": asdict(s), "budgets": budgets, "base": asdict(base_point),
-                                     "points": [asdict(p) for p in points]}, ensure_ascii=False))
+    print("BENCH_JSON " + json.dumps({"settings": asdict(s), "budgets": budgets, "parallel": args.parallel,
+                                     "base": asdict(base_point), "points": [asdict(p) for p in points]},
+                                    ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kolm.vocab.family import bl_to_bytes, has_hangul
+from kolm.vocab.chars import bl_to_bytes, has_hangul
 
 
 def token_bytes(tokenizer: Any, ids: list[int]) -> list[bytes]:
