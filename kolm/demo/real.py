@@ -102,9 +102,12 @@ class EndPoint:
 def generate(model_dir: Path, chat: bool, max_new_tokens: int, prompt: str | None = None) -> tuple[str, str, Any]:
     """Greedy generation from a Korean prompt: (prompt, continuation, loaded model). ``chat`` renders the prompt
     with the tokenizer's own chat template after a Korean system turn (generation prompt added); otherwise the
-    text is continued as is."""
+    text is continued as is. Decoding goes through :class:`kolm.eval.generation.WholeCharacters`: a token that
+    stands for part of a character comes only where it completes one (no U+FFFD from untrained new rows)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kolm.eval.generation import WholeCharacters
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32).eval()
@@ -116,6 +119,7 @@ def generate(model_dir: Path, chat: bool, max_new_tokens: int, prompt: str | Non
         enc = tok(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             logits_processor=[WholeCharacters(tok)],
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     return prompt, tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True), model
 

@@ -84,9 +84,11 @@ def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_
     """Greedy continuations of ``prompts`` (batches of ``batch_size``, left-padded) and their statistics."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    side = tokenizer.padding_side
+    side, pad_token = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
+    if pad_token is None:  # batches are padded: pad with EOS (masked out) where the tokenizer has no pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    pad = tokenizer.pad_token_id
     broken = off = n_tok = n_ok = hangul = 0
     reps: list[float] = []
     sample = ""
@@ -114,7 +116,7 @@ def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_
                 hangul += sum(1 for ch in text if has_hangul(ch))
                 sample = sample or text
     finally:
-        tokenizer.padding_side = side
+        tokenizer.padding_side, tokenizer.pad_token = side, pad_token
     return GenerationStats(prompts=len(prompts), broken_share=broken / max(1, len(prompts)),
                            off_token_share=off / max(1, n_ok), repetition=sum(reps) / max(1, len(reps)),
                            korean_chars_per_s=hangul / max(seconds, 1e-9), tokens_per_s=n_tok / max(seconds, 1e-9),
