@@ -242,7 +242,9 @@ def score(model_dir: Path, text: dict[str, Path], s: Settings) -> tuple[dict[str
         scores[name] = round(bits_per_byte(model, tok, docs, max_length=512, batch_size=8).bpb, 4)
     ko = [x for x in text["ko_heldout"].read_text(encoding="utf-8").splitlines() if len(x) > s.prompt_chars + 10]
     prompts = [x[:s.prompt_chars] for x in ko[:s.prompts]]
-    gen = generation_stats(model, tok, prompts, max_new_tokens=s.gen_tokens).as_dict()
+    # as kolm generates (WholeCharacters), and unguarded (what a plain model.generate gives) for its broken share
+    gen = generation_stats(model, tok, prompts, max_new_tokens=s.gen_tokens, whole_characters=True).as_dict()
+    gen["raw_broken_share"] = generation_stats(model, tok, prompts, max_new_tokens=s.gen_tokens).broken_share
     torch.set_grad_enabled(True)
     return scores, gen
 
@@ -278,15 +280,18 @@ def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
         if med(arm, minute, "broken_share", "gen") is None:
             continue
         gen_rows.append([name, f"{med(arm, minute, 'broken_share', 'gen'):.1%}",
+                         f"{med(arm, minute, 'raw_broken_share', 'gen'):.1%}",
                          f"{med(arm, minute, 'off_token_share', 'gen'):.1%}",
                          f"{med(arm, minute, 'repetition', 'gen'):.3f}",
                          f"{med(arm, minute, 'korean_chars_per_s', 'gen'):.1f}",
                          f"{med(arm, minute, 'tokens_per_s', 'gen'):.1f}"])
-    gen = text_table(["model", "broken", "off-token", "rep4", "Korean chars/s", "tokens/s"], gen_rows)
+    gen = text_table(["model", "broken", "broken unguarded", "off-token", "rep4", "Korean chars/s", "tokens/s"],
+                     gen_rows)
     return (f"held-out bits per byte, each arm / the base ({b['ko_heldout']:.4f} Korean in-domain, {b['ko_ood']:.4f} "
             f"Korean out-of-domain, {b['en_heldout']:.4f} English); kolm/plain < 1: kolm ahead\n{bpb}\n\n"
-            f"greedy continuations of held-out Korean prompts (broken: share with an invalid UTF-8 sequence; "
-            f"off-token: generated tokens a re-encoding would not give; rep4: repeated character 4-grams)\n{gen}")
+            f"greedy continuations of held-out Korean prompts, decoded as kolm decodes (WholeCharacters) (broken: "
+            f"share with an invalid UTF-8 sequence; unguarded: the same through a plain generate; off-token: "
+            f"generated tokens a re-encoding would not give; rep4: repeated character 4-grams)\n{gen}")
 
 
 def arm_points(arm: str, seed: int, base: Path, out: Path, text: dict[str, Path], s: Settings,

@@ -337,11 +337,21 @@ def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dic
     if not base_id:
         body += ["The base model was a local folder; pass `--base-model ORG/NAME` to `kolm push` to link it.", ""]
     body += _sections(run_info, ext, resize) + _bpb_section(cfg, run_info) + _task_section(cfg, model)
-    body += ["## Usage", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+    # an extended vocabulary has new tokens that stand for part of a character: kolm's logits processor keeps
+    # generated text whole UTF-8 however well those rows are trained
+    guard = bool(ext and ext.added)
+    body += ["## Usage", ""]
+    if guard:
+        body += ["The tokenizer was extended with Korean tokens, some of which stand for part of a character. "
+                 "Generate through kolm's `WholeCharacters` logits processor (kolm installed beside transformers) "
+                 "so that the output never holds a broken character (U+FFFD).", ""]
+    body += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             *(["from kolm.eval.generation import WholeCharacters", ""] if guard else []),
              f'tokenizer = AutoTokenizer.from_pretrained("{cfg.repo_id}"{rev})',
              f'model = AutoModelForCausalLM.from_pretrained("{cfg.repo_id}"{rev}, dtype="auto", device_map="auto")',
              'inputs = tokenizer("대한민국의 수도는", return_tensors="pt").to(model.device)',
-             "output = model.generate(**inputs, max_new_tokens=64)",
+             "output = model.generate(**inputs, max_new_tokens=64"
+             + (", logits_processor=[WholeCharacters(tokenizer)])" if guard else ")"),
              "print(tokenizer.decode(output[0], skip_special_tokens=True))", "```", "",
              "## Limitations", "", "Continual pretraining on web-style text: the model can produce wrong, biased or "
              "offensive text and has no safety tuning. Check the base model's limitations and license.", "",

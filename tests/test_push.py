@@ -65,6 +65,11 @@ def test_dry_run_writes_card_and_lists_files(run, tmp_path, capsys):
     assert "| model | ko bpb | en bpb |" in text
     assert "| base (step 0) | 4.6900 | 3.3268 |" in text and "| this model (step 12) | 4.4000 | 3.3500 |" in text
     assert 'AutoModelForCausalLM.from_pretrained("my-org/llama2-ko"' in text
+    # an extended vocabulary: the usage generates through WholeCharacters, and the snippet runs as written
+    assert "logits_processor=[WholeCharacters(tokenizer)]" in text
+    snippet = text.split("```python\n")[1].split("```")[0]
+    compile(snippet, "card", "exec")
+    assert "from kolm.eval.generation import WholeCharacters" in snippet
     # the card of a real push is the same; without --output it goes into the model folder
     assert main(["push", str(run / "final"), "--repo-id", "my-org/llama2-ko", "--dry-run"]) == 0
     assert (run / "final" / "README.md").read_text() == card_path.read_text()

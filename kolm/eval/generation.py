@@ -80,9 +80,12 @@ class GenerationStats:
 
 
 def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 32,
-                     batch_size: int = 10) -> GenerationStats:
-    """Greedy continuations of ``prompts`` (batches of ``batch_size``, left-padded) and their statistics."""
+                     batch_size: int = 10, whole_characters: bool = False) -> GenerationStats:
+    """Greedy continuations of ``prompts`` (batches of ``batch_size``, left-padded) and their statistics; with
+    ``whole_characters``, decoded through :class:`WholeCharacters` (as kolm generates)."""
     import torch
+
+    processors = [WholeCharacters(tokenizer)] if whole_characters else []
 
     side, pad_token = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"
@@ -96,12 +99,13 @@ def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_
     try:
         with torch.no_grad():  # the first call pays one-time setup; time the rest only
             model.generate(**tokenizer(prompts[:1], return_tensors="pt"), max_new_tokens=2, do_sample=False,
-                           pad_token_id=pad)
+                           pad_token_id=pad, logits_processor=processors)
         for i in range(0, len(prompts), batch_size):
             batch = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True)
             t = time.perf_counter()
             with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                                     logits_processor=processors)
             seconds += time.perf_counter() - t
             for row in out[:, batch["input_ids"].shape[1]:].tolist():
                 pieces = token_bytes(tokenizer, row)
