@@ -339,7 +339,7 @@ def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dic
     body += _sections(run_info, ext, resize) + _bpb_section(cfg, run_info) + _task_section(cfg, model)
     # an extended vocabulary has new tokens that stand for part of a character: kolm's logits processor keeps
     # generated text whole UTF-8 however well those rows are trained
-    guard = bool(ext and ext.added)
+    guard = bool(ext and ext.num_added)
     body += ["## Usage", ""]
     if guard:
         body += ["The tokenizer was extended with Korean tokens, some of which stand for part of a character. "
