@@ -367,3 +367,42 @@ def test_embedding_lr_only_in_a_full_stage():
     with pytest.raises(ConfigError, match="embedding_lr"):
         from_dict(StageConfig, {"name": "f", "kind": "full", "embedding_lr": 0.0})
     assert from_dict(StageConfig, {"name": "f", "kind": "full", "embedding_lr": 1e-3}).embedding_lr == 1e-3
+
+
+def test_new_rows_lr_moves_only_the_added_rows_faster(pipeline):
+    """One step with ``new_rows_lr`` 10x the stage's lr against the same step without: the added rows of the
+    embeddings and the head move exactly 10x as far, every other weight (old rows included) lands where it did."""
+    import torch
+
+    from kolm.config import resolve
+    from kolm.train import cpt
+    from kolm.train.config import CptConfig
+
+    start = json.loads((pipeline / "model" / "resize.json").read_text())["old_vocab_size"]
+    finals = []
+    for name, extra in (("rows_ref", {}), ("rows_10x", {"new_rows_lr": 1e-2})):
+        r = recipe(pipeline, name, [{"name": "full", "kind": "full", "max_steps": 1, **extra}],
+                   optim={"lr": 1e-3, "warmup_steps": 0, "scheduler": "constant_with_warmup"},
+                   eval={"every": 0}, checkpoint={"every": 100, "keep": 2})
+        cpt.run(resolve(CptConfig, yaml_path=str(r)))
+        finals.append(safetensors(pipeline / "runs" / name / "final"))
+    before, (ref, fast) = safetensors(pipeline / "model"), finals
+    for key in before:
+        if key in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert torch.equal(ref[key][:start], fast[key][:start]), key
+            moved = ref[key][start:] - before[key][start:]
+            assert moved.abs().max() > 0
+            torch.testing.assert_close(fast[key][start:] - before[key][start:], 10 * moved, rtol=1e-4, atol=1e-7)
+        else:
+            assert torch.equal(ref[key], fast[key]), key
+
+
+def test_new_rows_lr_needs_a_full_stage_and_no_deepspeed():
+    from kolm.config import ConfigError, from_dict
+    from kolm.train.config import CptConfig, StageConfig
+
+    with pytest.raises(ConfigError, match="new_rows_lr"):
+        from_dict(StageConfig, {"name": "e", "kind": "embeddings", "new_rows_lr": 1e-3})
+    with pytest.raises(ConfigError, match="DeepSpeed"):
+        from_dict(CptConfig, {"model": "m", "data": "d", "output": "o", "deepspeed": "zero3",
+                              "stages": [{"name": "f", "kind": "full", "new_rows_lr": 1e-3}]})

@@ -86,6 +86,7 @@ def test_whole_characters_in_generate_and_the_statistics(tmp_path):
     stats = generation_stats(model, tok, prompts, max_new_tokens=8, batch_size=3)
     assert stats.prompts == 4 and 0 <= stats.broken_share <= 1 and stats.tokens_per_s > 0
     assert 0 <= stats.off_token_share <= 1 and 0 <= stats.repetition <= 1
+    assert stats.korean_chars_per_token == pytest.approx(stats.korean_chars_per_s / stats.tokens_per_s)
     assert stats.broken_share > 0  # the biased model breaks characters unguarded ...
     guarded = generation_stats(model, tok, prompts, max_new_tokens=8, batch_size=3, whole_characters=True)
     assert guarded.broken_share == 0 and guarded.tokens_per_s > 0  # ... and never through kolm's decoding

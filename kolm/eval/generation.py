@@ -6,7 +6,9 @@ and Korean characters per second. ``bench/extension_pays.py`` compares models wi
 - **off-tokenization**: generated tokens whose byte span is not a token of the re-encoded continuation (the model
   spelled text in pieces its tokenizer would never produce: a sign of new rows it has not learned).
 - **repetition**: the share of repeated character 4-grams in a continuation (0: none repeated).
-- **Korean chars/s**: Hangul characters generated per second of ``generate`` (same batch size for every model).
+- **Korean chars/s**: Hangul characters generated per second of ``generate`` (same batch size for every model);
+  **Korean chars/token**: Hangul characters per generated token (a model that stops early or drifts out of Korean
+  scores low on both).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class GenerationStats:
     repetition: float  # mean share of repeated character 4-grams
     korean_chars_per_s: float
     tokens_per_s: float
+    korean_chars_per_token: float  # Hangul characters per generated token: what a Korean vocabulary buys
     sample: str  # the first continuation
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,7 +127,7 @@ def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_
     return GenerationStats(prompts=len(prompts), broken_share=broken / max(1, len(prompts)),
                            off_token_share=off / max(1, n_ok), repetition=sum(reps) / max(1, len(reps)),
                            korean_chars_per_s=hangul / max(seconds, 1e-9), tokens_per_s=n_tok / max(seconds, 1e-9),
-                           sample=sample)
+                           korean_chars_per_token=hangul / max(n_tok, 1), sample=sample)
 
 
 

@@ -74,14 +74,20 @@ class StageConfig:
     embedding_lr: float | None = field(
         None, help="peak lr of the input embeddings and LM head in a full stage (default: the stage's lr); the "
                    "added rows start untrained and learn faster at a higher rate than the pretrained body")
+    new_rows_lr: float | None = field(
+        None, help="peak lr of only the added tokens' rows (input embeddings and LM head) in a full stage; every "
+                   "other row keeps the stage's lr (or embedding_lr), so the new rows catch up without moving the "
+                   "pretrained ones faster (not under DeepSpeed)")
     lora: LoraStageConfig = field(default_factory=LoraStageConfig, help="LoRA settings (kind: lora)")
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
             raise ConfigError(f"stages[{self.name}].max_steps must be > 0")
-        if self.embedding_lr is not None and (self.embedding_lr <= 0 or self.kind != "full"):
-            raise ConfigError(f"stages[{self.name}].embedding_lr: must be > 0 and only in a full stage (an "
-                              f"embeddings stage trains only embeddings: set its lr)")
+        for key in ("embedding_lr", "new_rows_lr"):
+            value = getattr(self, key)
+            if value is not None and (value <= 0 or self.kind != "full"):
+                raise ConfigError(f"stages[{self.name}].{key}: must be > 0 and only in a full stage (an embeddings "
+                                  f"stage trains only embeddings: set its lr)")
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"stages: name {self.name!r} must be alphanumeric (it names a folder)")
 
@@ -182,3 +188,6 @@ class CptConfig:
             raise ConfigError(f"stages: names must be unique, got {names}")
         if self.micro_batch_size <= 0 or self.grad_accum <= 0:
             raise ConfigError("micro_batch_size and grad_accum must be > 0")
+        if self.deepspeed and any(s.new_rows_lr is not None for s in self.stages):
+            raise ConfigError("stages: new_rows_lr scales each optimizer step's update of the added rows, which "
+                              "DeepSpeed keeps partitioned in its own optimizer; use embedding_lr under DeepSpeed")

@@ -81,9 +81,11 @@ def preflight(cfg: CptConfig) -> Preflight:
                         f"{max_pos}); rebuild the data with a smaller seq_len")
     data.check_splits(validation=False)  # the validation splits that are used are read and checked below
     new_start = cfg.new_token_start if cfg.new_token_start is not None else find_new_token_start(model)
-    if "embeddings" in {s.kind for s in cfg.stages} and new_start is None:
-        raise KolmError("embeddings stage: cannot tell which rows are new (no resize.json/extension.json in the "
-                        "model folder); set new_token_start")
+    for what, needs in (("embeddings stage", "embeddings" in {s.kind for s in cfg.stages}),
+                        ("new_rows_lr", any(s.new_rows_lr is not None for s in cfg.stages))):
+        if needs and new_start is None:
+            raise KolmError(f"{what}: cannot tell which rows are new (no resize.json/extension.json in the model "
+                            f"folder); set new_token_start")
     if manifest.prefix_id is None:
         raise KolmError("data: the tokenizer has neither BOS nor EOS; bits-per-byte needs one to start documents")
     from kolm.train.metrics import check_report_to
@@ -305,6 +307,38 @@ def embedding_lr_groups(optimizer: Any, model: Any, lr: float) -> None:
         optimizer.add_param_group(group)
 
 
+def new_rows_lr_hooks(optimizer: Any, model: Any, start: int, lr: float) -> list[Any]:
+    """Make each optimizer step move the rows from ``start`` on (the added tokens) of the input embeddings and LM
+    head as if their peak lr were ``lr``: their update is scaled by ``lr`` / the peak lr of the group that holds
+    them (so the schedule still applies), every other row is left as the step made it. Adam's update is invariant
+    to a gradient's scale, so the update itself is scaled, around ``optimizer.step`` (torch's step hooks). Returns
+    the hook handles."""
+    from kolm.train.stages import embedding_params
+
+    weights = embedding_params(model)
+    ratio = []
+    for w in weights:
+        group = next((g for g in optimizer.param_groups if any(p is w for p in g["params"])), None)
+        if group is None:
+            raise KolmError("new_rows_lr: the optimizer holds no embedding or LM-head weights (are they frozen?)")
+        ratio.append(lr / group["lr"])  # the group's peak: no scheduler has scaled it yet
+    before: list[Any] = []
+
+    def pre(*_: Any) -> None:
+        before[:] = [w.detach()[start:].clone() for w in weights]
+
+    def post(*_: Any) -> None:
+        import torch
+
+        with torch.no_grad():
+            for w, old, k in zip(weights, before, ratio, strict=True):
+                new = w[start:]
+                new.copy_(old + k * (new - old))
+        before.clear()
+
+    return [optimizer.register_step_pre_hook(pre), optimizer.register_step_post_hook(post)]
+
+
 def _check_distributed(trainer: Any, want_deepspeed: bool) -> None:
     """Fail loudly rather than train every rank on the same data or without ZeRO."""
     import os
@@ -337,6 +371,8 @@ def _make_trainer(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, model:
             optimizer = super().create_optimizer(*a, **k)
             if stage.embedding_lr is not None:
                 embedding_lr_groups(optimizer, self.model, stage.embedding_lr)
+            if stage.new_rows_lr is not None:
+                new_rows_lr_hooks(optimizer, self.model, pre.new_token_start, stage.new_rows_lr)
             return optimizer
 
     stage = cfg.stages[i]
