@@ -129,6 +129,13 @@ def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    move_into_place(tmp, out)
+
+
+def move_into_place(tmp: str | Path, out: str | Path) -> None:
+    """Give the finished folder ``tmp`` the umask's permissions and put it at ``out``, replacing what is there
+    (the last step of every folder written under a temporary name: a kill before it leaves ``out`` as it was)."""
+    tmp, out = Path(tmp), Path(out)
     apply_umask(tmp)
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()

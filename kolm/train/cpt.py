@@ -21,7 +21,7 @@ from typing import Any
 from kolm.artifacts import DataFolder, RunFolder, StageFolder, find_new_token_start
 from kolm.artifacts.tokenizer_match import check_manifest_tokenizer
 from kolm.errors import KolmError
-from kolm.io.files import apply_umask
+from kolm.io.files import move_into_place
 from kolm.io.models import check_model_folder
 from kolm.io.tokenizers import copy_tokenizer_files
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
@@ -159,10 +159,7 @@ def _save_final(trainer: Any, stage: Any, src: Path, sf: StageFolder, cfg: CptCo
             merged = PeftModel.from_pretrained(_load_model(src, cfg), str(sf.adapter)).merge_and_unload()
             merged.save_pretrained(str(tmp))
         copy_tokenizer_files(src, tmp, keep_existing=True)
-        apply_umask(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        move_into_place(tmp, final)  # a fixed temporary name: every ZeRO-3 rank saves into the same folder
         StageFolder.mark_done(final)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -281,10 +278,7 @@ def _copy_final(src: Path, last: Path) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(src, tmp)
-    apply_umask(tmp)
-    if last.exists():
-        shutil.rmtree(last)
-    tmp.rename(last)
+    move_into_place(tmp, last)
 
 
 def embedding_lr_groups(optimizer: Any, model: Any, lr: float) -> None:

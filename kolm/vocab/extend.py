@@ -12,7 +12,7 @@ How it works (and why the guarantees hold):
 3. The base segments are renamed to private-use characters and handed to the Rust ``tokenizers`` BpeTrainer,
    which learns the next merges. Segments are cut between two pieces that both lack Hangul (and, with
    ``--morpheme-aware``, at kiwipiepy morpheme boundaries), so learned merges attach to Hangul.
-4. Learned merges are kept, in order, only if their result *forces Hangul* (see :mod:`kolm.vocab.family`) and
+4. Learned merges are kept, in order, only if their result *forces Hangul* (see :mod:`kolm.vocab.chars`) and
    their parts exist and are made by merges. They are appended after all base merges, new tokens get ids after
    every existing id. Hence: original ids never move, and text without Hangul can never trigger a new merge
    (same ids as the base).
