@@ -351,10 +351,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not (SHARED / "corpora" / "ko_dev.txt").is_file():
         sys.exit(f"needs {SHARED}/corpora/ko_dev.txt and en_dev.txt (set KOLM_SHARED)")
-    if args.threads:
+    if args.threads or args.parallel:  # --parallel: the base is scored on one thread too, as the arms' workers
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads or 1)
     s = Settings()
     budgets = [float(x) for x in args.budgets.split(",")]
     if args.quick:
