@@ -255,6 +255,12 @@ def score(model_dir: Path, text: dict[str, Path], s: Settings) -> tuple[dict[str
     return scores, gen
 
 
+# the generation table's columns after the model's name: GenerationStats fields and their formats
+GEN_COLUMNS = [("broken_share", ".1%"), ("raw_broken_share", ".1%"), ("off_token_share", ".1%"),
+               ("repetition", ".3f"), ("korean_chars_per_s", ".1f"), ("korean_chars_per_token", ".2f"),
+               ("tokens_per_s", ".1f")]
+
+
 def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
     """The bpb table (ratios to the base, kolm / plain) and the generation table, medians over seeds."""
     from kolm.tables import text_table
@@ -285,13 +291,7 @@ def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
             [(f"{a} {m:g} min", a, m) for m in budgets for a in ("plain", "kolm")]:
         if med(arm, minute, "broken_share", "gen") is None:
             continue
-        gen_rows.append([name, f"{med(arm, minute, 'broken_share', 'gen'):.1%}",
-                         f"{med(arm, minute, 'raw_broken_share', 'gen'):.1%}",
-                         f"{med(arm, minute, 'off_token_share', 'gen'):.1%}",
-                         f"{med(arm, minute, 'repetition', 'gen'):.3f}",
-                         f"{med(arm, minute, 'korean_chars_per_s', 'gen'):.1f}",
-                         f"{med(arm, minute, 'korean_chars_per_token', 'gen'):.2f}",
-                         f"{med(arm, minute, 'tokens_per_s', 'gen'):.1f}"])
+        gen_rows.append([name, *(format(med(arm, minute, key, "gen"), fmt) for key, fmt in GEN_COLUMNS)])
     gen = text_table(["model", "broken", "broken unguarded", "off-token", "rep4", "Korean chars/s", "chars/token",
                       "tokens/s"], gen_rows)
     return (f"held-out bits per byte, each arm / the base ({b['ko_heldout']:.4f} Korean in-domain, {b['ko_ood']:.4f} "
