@@ -255,10 +255,11 @@ def score(model_dir: Path, text: dict[str, Path], s: Settings) -> tuple[dict[str
     return scores, gen
 
 
-# the generation table's columns after the model's name: GenerationStats fields and their formats
-GEN_COLUMNS = [("broken_share", ".1%"), ("raw_broken_share", ".1%"), ("off_token_share", ".1%"),
-               ("repetition", ".3f"), ("korean_chars_per_s", ".1f"), ("korean_chars_per_token", ".2f"),
-               ("tokens_per_s", ".1f")]
+# the generation table's columns after the model's name: GenerationStats field, header, format
+GEN_COLUMNS = [("broken_share", "broken", ".1%"), ("raw_broken_share", "broken unguarded", ".1%"),
+               ("off_token_share", "off-token", ".1%"), ("repetition", "rep4", ".3f"),
+               ("korean_chars_per_s", "Korean chars/s", ".1f"), ("korean_chars_per_token", "chars/token", ".2f"),
+               ("tokens_per_s", "tokens/s", ".1f")]
 
 
 def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
@@ -291,9 +292,8 @@ def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
             [(f"{a} {m:g} min", a, m) for m in budgets for a in ("plain", "kolm")]:
         if med(arm, minute, "broken_share", "gen") is None:
             continue
-        gen_rows.append([name, *(format(med(arm, minute, key, "gen"), fmt) for key, fmt in GEN_COLUMNS)])
-    gen = text_table(["model", "broken", "broken unguarded", "off-token", "rep4", "Korean chars/s", "chars/token",
-                      "tokens/s"], gen_rows)
+        gen_rows.append([name, *(format(med(arm, minute, key, "gen"), fmt) for key, _, fmt in GEN_COLUMNS)])
+    gen = text_table(["model", *(header for _, header, _ in GEN_COLUMNS)], gen_rows)
     return (f"held-out bits per byte, each arm / the base ({b['ko_heldout']:.4f} Korean in-domain, {b['ko_ood']:.4f} "
             f"Korean out-of-domain, {b['en_heldout']:.4f} English); kolm/plain < 1: kolm ahead\n{bpb}\n\n"
             f"greedy continuations of held-out Korean prompts, decoded as kolm decodes (WholeCharacters) (broken: "
