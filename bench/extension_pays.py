@@ -51,6 +51,7 @@ class Settings:
     micro_batch: int = 2
     lr: float = 2e-4  # the body's peak lr, both arms
     warmup_steps: int = 10
+    precision: str = "auto"  # kolm train cpt's precision, both arms (auto: bf16 autocast where bf16 is fast)
     new_tokens: int = 8000
     # kolm model resize --init ("": its default, distill). On minutes of budget the embeddings stage trains the new
     # rows faster than distill: distill steps take 35 s on one core here, and at 60 s it left Korean at 1.34x the
@@ -187,7 +188,7 @@ def train(out: Path, model: Path, data: Path, stages: list[dict], s: Settings, s
     from kolm.train.config import CptConfig
 
     recipe = {"model": str(model), "data": str(data), "output": str(out / "run"), "micro_batch_size": s.micro_batch,
-              "grad_accum": 1, "seed": seed, "precision": "fp32", "overwrite": True,
+              "grad_accum": 1, "seed": seed, "precision": s.precision, "overwrite": True,
               "optim": {"lr": s.lr, "warmup_steps": s.warmup_steps, "scheduler": "constant_with_warmup"},
               "stages": stages, "eval": {"every": 0}, "checkpoint": {"every": 1_000_000, "keep": 2},
               "logging_steps": 10}
@@ -232,7 +233,8 @@ def run_arm(arm: str, base: Path, out: Path, text: dict[str, Path], s: Settings,
     return taken + snaps
 
 
-def score(model_dir: Path, text: dict[str, Path], s: Settings) -> tuple[dict[str, float], dict[str, Any]]:
+def score(model_dir: Path, text: dict[str, Path], s: Settings,
+          generate: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -246,6 +248,9 @@ def score(model_dir: Path, text: dict[str, Path], s: Settings) -> tuple[dict[str
     for name in ("ko_heldout", "ko_ood", "en_heldout"):
         docs = [x for x in text[name].read_text(encoding="utf-8").splitlines() if x.strip()][:s.eval_docs]
         scores[name] = round(bits_per_byte(model, tok, docs, max_length=512, batch_size=8).bpb, 4)
+    if not generate:
+        torch.set_grad_enabled(True)
+        return scores, {}
     ko = [x for x in text["ko_heldout"].read_text(encoding="utf-8").splitlines() if len(x) > s.prompt_chars + 10]
     prompts = [x[:s.prompt_chars] for x in ko[:s.prompts]]
     # as kolm generates (WholeCharacters), and unguarded (what a plain model.generate gives) for its broken share

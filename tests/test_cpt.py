@@ -406,3 +406,47 @@ def test_new_rows_lr_needs_a_full_stage_and_no_deepspeed():
     with pytest.raises(ConfigError, match="DeepSpeed"):
         from_dict(CptConfig, {"model": "m", "data": "d", "output": "o", "deepspeed": "zero3",
                               "stages": [{"name": "f", "kind": "full", "new_rows_lr": 1e-3}]})
+
+
+@pytest.mark.parametrize("precision,fast,autocast", [("auto", True, True), ("auto", False, False),
+                                                      ("fp32", True, False), ("bf16", False, True)])
+def test_precision_auto_takes_bf16_autocast_where_it_is_fast(pipeline, monkeypatch, capsys, precision, fast, autocast):
+    """``precision: auto`` trains under bf16 autocast where kolm.precision says bf16 is fast (an AVX-512 BF16/AMX
+    CPU; patched here so that every CPU runs both branches): the body's matmuls return bf16, the saved weights stay
+    float32, and the run's summary line says which it was."""
+    import torch
+    from transformers import TrainerCallback
+
+    from kolm.config import resolve
+    from kolm.train import cpt
+    from kolm.train.config import CptConfig
+
+    monkeypatch.setattr("kolm.precision.fast_bf16", lambda device_type: fast)
+    seen: set = set()
+
+    class Dtypes(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            model.model.layers[0].mlp.up_proj.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+
+    name = f"precision_{precision}_{fast}"
+    r = recipe(pipeline, name, [{"name": "full", "kind": "full", "max_steps": 2}], precision=precision,
+               eval={"every": 0}, checkpoint={"every": 100, "keep": 2})
+    cpt.run(resolve(CptConfig, yaml_path=str(r)), callbacks=(Dtypes(),))
+    assert seen == {torch.bfloat16 if autocast else torch.float32}
+    final = safetensors(pipeline / "runs" / name / "final")
+    assert {v.dtype for v in final.values()} == {torch.float32}
+    assert ("bf16 autocast ->" if autocast else "fp32 ->") in capsys.readouterr().out
+
+
+def test_precision_auto_keeps_fp32_under_deepspeed_on_cpu(monkeypatch):
+    """DeepSpeed's bf16 mode keeps bf16 weights (a GPU setting): on a CPU ``auto`` stays fp32 under it."""
+    from kolm.config import from_dict
+    from kolm.train.config import CptConfig
+    from kolm.train.cpt import _bf16
+
+    monkeypatch.setattr("kolm.precision.fast_bf16", lambda device_type: device_type == "cpu")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = {"model": "m", "data": "d", "output": "o", "stages": [{"name": "f", "kind": "full"}]}
+    assert _bf16(from_dict(CptConfig, cfg)) is True
+    assert _bf16(from_dict(CptConfig, {**cfg, "deepspeed": "zero3"})) is False
+    assert _bf16(from_dict(CptConfig, {**cfg, "deepspeed": "zero3", "precision": "bf16"})) is True

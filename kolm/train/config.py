@@ -163,7 +163,9 @@ class CptConfig:
     grad_accum: int = field(1, help="gradient accumulation steps")
     deepspeed: str | None = field(None, path=True, keywords=DEEPSPEED_PRESETS,
                                   help="zero2 | zero3 | zero3_offload | path to a DeepSpeed JSON (or null)")
-    precision: Literal["auto", "bf16", "fp32"] = field("auto", help="auto: bf16 where the GPU has it, else fp32")
+    precision: Literal["auto", "bf16", "fp32"] = field(
+        "auto", help="auto: bf16 autocast where the GPU or CPU (AVX-512 BF16/AMX; not with DeepSpeed) has fast bf16, "
+                     "else fp32")
     gradient_checkpointing: bool = field(False, help="recompute activations to save memory")
     new_token_start: int | None = field(
         None, help="first id of the added tokens (default: from the model folder's resize.json/extension.json)")

@@ -103,8 +103,7 @@ def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> A
 
     from kolm.train.metrics import report_to_arg
 
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available()
-                                       and torch.cuda.is_bf16_supported())
+    bf16 = _bf16(cfg)
     sched_kwargs = {"min_lr_rate": cfg.optim.min_lr_ratio} if cfg.optim.scheduler == "cosine_with_min_lr" else {}
     return TrainingArguments(
         output_dir=str(sdir), max_steps=stage.max_steps, per_device_train_batch_size=cfg.micro_batch_size,
@@ -120,6 +119,18 @@ def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> A
         dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False, **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
     )
+
+
+def _bf16(cfg: CptConfig) -> bool:
+    """bf16 for this run: ``precision: auto`` takes it where bf16 is fast (:mod:`kolm.precision`), as autocast over
+    float32 weights; on a CPU only without DeepSpeed (whose bf16 mode keeps bf16 weights: a GPU setting)."""
+    import torch
+
+    from kolm.precision import use_bf16
+
+    if torch.cuda.is_available():
+        return use_bf16(cfg.precision, "cuda")
+    return use_bf16(cfg.precision, "cpu") and (cfg.precision == "bf16" or not cfg.deepspeed)
 
 
 def _load_model(path: Path, cfg: CptConfig) -> Any:
@@ -260,7 +271,8 @@ def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any, 
             src, offset, step_offset = sf.final, offset + n_seq, step_offset + stage.max_steps
     if is_main():
         _copy_final(src, run_dir.final)
-        print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps -> {run_dir.final}", flush=True)
+        print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps, "
+              f"{'bf16 autocast' if _bf16(cfg) else 'fp32'} -> {run_dir.final}", flush=True)
     return run_dir.final
 
 

@@ -187,11 +187,10 @@ def autocast(device: Any, opts: dict[str, Any]) -> Any:
     fast bf16 (a CUDA GPU that supports it; a CPU with AVX-512 BF16/AMX, where it halves a step's time)."""
     import torch
 
+    from kolm.precision import fast_bf16
+
     on = int(opts["bf16"])
-    if on < 0:
-        on = torch.cuda.is_bf16_supported() if device.type == "cuda" else (
-            device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(on))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast_bf16(device.type) if on < 0 else bool(on))
 
 
 def replay_states(model: Any, texts: list[str], inputs: InitInputs, prefix: int,
