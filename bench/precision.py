@@ -43,6 +43,7 @@ def step_timer(times: list[float]) -> object:
 
 def prepare(arm: str, base: Path, out: Path, text: dict[str, Path], s: xp.Settings) -> tuple[Path, Path, list]:
     """The arm's model and data folder, and its stages for ``steps`` steps in all (built once, both precisions)."""
+    out.mkdir(parents=True, exist_ok=True)
     if arm == "plain":
         return base, xp.data_build(out, base, text, s, 0), []
     xp.kolm("vocab", "extend", "--base", base, "--corpus", text["ko_train"], "--num-new-tokens", s.new_tokens,
@@ -83,6 +84,7 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             s.precision, times = precision, []
             torch.manual_seed(0)
+            (out / arm / precision).mkdir(exist_ok=True)
             xp.train(out / arm / precision, model, data, emb + full, s, 0, step_timer(times))
             scores, _ = xp.score(out / arm / precision / "run" / "final", text, s, generate=False)
             runs[precision] = {"s_per_step": statistics.median(times[3:]), "scores": scores, "steps": len(times)}

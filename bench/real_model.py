@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--output", default=str(HERE / "out" / "real_model"), help="work folder")
     ap.add_argument("--reuse", action="store_true", help="reuse finished stages of an earlier run in --output")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                    help="override budget fields, e.g. --set emb_steps=40 lora_steps=40 eval_docs=50")
+                    help="override budget fields, e.g. --set emb_steps=40 body_steps=40 eval_docs=50")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from kolm.demo.real import Budget, Pipeline, quick, split_text, table
@@ -60,7 +60,7 @@ def main() -> None:
     total = time.time() - t0
     print(f"\nSmolLM2-135M-Instruct through every kolm stage ({'quick' if args.quick else 'full'}; budget: "
           f"{budget.new_tokens} new tokens, seq_len {budget.seq_len} x micro-batch {budget.micro_batch}, "
-          f"embeddings {budget.emb_steps} + LoRA {budget.lora_steps} CPT steps, SFT {budget.sft_steps}, "
+          f"embeddings {budget.emb_steps} + {budget.body} {budget.body_steps} CPT steps, SFT {budget.sft_steps}, "
           f"DPO {budget.dpo_steps} steps; held-out: {budget.eval_docs} Korean + {budget.eval_docs} English docs)")
     print(table(points))
     print("\ngenerations (greedy):")

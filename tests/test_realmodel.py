@@ -117,8 +117,8 @@ def test_zoo_cache_refuses_bad_hashes_and_reports_unreachable_registry(tmp_path,
 # One session-scoped pipeline (kolm/demo/real.py) on the demo's embedded text runs each stage once with a tiny
 # budget; the tests below check its end points. `kolm demo --model smollm2` then reuses every stage.
 
-TEST_BUDGET = dict(new_tokens=600, init_steps=1, seq_len=64, micro_batch=1, emb_steps=2, lora_steps=2, lora_r=4,
-                   sft_steps=2, dpo_steps=2, align_batch=1, eval_docs=3, gen_tokens=8, emb_lr=1e-3, lora_lr=3e-4)
+TEST_BUDGET = dict(new_tokens=600, init_steps=1, seq_len=64, micro_batch=1, emb_steps=2, body_steps=2, lora_r=4,
+                   sft_steps=2, dpo_steps=2, align_batch=1, eval_docs=3, gen_tokens=8, emb_lr=1e-3, body_lr=3e-4)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ Stages, each a real ``kolm`` command run in-process (``kolm.cli.main``), each ou
 1. ``extend``: ``kolm vocab extend`` on the model's own byte-level BPE (Korean tokens from the training text);
 2. ``resize``: ``kolm model resize`` with its default init;
 3. ``data``: ``kolm data build``, Korean with 20% English replay, packed at ``seq_len``;
-4. ``cpt``: ``kolm train cpt``, an embeddings stage then a LoRA stage (new rows trainable), merged into ``final/``;
+4. ``cpt``: ``kolm train cpt``, an embeddings stage then a full stage or a LoRA stage (new rows trainable, merged
+   into ``final/``);
 5. ``sft``: ``kolm train sft`` with the model's own ChatML template (assistant-only loss), ``kolm merge-lora``;
 6. ``dpo``: ``kolm train dpo`` on the merged SFT model, ``kolm merge-lora``;
 7. ``upscale``: ``kolm upscale`` (SOLAR depth up-scaling, 30 -> 40 layers for SmolLM2);
@@ -50,14 +51,17 @@ class Budget:
     """How much each stage does. The defaults are the benchmark's; :func:`quick` and the tests use less."""
 
     new_tokens: int = 8000
+    init: str = ""  # kolm model resize --init ("": its default, distill)
     init_budget_s: float = BUDGET_S  # the resize's distill init (its default)
     init_steps: int | None = None  # a step cap for it (the tests)
     seq_len: int = 128
     micro_batch: int = 4
     emb_steps: int = 100
-    lora_steps: int = 200
+    body: str = "lora"  # CPT's second stage: "lora" (adapters + new rows, merged) or "full"
+    body_steps: int = 200
     emb_lr: float = 1e-3
-    lora_lr: float = 3e-4
+    body_lr: float = 3e-4
+    precision: str = "auto"  # kolm train cpt's (auto: bf16 autocast where bf16 is fast)
     lora_r: int = 16
     sft_steps: int = 30
     dpo_steps: int = 15
@@ -70,7 +74,7 @@ class Budget:
 
 def quick() -> Budget:
     """A smoke run: every stage, a few steps each."""
-    return Budget(new_tokens=2000, init_steps=2, seq_len=128, micro_batch=2, emb_steps=6, lora_steps=6, sft_steps=4,
+    return Budget(new_tokens=2000, init_steps=2, seq_len=128, micro_batch=2, emb_steps=6, body_steps=6, sft_steps=4,
                   dpo_steps=3, align_batch=2, eval_docs=12, gen_tokens=12)
 
 
@@ -162,8 +166,9 @@ class Pipeline:
 
         def fn() -> tuple[Any, str]:
             steps = [] if self.b.init_steps is None else ["--init-steps", self.b.init_steps]
+            init = ["--init", self.b.init] if self.b.init else []
             _kolm("model", "resize", "--model", self.base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
-                  "--init-budget-s", self.b.init_budget_s, *steps, "--overwrite")
+                  "--init-budget-s", self.b.init_budget_s, *steps, *init, "--overwrite")
             from kolm.artifacts import ResizeRecord
 
             rec = ResizeRecord.read(out / "model-ko")
@@ -193,16 +198,18 @@ class Pipeline:
 
     def cpt(self) -> Path:
         b, out = self.b, self.out
+        body = {"name": b.body, "kind": b.body, "max_steps": b.body_steps}
+        if b.body == "lora":
+            body["lora"] = {"r": b.lora_r, "alpha": 2 * b.lora_r, "train_new_embeddings": True}
         recipe = {"model": str(out / "model-ko"), "data": str(out / "data-ko-en"), "output": str(out / "run-cpt"),
-                  "micro_batch_size": b.micro_batch, "grad_accum": 1, "seed": b.seed, "precision": "fp32",
-                  "optim": {"lr": b.lora_lr, "warmup_steps": max(1, min(20, b.emb_steps // 5))},
+                  "micro_batch_size": b.micro_batch, "grad_accum": 1, "seed": b.seed, "precision": b.precision,
+                  "optim": {"lr": b.body_lr, "warmup_steps": max(1, min(20, b.emb_steps // 5))},
                   "stages": [{"name": "embeddings", "kind": "embeddings", "max_steps": b.emb_steps, "lr": b.emb_lr},
-                             {"name": "lora", "kind": "lora", "max_steps": b.lora_steps,
-                              "lora": {"r": b.lora_r, "alpha": 2 * b.lora_r, "train_new_embeddings": True}}],
+                             body],
                   # held-out bpb at the start and end of each stage (the dashboard's curves); a log line every few steps
-                  "eval": {"every": max(b.emb_steps, b.lora_steps), "max_docs": 8},
+                  "eval": {"every": max(b.emb_steps, b.body_steps), "max_docs": 8},
                   "checkpoint": {"every": 100_000, "keep": 2},
-                  "logging_steps": max(1, min(10, (b.emb_steps + b.lora_steps) // 10))}
+                  "logging_steps": max(1, min(10, (b.emb_steps + b.body_steps) // 10))}
         (out / "cpt.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
 
         def fn() -> tuple[Any, str]:
@@ -210,7 +217,8 @@ class Pipeline:
 
             shutil.rmtree(out / "run-cpt", ignore_errors=True)
             _kolm("train", "cpt", out / "cpt.yaml", "--no-resume")
-            return None, f"embeddings {b.emb_steps} + LoRA {b.lora_steps} steps of {b.micro_batch} x {b.seq_len}"
+            body_name = "LoRA" if b.body == "lora" else "full"
+            return None, f"embeddings {b.emb_steps} + {body_name} {b.body_steps} steps of {b.micro_batch} x {b.seq_len}"
 
         return self._stage("cpt", fn, out / "run-cpt" / "final")
 
@@ -327,11 +335,14 @@ class Pipeline:
 
 
 def demo_budget(minutes: float) -> Budget:
-    """``kolm demo --model smollm2`` at ``--minutes`` (default 6): the step counts scale with it."""
+    """``kolm demo --model smollm2`` at ``--minutes`` (default 6): the step counts scale with it. The CPT recipe is
+    the one bench/extension_pays.py measured (subword-mean init, 20 embeddings steps at 1e-2, then full fine-tuning
+    at 2e-4 on 2 x 256 tokens a step); the distill init's minute buys less than a minute of CPT does here."""
     f = minutes / 6.0
-    return Budget(new_tokens=4000, init_budget_s=60 * f, seq_len=128, micro_batch=2, emb_steps=max(4, int(12 * f)),
-                  lora_steps=max(4, int(12 * f)), emb_lr=2e-3, lora_lr=5e-4, sft_steps=max(4, int(16 * f)),
-                  dpo_steps=max(2, int(4 * f)), align_batch=2, eval_docs=24, gen_tokens=32)
+    return Budget(new_tokens=4000, init="subword-mean", seq_len=256, micro_batch=2, emb_steps=max(4, int(20 * f)),
+                  body="full", body_steps=max(4, int(60 * f)), emb_lr=1e-2, body_lr=2e-4,
+                  sft_steps=max(4, int(16 * f)), dpo_steps=max(2, int(4 * f)), align_batch=2, eval_docs=100,
+                  gen_tokens=32)
 
 
 def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
