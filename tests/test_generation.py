@@ -13,6 +13,7 @@ from kolm.eval.generation import (
     repetition,
     token_bytes,
     valid_text,
+    whole_text,
 )
 
 
@@ -23,6 +24,25 @@ def test_incomplete_tail_and_valid_text():
     assert incomplete_tail(b"\xed\xb3") is None  # a surrogate's first bytes: invalid however it goes on
     assert valid_text(han + han[:1]) == ("한", 0)  # the token cap fell inside a character: not broken
     assert valid_text(han[:2] + b"a") == ("\ufffda", 1)
+
+
+@pytest.mark.parametrize("name", ["llama3", "llama2"])
+def test_whole_text_holds_back_a_cut_character_and_nothing_else(name):
+    """The token cap fell inside a character: its bytes are held back instead of ending in U+FFFD; a complete text
+    decodes as ``decode`` does; an invalid sequence inside the text stays visible."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(real_tokenizer(name))
+    byte_ids = {b[0]: i for i, b in enumerate(token_bytes(tok, list(range(len(tok))))) if len(b) == 1}
+    ids = tok("서울은 한국의", add_special_tokens=False)["input_ids"]
+    whole = tok.decode(ids, skip_special_tokens=True)
+    assert whole_text(tok, ids) == whole
+    cut = ids + [byte_ids[b] for b in "수".encode()[:2]]  # the first two of the three bytes of the next character
+    assert tok.decode(cut, skip_special_tokens=True).endswith("\ufffd")
+    assert whole_text(tok, cut) == whole
+    broken = [byte_ids["수".encode()[0]]] + ids  # a lone lead byte, then text: broken, and shown as broken
+    assert whole_text(tok, broken) == tok.decode(broken, skip_special_tokens=True)
+    assert "\ufffd" in whole_text(tok, broken)
 
 
 def test_repetition():

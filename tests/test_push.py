@@ -69,7 +69,8 @@ def test_dry_run_writes_card_and_lists_files(run, tmp_path, capsys):
     assert "logits_processor=[WholeCharacters(tokenizer)]" in text
     snippet = text.split("```python\n")[1].split("```")[0]
     compile(snippet, "card", "exec")
-    assert "from kolm.eval.generation import WholeCharacters" in snippet
+    assert "from kolm.eval.generation import WholeCharacters, whole_text" in snippet
+    assert "print(whole_text(tokenizer, output[0, inputs['input_ids'].shape[1]:].tolist()))" in snippet
     # the card of a real push is the same; without --output it goes into the model folder
     assert main(["push", str(run / "final"), "--repo-id", "my-org/llama2-ko", "--dry-run"]) == 0
     assert (run / "final" / "README.md").read_text() == card_path.read_text()

@@ -1,6 +1,6 @@
-"""``kolm demo``: runs the tiny model's pipeline (:mod:`kolm.demo.run`) or, with ``--model smollm2``, the real
-model's (:mod:`kolm.demo.real`, which builds on the steps of :mod:`kolm.demo.run`; choosing here keeps the two from
-importing each other)."""
+"""``kolm demo``: runs the real model's pipeline (:mod:`kolm.demo.real`, SmolLM2-135M-Instruct, the default) or,
+with ``--model tiny``, the tiny model's (:mod:`kolm.demo.run`, offline; the real one builds on its steps: choosing
+here keeps the two from importing each other)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ __all__ = ["DemoConfig", "run"]
 def run(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.model == "smollm2":
         from kolm.demo.real import run_demo  # lazy: the real model's pipeline loads torch and downloads a model
+        from kolm.errors import KolmError
+        from kolm.model.zoo import ModelUnavailable
 
-        return run_demo(cfg)
+        try:
+            return run_demo(cfg)
+        except ModelUnavailable as e:
+            raise KolmError(f"{e}; `kolm demo --model tiny` runs offline on a Llama it builds") from None
     return run_tiny(cfg)

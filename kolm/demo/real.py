@@ -40,6 +40,7 @@ from kolm.model.inits.base import BUDGET_S
 from kolm.vocab.chars import has_hangul
 
 KO_PROMPT = "대한민국의 수도는 서울이다. 서울은"
+MIN_NEW_TOKENS = 8  # a plain continuation's end of text is held back this long
 KO_CHAT = "한국의 전통 음식 하나를 소개해 주세요."
 # The system turn of kolm's Korean SFT rows. Without it SmolLM2 answers a Korean question in English once its
 # Korean became new tokens (right after resize, and after a short CPT); the base only echoes the question.
@@ -65,6 +66,8 @@ class Budget:
     lora_r: int = 16
     sft_steps: int = 30
     dpo_steps: int = 15
+    sft_lr: float = 1e-3
+    dpo_lr: float = 1e-4
     align_batch: int = 4
     eval_docs: int = 100  # held-out documents per language for bits per byte (0: no bpb)
     gen_tokens: int = 24
@@ -106,12 +109,15 @@ class EndPoint:
 def generate(model_dir: Path, chat: bool, max_new_tokens: int, prompt: str | None = None) -> tuple[str, str, Any]:
     """Greedy generation from a Korean prompt: (prompt, continuation, loaded model). ``chat`` renders the prompt
     with the tokenizer's own chat template after a Korean system turn (generation prompt added); otherwise the
-    text is continued as is. Decoding goes through :class:`kolm.eval.generation.WholeCharacters`: a token that
-    stands for part of a character comes only where it completes one (no U+FFFD from untrained new rows)."""
+    text is continued as is, with the end of text held back for the first ``MIN_NEW_TOKENS`` tokens (a model
+    trained on short paragraphs may end one right after the prompt: the check asks whether it continues in
+    Korean). Decoding goes through :class:`kolm.eval.generation.WholeCharacters` (a token that stands for part of a
+    character comes only where it completes one: no U+FFFD from untrained new rows) and
+    :func:`kolm.eval.generation.whole_text` (no half character where the token cap fell)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kolm.eval.generation import WholeCharacters
+    from kolm.eval.generation import WholeCharacters, whole_text
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=torch.float32).eval()
@@ -123,9 +129,10 @@ def generate(model_dir: Path, chat: bool, max_new_tokens: int, prompt: str | Non
         enc = tok(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             min_new_tokens=0 if chat else min(MIN_NEW_TOKENS, max_new_tokens),
                              logits_processor=[WholeCharacters(tok)],
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    return prompt, tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True), model
+    return prompt, whole_text(tok, out[0, enc["input_ids"].shape[1]:].tolist()), model
 
 
 def chars_per_token(model_dir: Path, path: Path) -> float:
@@ -230,7 +237,7 @@ class Pipeline:
                   "data": {"train": [str(data)], "max_length": 256},
                   "lora": {"r": b.lora_r, "alpha": 2 * b.lora_r, "dropout": 0.0},
                   # no warm-up: in a run of a few steps the first one would have lr 0 and leave the adapter at zero
-                  "train": {"learning_rate": 1e-3 if kind == "sft" else 1e-4, "max_steps": getattr(b, f"{kind}_steps"),
+                  "train": {"learning_rate": getattr(b, f"{kind}_lr"), "max_steps": getattr(b, f"{kind}_steps"),
                             "warmup": 0,
                             "batch_size": b.align_batch, "precision": "fp32", "gradient_checkpointing": False,
                             "logging_steps": 5, "seed": b.seed}}
@@ -341,8 +348,8 @@ def demo_budget(minutes: float) -> Budget:
     f = minutes / 6.0
     return Budget(new_tokens=4000, init="subword-mean", seq_len=256, micro_batch=2, emb_steps=max(4, int(20 * f)),
                   body="full", body_steps=max(4, int(60 * f)), emb_lr=1e-2, body_lr=2e-4,
-                  sft_steps=max(4, int(16 * f)), dpo_steps=max(2, int(4 * f)), align_batch=2, eval_docs=100,
-                  gen_tokens=32)
+                  sft_steps=max(4, int(16 * f)), dpo_steps=max(2, int(4 * f)), sft_lr=2e-4, align_batch=2,
+                  eval_docs=100, gen_tokens=32)
 
 
 def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:

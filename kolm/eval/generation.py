@@ -143,6 +143,24 @@ def incomplete_tail(data: bytes) -> bytes | None:
         return None
 
 
+def whole_text(tokenizer: Any, ids: list[int]) -> str:
+    """``ids`` decoded (special tokens skipped) without an incomplete last character: where the token cap fell inside
+    a character, its bytes are held back as a streaming client holds them, instead of ending the text in U+FFFD. An
+    invalid sequence anywhere else stays visible."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    pieces = token_bytes(tokenizer, ids)
+    tail = incomplete_tail(b"".join(pieces))
+    if not tail:
+        return text
+    n, j = 0, len(ids)
+    while j > 0 and n < len(tail):  # the last tokens that hold the tail
+        j -= 1
+        n += len(pieces[j])
+    if n == len(tail):  # exactly the tail (byte tokens: a decoder may write one U+FFFD per byte)
+        return tokenizer.decode(ids[:j], skip_special_tokens=True)
+    return text[:-1] if text.endswith("\ufffd") else text  # a token that ends a character and starts the next
+
+
 class WholeCharacters:
     """A ``transformers`` logits processor that lets a model emit only tokens that keep its output valid UTF-8:
     after a token that ends inside a character, only tokens whose first bytes finish it validly; elsewhere, no
