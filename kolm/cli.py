@@ -54,7 +54,7 @@ class Command:
 # so that `kolm --help` stays fast.
 COMMANDS: list[Command] = [
     Command(("demo",), "kolm.demo.command", "DemoConfig", "run",
-            "the whole pipeline on a laptop CPU with embedded text, in minutes; ends with a dashboard"),
+            "the whole pipeline on a laptop CPU (SmolLM2-135M; --model tiny offline) in minutes, with a dashboard"),
     Command(("vocab", "extend"), "kolm.vocab.extend", "ExtendConfig", "run",
             "learn Korean BPE merges and extend a base tokenizer (ids of the base stay fixed)"),
     Command(("vocab", "report"), "kolm.vocab.report", "ReportConfig", "run",

@@ -220,6 +220,32 @@ def test_merged_model_equals_base_plus_adapter(pipeline, kind, base_stage):
 
 @pytest.mark.realmodel
 @pytest.mark.slow
+def test_the_demos_full_body_stage_trains_the_body_and_passes_the_checks(pipeline, tmp_path):
+    """``kolm demo``'s CPT shape (demo_budget: a full stage after the embeddings stage) on the session's resized
+    model and data: every body weight moves, the tied embedding matrix stays one tensor, the end point passes."""
+    import torch
+    from safetensors.torch import load_file
+
+    from kolm.demo.real import Budget, Pipeline, demo_budget
+
+    assert (demo_budget(6).body, demo_budget(6).init, demo_budget(6).precision) == ("full", "subword-mean", "auto")
+    pipe, _, _ = pipeline
+    for name in ("model-ko", "data-ko-en"):
+        (tmp_path / name).symlink_to(pipe.out / name)
+    full = Pipeline(pipe.base, tmp_path, pipe.text, Budget(**{**TEST_BUDGET, "body": "full", "emb_steps": 1}))
+    final = full.cpt()
+    point = full.points[-1]
+    assert point.passed and point.tied, point
+    before = load_file(str(pipe.out / "model-ko" / "model.safetensors"))
+    after = load_file(str(final / "model.safetensors"))
+    body = [k for k in before if ".layers." in k]
+    assert body and all(not torch.equal(before[k], after[k]) for k in body)
+    assert "lm_head.weight" not in after  # tied: one matrix
+    assert (pipe.out / "text" / "SOURCES.md").read_text().startswith("Korean: ")
+
+
+@pytest.mark.realmodel
+@pytest.mark.slow
 def test_upscaled_layers_follow_solar_dus(pipeline):
     from safetensors import safe_open
 
