@@ -220,16 +220,18 @@ def _eval_files(folder: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_eval_sets_reach_tensorboard(method, base, tmp_path):
+def test_eval_sets_reach_tensorboard(method, base, tmp_path, monkeypatch):
     """eval.sets: Korean and English bpb at the start, every eval.every steps and at the end, in train_log.json and
     in TensorBoard's event files (read back) at the same steps. Evaluating at a step that is not a logging step
-    logs that step, with trl's own numbers intact; the last bpb is what kolm.eval scores on base + adapter."""
+    logs that step, with trl's own numbers intact; the last bpb is what kolm.eval scores on base + adapter, in
+    float32, also when training runs under bf16 autocast (forced here: kolm.precision says bf16 is fast)."""
     from peft import PeftModel
     from test_metrics import tensorboard_scalars
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kolm.eval.bpb import bits_per_byte
 
+    monkeypatch.setattr("kolm.precision.fast_bf16", lambda device_type: True)
     texts = _eval_files(tmp_path)
     out = tmp_path / "out"
     common = {"model": str(base), "output": str(out), "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
@@ -426,3 +428,27 @@ def test_zero3_sft_and_dpo(base, tmp_path):
         for lang, docs in texts.items():
             ref = bits_per_byte(model.eval(), AutoTokenizer.from_pretrained(out), docs, max_length=96).bpb
             assert last[f"eval_{lang}_bpb"] == pytest.approx(ref, rel=1e-4), lang
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_precision_auto_takes_bf16_autocast_on_a_cpu_with_bf16_units(base, tmp_path, monkeypatch, fast):
+    """``train.precision: auto`` on a CPU: bf16 autocast over float32 weights where kolm.precision says bf16 is fast
+    (patched, so that every CPU runs both branches), float32 elsewhere; the adapter is saved in float32."""
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr("kolm.precision.fast_bf16", lambda device_type: fast)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    seen: set = set()
+
+    class Dtypes(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            assert {p.dtype for p in model.parameters()} == {torch.float32}
+            layer = next(m for n, m in model.named_modules() if n.endswith("mlp.up_proj.base_layer"))
+            layer.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+
+    out = tmp_path / "adapter"
+    info = sft.run(sft_cfg(base, out, steps=2), callbacks=[Dtypes()])
+    assert seen == {torch.bfloat16 if fast else torch.float32}
+    assert info["dtype"] == ("fp32 weights, bf16 autocast" if fast else "fp32")
+    assert {v.dtype for v in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.float32}

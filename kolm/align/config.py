@@ -93,7 +93,9 @@ class TrainSection:
     logging_steps: int = field(10, help="log every N steps")
     save_steps: int = field(0, help="write a checkpoint every N steps (0: only the final adapter)")
     gradient_checkpointing: bool = field(True, help="recompute activations in the backward pass (saves memory)")
-    precision: Literal["auto", "fp32", "bf16"] = field("auto", help="auto: bf16 where CUDA supports it, else fp32")
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        "auto", help="auto: bf16 where CUDA supports it, bf16 autocast on a CPU with AVX-512 BF16/AMX (not under "
+                     "DeepSpeed), else fp32")
     seed: int = field(42, help="random seed (adapter init, data order)")
 
     def __post_init__(self) -> None:

@@ -62,17 +62,29 @@ def load_fast_tokenizer(path: Path, trust_remote_code: bool) -> Any:
     return tok
 
 
-def use_bf16(precision: str) -> bool:
+def use_bf16(precision: str, deepspeed: bool = False) -> bool:
+    """``train.precision`` resolved (:mod:`kolm.precision`): ``auto`` is bf16 on a GPU that has it and on a CPU with
+    AVX-512 BF16/AMX (not under DeepSpeed there, whose bf16 mode keeps bf16 weights)."""
     import torch
 
-    if precision == "bf16":
-        return True
-    return precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    from kolm.precision import use_bf16 as resolve
+
+    if torch.cuda.is_available():
+        return resolve(precision, "cuda")
+    return resolve(precision, "cpu") and (precision == "bf16" or not deepspeed)
+
+
+def bf16_weights(bf16: bool, deepspeed: bool) -> bool:
+    """Whether the weights themselves load in bf16: on a GPU and under DeepSpeed; on a CPU without DeepSpeed bf16
+    is autocast over float32 weights (bf16 weights there would train in bf16 throughout)."""
+    import torch
+
+    return bf16 and (torch.cuda.is_available() or deepspeed)
 
 
 def load_model(path: Path, bf16: bool, trust_remote_code: bool) -> Any:
-    """Load safetensors weights only. Call it after the trainer arguments exist: with ZeRO-3 they make
-    ``from_pretrained`` load the model partitioned (``zero.Init``)."""
+    """Load safetensors weights only (``bf16``: in bf16, see :func:`bf16_weights`). Call it after the trainer
+    arguments exist: with ZeRO-3 they make ``from_pretrained`` load the model partitioned (``zero.Init``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -163,7 +175,7 @@ def trl_config(cls: type, cfg: AlignConfig, train: TrainSection, bf16: bool, **m
                 activation_checkpointing=train.gradient_checkpointing,
                 activation_checkpointing_kwargs={"use_reentrant": ds is not None}, bf16=bf16, fp16=False,
                 report_to=report_to_arg(cfg.report_to), deepspeed=ds,
-                trust_remote_code=cfg.trust_remote_code, **_cpu_deepspeed_state(ds), **method)
+                trust_remote_code=cfg.trust_remote_code, **_cpu_deepspeed_state(ds), **_cpu_bf16(bf16, ds), **method)
     try:
         return cls(**kolm, **cfg.trl)
     except (TypeError, ValueError) as e:  # e.g. an unknown train.scheduler or trl.optim
@@ -181,6 +193,13 @@ def check_trl_fields(cls: type, extra: dict[str, Any]) -> None:
             raise ConfigError(f"trl.{key}: set by kolm from `{KOLM_SETS[key]}`; set that instead")
         if key not in known:
             raise ConfigError(f"trl.{key}: not an argument of trl's {cls.__name__} (see its documentation)")
+
+
+def _cpu_bf16(bf16: bool, ds: dict[str, Any] | None) -> dict[str, Any]:
+    """bf16 on a CPU without DeepSpeed: transformers refuses bf16 without a GPU unless told to train on the CPU."""
+    import torch
+
+    return {"use_cpu": True} if bf16 and ds is None and not torch.cuda.is_available() else {}
 
 
 def _cpu_deepspeed_state(ds: dict[str, Any] | None) -> dict[str, Any]:
@@ -208,7 +227,7 @@ def prepare(cfg: AlignConfig, train: TrainSection) -> tuple[Path, Path, Any, boo
     check_output(cfg)
     model_dir = model_folder(cfg.model, cfg.trust_remote_code)
     tok_dir = model_folder(cfg.tokenizer, cfg.trust_remote_code) if cfg.tokenizer else model_dir
-    bf16 = use_bf16(train.precision)
+    bf16 = use_bf16(train.precision, bool(cfg.deepspeed))
     cfg.deepspeed_config()  # a bad DeepSpeed file fails now, not after the data is tokenized
     return model_dir, tok_dir, load_fast_tokenizer(tok_dir, cfg.trust_remote_code), bf16
 
@@ -218,7 +237,8 @@ def wrap_model(cfg: AlignConfig, lora: LoraSection, model_dir: Path, tok_dir: Pa
     """Load the model, check its vocabulary against the tokenizer, build the LoRA config; (model, peft config, info)."""
     import torch
 
-    model = load_model(model_dir, bf16, cfg.trust_remote_code)
+    weights = bf16_weights(bf16, bool(cfg.deepspeed))
+    model = load_model(model_dir, weights, cfg.trust_remote_code)
     vocab = check_vocab(model, tokenizer, model_dir, tok_dir)
     ids = new_token_ids(lora, vocab, [model_dir, tok_dir]) if lora.train_new_tokens else []
     if ids and cfg.deepspeed and not torch.cuda.is_available():
@@ -226,7 +246,8 @@ def wrap_model(cfg: AlignConfig, lora: LoraSection, model_dir: Path, tok_dir: Pa
     info = {"base_model": str(model_dir), "tokenizer": str(tok_dir), "vocab_size": vocab,
             "tokenizer_len": len(tokenizer), "tie_word_embeddings": bool(model.config.get_text_config()
                                                                           .tie_word_embeddings),
-            "trainable_token_ids": ids, "dtype": "bf16" if bf16 else "fp32",
+            "trainable_token_ids": ids,
+            "dtype": "bf16" if weights else "fp32 weights, bf16 autocast" if bf16 else "fp32",
             "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer)}
     return model, peft_lora_config(model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                                    target_modules=lora.target_modules, token_ids=ids), info

@@ -1,13 +1,13 @@
-"""A real pretrained model through every kolm stage: ``kolm demo --model smollm2``, ``bench/real_model.py`` and the
+"""A real pretrained model through every kolm stage: ``kolm demo`` (its default model), ``bench/real_model.py`` and
 real-model tests all run this pipeline, with different budgets.
 
-    kolm demo --model smollm2                       # SmolLM2-135M-Instruct (kolm.model.zoo), output ./kolm-demo-smollm2
+    kolm demo                                       # SmolLM2-135M-Instruct (kolm.model.zoo), output ./kolm-demo/smollm2
     python bench/real_model.py [--quick]            # the same stages on ../shared text, with a table
 
 Stages, each a real ``kolm`` command run in-process (``kolm.cli.main``), each output folder under the output dir:
 
 1. ``extend``: ``kolm vocab extend`` on the model's own byte-level BPE (Korean tokens from the training text);
-2. ``resize``: ``kolm model resize`` with its default init;
+2. ``resize``: ``kolm model resize`` with the budget's init (its default, distill, unless the budget names one);
 3. ``data``: ``kolm data build``, Korean with 20% English replay, packed at ``seq_len``;
 4. ``cpt``: ``kolm train cpt``, an embeddings stage then a full stage or a LoRA stage (new rows trainable, merged
    into ``final/``);
@@ -342,7 +342,7 @@ class Pipeline:
 
 
 def demo_budget(minutes: float) -> Budget:
-    """``kolm demo --model smollm2`` at ``--minutes`` (default 6): the step counts scale with it. The CPT recipe is
+    """``kolm demo`` (SmolLM2) at ``--minutes`` (default 6): the step counts scale with it. The CPT recipe is
     the one bench/extension_pays.py measured (subword-mean init, 20 embeddings steps at 1e-2, then full fine-tuning
     at 2e-4 on 2 x 256 tokens a step); the distill init's minute buys less than a minute of CPT does here."""
     f = minutes / 6.0
@@ -369,8 +369,9 @@ def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
 
 
 def run_demo(cfg: Any) -> dict[str, Any]:
-    """``kolm demo --model smollm2``: the pipeline on SmolLM2-135M-Instruct and the demo's text (or --ko-text /
-    --en-text), output in ``<output>/smollm2``; prints a Korean generation of the base and of the final model."""
+    """``kolm demo`` (``--model smollm2``, the default): the pipeline on SmolLM2-135M-Instruct and the demo's text
+    (or --ko-text / --en-text), output in ``<output>/smollm2``; prints a Korean generation of the base and of the
+    final model."""
     from kolm.model.zoo import smollm2
 
     out = Path(cfg.output).resolve() / "smollm2"

@@ -15,6 +15,8 @@ and at the end, and sends the numbers through the trainer's metric channel (:mod
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +98,10 @@ class OnlineEval(TrainerCallback):
         """``{lang: BpbResult.as_dict()}`` of ``model`` on every set."""
         from kolm.eval.bpb import score_documents
 
-        out = {s.lang: score_documents(model, s.input_ids, s.n_bytes, self.prefix_id, max_length=self.max_length,
-                                       stride=self.stride, batch_size=self.batch_size).as_dict() for s in self.sets}
+        with _plain_forward(model):
+            out = {s.lang: score_documents(model, s.input_ids, s.n_bytes, self.prefix_id, max_length=self.max_length,
+                                           stride=self.stride, batch_size=self.batch_size).as_dict()
+                   for s in self.sets}
         _forget_zero3_trace(self.trainer)
         return out
 
@@ -111,6 +115,24 @@ class OnlineEval(TrainerCallback):
         if step % self.every == 0 or step == state.max_steps:
             self.trainer.record_metrics(eval_logs(self.evaluate(model)))
             control.should_log = True  # logged now with this step's training numbers, logging step or not
+
+
+@contextmanager
+def _plain_forward(model: Any) -> Iterator[None]:
+    """Evaluate in the weights' own precision. Under mixed precision (bf16 autocast) accelerate replaces the model's
+    ``forward`` by one that runs under autocast and keeps the plain one as ``_original_forward``; an outer
+    ``autocast(enabled=False)`` cannot undo an inner one, so the plain forward is swapped in while scoring. Online
+    bits per byte then equal what ``kolm eval`` scores (bf16 autocast moves SmolLM2's by up to 0.15%)."""
+    plain = getattr(model, "_original_forward", None)
+    if plain is None:
+        yield
+        return
+    wrapped = model.forward
+    model.forward = plain
+    try:
+        yield
+    finally:
+        model.forward = wrapped
 
 
 def _forget_zero3_trace(trainer: Any) -> None:
