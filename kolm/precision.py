@@ -22,10 +22,16 @@ def fast_bf16(device_type: str) -> bool:
     return False
 
 
-def use_bf16(precision: str, device_type: str) -> bool:
-    """``precision`` ("auto" | "bf16" | "fp32") resolved for a run on ``device_type``."""
+def use_bf16(precision: str, deepspeed: bool = False) -> bool:
+    """A training recipe's ``precision`` ("auto" | "bf16" | "fp32") resolved for this machine (its GPU if it has
+    one, else its CPU). ``auto`` takes bf16 where it is fast, except on a CPU under DeepSpeed, whose bf16 mode keeps
+    bf16 weights (a GPU setting)."""
+    import torch
+
     if precision in ("bf16", "fp32"):
         return precision == "bf16"
     if precision != "auto":
         raise ValueError(f"precision: {precision!r} is not auto, bf16 or fp32")
-    return fast_bf16(device_type)
+    if torch.cuda.is_available():
+        return fast_bf16("cuda")
+    return fast_bf16("cpu") and not deepspeed

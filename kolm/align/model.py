@@ -21,6 +21,7 @@ from kolm.io.files import apply_umask
 from kolm.io.models import check_safetensors, resolve_pretrained
 from kolm.io.tokenizers import tokenizer_fingerprint
 from kolm.model.lora import peft_lora_config
+from kolm.precision import use_bf16
 from kolm.train.metrics import check_report_to, report_to_arg
 from kolm.train.run_state import release_shared_memory
 
@@ -60,18 +61,6 @@ def load_fast_tokenizer(path: Path, trust_remote_code: bool) -> Any:
     if tok.eos_token is None:
         raise KolmError(f"{path}: the tokenizer has no eos_token; set it in tokenizer_config.json")
     return tok
-
-
-def use_bf16(precision: str, deepspeed: bool = False) -> bool:
-    """``train.precision`` resolved (:mod:`kolm.precision`): ``auto`` is bf16 on a GPU that has it and on a CPU with
-    AVX-512 BF16/AMX (not under DeepSpeed there, whose bf16 mode keeps bf16 weights)."""
-    import torch
-
-    from kolm.precision import use_bf16 as resolve
-
-    if torch.cuda.is_available():
-        return resolve(precision, "cuda")
-    return resolve(precision, "cpu") and (precision == "bf16" or not deepspeed)
 
 
 def bf16_weights(bf16: bool, deepspeed: bool) -> bool:

@@ -356,6 +356,7 @@ def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
     """The demo's text (embedded, or ``--ko-text``/``--en-text``), every 10th document held out
     (:func:`_write_split`), and ``SOURCES.md`` naming where each language came from."""
     from kolm.demo.run import read_docs as _read_docs
+    from kolm.demo.run import write_sources
     from kolm.demo.text import english_documents, korean_documents
 
     text: dict[str, Path] = {}
@@ -363,8 +364,8 @@ def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
     for lang, given, builtin in (("ko", cfg.ko_text, korean_documents), ("en", cfg.en_text, english_documents)):
         docs, src = _read_docs(given) if given else builtin()
         text.update(_write_split(folder, lang, docs))
-        sources.append(f"{'Korean' if lang == 'ko' else 'English'}: {src}\n")
-    (folder / "SOURCES.md").write_text("".join(sources), encoding="utf-8")
+        sources.append(src)
+    write_sources(folder, *sources)
     return text
 
 

@@ -94,6 +94,11 @@ def kolm_cmd(*args: str) -> None:
         raise KolmError(f"step failed: kolm {' '.join(map(str, args))} (exit {rc})")
 
 
+def write_sources(folder: Path, ko_src: str, en_src: str) -> None:
+    """``folder/SOURCES.md``: where the demo's Korean and English text came from."""
+    (folder / "SOURCES.md").write_text(f"Korean: {ko_src}\nEnglish: {en_src}\n", encoding="utf-8")
+
+
 def read_docs(path: str) -> tuple[list[str], str]:
     """The non-empty lines of a text file given for the demo (at least 20), and the path."""
     docs = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
@@ -202,7 +207,7 @@ def run_tiny(cfg: DemoConfig) -> dict[str, Any]:
             tr, ho = split(docs)
             _write_lines(text / f"{lang}_train.txt", tr)
             _write_lines(text / f"{lang}_heldout.txt", ho)
-        (text / "SOURCES.md").write_text(f"Korean: {ko_src}\nEnglish: {en_src}\n", encoding="utf-8")
+        write_sources(text, ko_src, en_src)
         return {"ko": ko_src, "en": en_src}, f"{len(ko)} Korean and {len(en)} English paragraphs"
 
     sources = steps.run("text", {"v": 1, "ko": _file_key(cfg.ko_text), "en": _file_key(cfg.en_text)}, make_text)

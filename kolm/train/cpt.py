@@ -122,15 +122,10 @@ def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> A
 
 
 def _bf16(cfg: CptConfig) -> bool:
-    """bf16 for this run: ``precision: auto`` takes it where bf16 is fast (:mod:`kolm.precision`), as autocast over
-    float32 weights; on a CPU only without DeepSpeed (whose bf16 mode keeps bf16 weights: a GPU setting)."""
-    import torch
-
+    """bf16 for this run (:func:`kolm.precision.use_bf16`), as autocast over float32 weights without DeepSpeed."""
     from kolm.precision import use_bf16
 
-    if torch.cuda.is_available():
-        return use_bf16(cfg.precision, "cuda")
-    return use_bf16(cfg.precision, "cpu") and (cfg.precision == "bf16" or not cfg.deepspeed)
+    return use_bf16(cfg.precision, bool(cfg.deepspeed))
 
 
 def _load_model(path: Path, cfg: CptConfig) -> Any:
