@@ -112,6 +112,28 @@ def test_whole_characters_in_generate_and_the_statistics(tmp_path):
     assert guarded.broken_share == 0 and guarded.tokens_per_s > 0  # ... and never through kolm's decoding
 
 
+def test_min_new_tokens_makes_every_model_write_the_same_number_of_tokens():
+    """A model that would stop at once writes nothing; with min_new_tokens it writes exactly the cap per prompt, so
+    its characters per second measure its tokenizer, not its wish to stop."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(real_tokenizer("llama3"))
+    model = tiny_llama(len(tok), hidden=16).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.lm_head = torch.nn.Linear(16, len(tok), bias=True)  # EOS first, whatever the text
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.lm_head.bias.zero_()
+        model.lm_head.bias[tok.eos_token_id] = 10.0
+    prompts = ["대한민국의 수도는", "김프에서 레이어를", "헌법 제1조"]
+    stopped = generation_stats(model, tok, prompts, max_new_tokens=6, batch_size=2, whole_characters=True)
+    full = generation_stats(model, tok, prompts, max_new_tokens=6, batch_size=2, whole_characters=True,
+                            min_new_tokens=6)
+    assert stopped.tokens == 0 and stopped.korean_chars_per_s == 0
+    assert full.tokens == 6 * len(prompts) and full.tokens_per_s > 0
+
+
 def test_off_tokenization_counts_tokens_a_re_encoding_would_not_give():
     from transformers import AutoTokenizer
 

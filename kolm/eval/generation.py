@@ -8,7 +8,7 @@ and Korean characters per second. ``bench/extension_pays.py`` compares models wi
 - **repetition**: the share of repeated character 4-grams in a continuation (0: none repeated).
 - **Korean chars/s**: Hangul characters generated per second of ``generate`` (same batch size for every model);
   **Korean chars/token**: Hangul characters per generated token (a model that stops early or drifts out of Korean
-  scores low on both).
+  scores low on both; ``min_new_tokens`` takes stopping early out of the comparison).
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class GenerationStats:
     korean_chars_per_s: float
     tokens_per_s: float
     korean_chars_per_token: float  # Hangul characters per generated token: what a Korean vocabulary buys
+    tokens: int  # generated tokens that stand for text (EOS and padding not counted)
     sample: str  # the first continuation
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,9 +84,12 @@ class GenerationStats:
 
 
 def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 32,
-                     batch_size: int = 10, whole_characters: bool = False) -> GenerationStats:
+                     batch_size: int = 10, whole_characters: bool = False,
+                     min_new_tokens: int = 0) -> GenerationStats:
     """Greedy continuations of ``prompts`` (batches of ``batch_size``, left-padded) and their statistics; with
-    ``whole_characters``, decoded through :class:`WholeCharacters` (as kolm generates)."""
+    ``whole_characters``, decoded through :class:`WholeCharacters` (as kolm generates). ``min_new_tokens`` holds
+    EOS back that long: at ``max_new_tokens`` every model writes the same number of tokens, so that characters per
+    second compare tokenizers, not how soon a model chooses to stop."""
     import torch
 
     processors = [WholeCharacters(tokenizer)] if whole_characters else []
@@ -107,8 +111,8 @@ def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_
             batch = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True)
             t = time.perf_counter()
             with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                                     logits_processor=processors)
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                     do_sample=False, pad_token_id=pad, logits_processor=processors)
             seconds += time.perf_counter() - t
             for row in out[:, batch["input_ids"].shape[1]:].tolist():
                 pieces = token_bytes(tokenizer, row)
@@ -127,7 +131,7 @@ def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_
     return GenerationStats(prompts=len(prompts), broken_share=broken / max(1, len(prompts)),
                            off_token_share=off / max(1, n_ok), repetition=sum(reps) / max(1, len(reps)),
                            korean_chars_per_s=hangul / max(seconds, 1e-9), tokens_per_s=n_tok / max(seconds, 1e-9),
-                           korean_chars_per_token=hangul / max(n_tok, 1), sample=sample)
+                           korean_chars_per_token=hangul / max(n_tok, 1), tokens=n_tok, sample=sample)
 
 
 
