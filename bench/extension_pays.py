@@ -143,8 +143,10 @@ def copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy2(src / name, dst / name)
 
 
-def split_corpora(out: Path) -> dict[str, Path]:
-    """ko_train / ko_heldout (in-domain, every 10th), ko_ood (the Constitution), en_train / en_heldout."""
+def split_corpora(out: Path, more: Path | None = None) -> dict[str, Path]:
+    """ko_train / ko_heldout (in-domain, every 10th), ko_ood (the Constitution), en_train / en_heldout. ``more``:
+    Korean paragraphs added to ko_train only (the held-out sets stay as they are), less every line of ko_dev.txt
+    and every paragraph that shares a 20-character run with a held-out one."""
     from kolm.demo.text import split
     from kolm.io.files import atomic_write_text
 
@@ -152,6 +154,11 @@ def split_corpora(out: Path) -> dict[str, Path]:
     cut = next(i for i, x in enumerate(lines) if x.startswith(OOD_FIRST_LINE))
     en = [x.strip() for x in (SHARED / "corpora" / "en_dev.txt").read_text(encoding="utf-8").splitlines()]
     parts = {"ko": split([x for x in lines[:cut] if x]), "en": split([x for x in en if x])}
+    if more is not None:
+        held = {d[i:i + 20] for d in parts["ko"][1] + lines[cut:] for i in range(len(d) - 19)}
+        dev = set(lines)
+        parts["ko"][0].extend(x for x in more.read_text(encoding="utf-8").splitlines()
+                              if x and x not in dev and not any(x[i:i + 20] in held for i in range(len(x) - 19)))
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, docs in (("ko_train", parts["ko"][0]), ("ko_heldout", parts["ko"][1]),
@@ -251,13 +258,43 @@ def score(model_dir: Path, text: dict[str, Path], s: Settings,
     if not generate:
         torch.set_grad_enabled(True)
         return scores, {}
-    ko = [x for x in text["ko_heldout"].read_text(encoding="utf-8").splitlines() if len(x) > s.prompt_chars + 10]
-    prompts = [x[:s.prompt_chars] for x in ko[:s.prompts]]
-    # as kolm generates (WholeCharacters), and unguarded (what a plain model.generate gives) for its broken share
-    gen = generation_stats(model, tok, prompts, max_new_tokens=s.gen_tokens, whole_characters=True).as_dict()
-    gen["raw_broken_share"] = generation_stats(model, tok, prompts, max_new_tokens=s.gen_tokens).broken_share
+    asks = prompts(text, s)
+    # as kolm generates (WholeCharacters), and unguarded (what a plain model.generate gives) for its broken share;
+    # the speed columns are measured again by speed(), one model at a time
+    gen = generation_stats(model, tok, asks, max_new_tokens=s.gen_tokens, whole_characters=True).as_dict()
+    gen["raw_broken_share"] = generation_stats(model, tok, asks, max_new_tokens=s.gen_tokens).broken_share
     torch.set_grad_enabled(True)
     return scores, gen
+
+
+def speed(model_dir: Path, text: dict[str, Path], s: Settings) -> dict[str, float]:
+    """Generation speed with every model writing exactly ``gen_tokens`` per prompt (EOS held back), as kolm decodes:
+    Korean characters and tokens per second, Korean characters per token; and the speed at the tokenizer's own
+    compression of held-out Korean (tokens/s x Hangul per token of ko_heldout), which does not depend on what the
+    model chooses to write. Measured one model at a time, after the arms have finished, so that no model is timed
+    while the other arm trains or scores (``--parallel``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kolm.eval.generation import generation_stats
+    from kolm.vocab.chars import has_hangul
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    st = generation_stats(model, tok, prompts(text, s), max_new_tokens=s.gen_tokens, min_new_tokens=s.gen_tokens,
+                          whole_characters=True)
+    heldout = text["ko_heldout"].read_text(encoding="utf-8").splitlines()
+    per_token = sum(sum(map(has_hangul, x)) for x in heldout) / \
+        sum(map(len, tok(heldout, add_special_tokens=False)["input_ids"]))
+    return {"korean_chars_per_s": st.korean_chars_per_s, "tokens_per_s": st.tokens_per_s,
+            "korean_chars_per_token": st.korean_chars_per_token, "heldout_chars_per_token": per_token,
+            "heldout_chars_per_s": st.tokens_per_s * per_token}
+
+
+def prompts(text: dict[str, Path], s: Settings) -> list[str]:
+    """The first ``prompt_chars`` characters of the first ``prompts`` held-out Korean paragraphs long enough."""
+    ko = [x for x in text["ko_heldout"].read_text(encoding="utf-8").splitlines() if len(x) > s.prompt_chars + 10]
+    return [x[:s.prompt_chars] for x in ko[:s.prompts]]
 
 
 # the generation table's columns after the model's name: GenerationStats field, header, format
@@ -267,7 +304,7 @@ GEN_COLUMNS = [("broken_share", "broken", ".1%"), ("raw_broken_share", "broken u
                ("tokens_per_s", "tokens/s", ".1f")]
 
 
-def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
+def tables(base: Point, points: list[Point], budgets: list[float], s: Settings) -> str:
     """The bpb table (ratios to the base, kolm / plain) and the generation table, medians over seeds."""
     from kolm.tables import text_table
 
@@ -297,13 +334,21 @@ def tables(base: Point, points: list[Point], budgets: list[float]) -> str:
             [(f"{a} {m:g} min", a, m) for m in budgets for a in ("plain", "kolm")]:
         if med(arm, minute, "broken_share", "gen") is None:
             continue
-        gen_rows.append([name, *(format(med(arm, minute, key, "gen"), fmt) for key, _, fmt in GEN_COLUMNS)])
-    gen = text_table(["model", *(header for _, header, _ in GEN_COLUMNS)], gen_rows)
+        vs = [med(arm, minute, k, "gen") / med("base", 0, k, "gen") for k in ("korean_chars_per_s",
+                                                                                "heldout_chars_per_s")]
+        gen_rows.append([name, *(format(med(arm, minute, key, "gen"), fmt) for key, _, fmt in GEN_COLUMNS),
+                         f"{vs[0]:.2f}x", f"{med(arm, minute, 'heldout_chars_per_s', 'gen'):.1f}", f"{vs[1]:.2f}x"])
+    gen = text_table(["model", *(header for _, header, _ in GEN_COLUMNS), "chars/s vs base", "held-out chars/s",
+                      "vs base"], gen_rows)
     return (f"held-out bits per byte, each arm / the base ({b['ko_heldout']:.4f} Korean in-domain, {b['ko_ood']:.4f} "
             f"Korean out-of-domain, {b['en_heldout']:.4f} English); kolm/plain < 1: kolm ahead\n{bpb}\n\n"
             f"greedy continuations of held-out Korean prompts, decoded as kolm decodes (WholeCharacters) (broken: "
             f"share with an invalid UTF-8 sequence; unguarded: the same through a plain generate; off-token: "
-            f"generated tokens a re-encoding would not give; rep4: repeated character 4-grams)\n{gen}")
+            f"generated tokens a re-encoding would not give; rep4: repeated character 4-grams; Korean chars/s, "
+            f"chars/token, tokens/s: every model writes {s.gen_tokens} tokens per prompt, EOS held back, timed one "
+            f"model at a time; held-out chars/s: tokens/s x the Hangul per token of held-out Korean under the "
+            f"model's tokenizer)"
+            f"\n{gen}")
 
 
 def arm_points(arm: str, seed: int, base: Path, out: Path, text: dict[str, Path], s: Settings,
@@ -312,7 +357,8 @@ def arm_points(arm: str, seed: int, base: Path, out: Path, text: dict[str, Path]
     points = []
     for snap in run_arm(arm, base, out / f"{arm}-seed{seed}", text, s, seed, [m * 60 for m in budgets]):
         scores, gen = score(Path(snap["model"]), text, s)
-        points.append(Point(arm, seed, snap["minute"], snap["seconds"], snap["step"], scores, gen))
+        points.append(Point(arm, seed, snap["minute"], snap["seconds"], snap["step"], scores,
+                            {**gen, "model": snap["model"]}))
         print(f"[extension_pays] {arm} seed {seed} at {snap['minute']} ({snap['seconds']} s, step {snap['step']}): "
               f"{scores} broken {gen['broken_share']:.1%} sample {gen['sample']!r}", flush=True)
     return points
@@ -327,7 +373,8 @@ def side_by_side(args: argparse.Namespace, out: Path, seed: int) -> list[Point]:
     for arm in args.arms.split(","):
         cmd = [sys.executable, __file__, "--arms", arm, "--seeds", str(seed), "--budgets", args.budgets,
                "--output", str(out), "--threads", "1", "--points-json", str(out / f"{arm}-seed{seed}.json"),
-               "--set", *args.set] + (["--quick"] if args.quick else [])
+               "--set", *args.set] + (["--quick"] if args.quick else []) + \
+            (["--more-korean"] if args.more_korean else [])
         log = (out / f"{arm}-seed{seed}.log").open("w")
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                        env={**os.environ, "OMP_NUM_THREADS": "1"}), arm, log))
@@ -351,6 +398,9 @@ def main() -> None:
     ap.add_argument("--points-json", default="", help=argparse.SUPPRESS)  # --parallel's worker: write the points
     ap.add_argument("--quick", action="store_true", help="budgets of 0.5 and 1 minute, 12 docs, 6 prompts")
     ap.add_argument("--output", default=str(HERE / "out" / "extension_pays"))
+    ap.add_argument("--more-korean", action="store_true",
+                    help="add the Korean paragraphs of Debian's gimp-help-ko and libreoffice-help-ko (apt-get "
+                         "download, about 1.5 MB more) to the Korean training text; held-out sets unchanged")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override Settings fields")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -373,7 +423,14 @@ def main() -> None:
 
     out = Path(args.output)
     base = smollm2()
-    text = split_corpora(out / "text")
+    more = None
+    if args.more_korean:
+        from common import harvest_distinct
+
+        more = harvest_distinct(HERE / "out" / "ko_distinct.txt", SHARED / "corpora" / "ko_dev.txt")
+        if more is None:
+            sys.exit("--more-korean: needs apt-get (Debian's gimp-help-ko and libreoffice-help-ko)")
+    text = split_corpora(out / "text", more)
     seeds = [int(x) for x in args.seeds.split(",")]
     if args.points_json:  # a worker of --parallel: one arm, one seed, no base
         points = arm_points(args.arms, seeds[0], base, out, text, s, budgets)
@@ -390,11 +447,16 @@ def main() -> None:
         else:
             for arm in args.arms.split(","):
                 points += arm_points(arm, seed, base, out, text, s, budgets)
+    for p in [base_point, *points]:  # speed, one model at a time on this process's threads
+        p.gen.update(speed(base if p.arm == "base" else Path(p.gen.pop("model")), text, s))
     mode = "both arms at once, one core each" if args.parallel else "one arm after the other"
+    ko_mb = text["ko_train"].stat().st_size / 1e6
     print(f"\nSmolLM2-135M-Instruct, plain vs kolm at equal wall-clock ({mode}; {time.time() - t0:.0f} s in all; "
+          f"Korean training text {ko_mb:.2f} MB{' with --more-korean' if args.more_korean else ''}; "
           f"settings: {asdict(s)})")
-    print(tables(base_point, points, budgets))
+    print(tables(base_point, points, budgets, s))
     print("BENCH_JSON " + json.dumps({"settings": asdict(s), "budgets": budgets, "parallel": args.parallel,
+                                     "more_korean": args.more_korean, "ko_train_mb": round(ko_mb, 3),
                                      "base": asdict(base_point), "points": [asdict(p) for p in points]},
                                     ensure_ascii=False))
 
