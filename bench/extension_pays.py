@@ -421,7 +421,7 @@ def main() -> None:
         setattr(s, name, type(getattr(s, name))(value))
     from kolm.model.zoo import smollm2
 
-    out = Path(args.output)
+    out = Path(args.output).resolve()  # recipes resolve relative paths against their own folder
     base = smollm2()
     more = None
     if args.more_korean:
