@@ -1,6 +1,7 @@
 """Does the Korean extension pay on a real model? kolm against plain continual pretraining at equal wall-clock.
 
-    python bench/extension_pays.py [--budgets 2,5,10,20] [--seeds 0] [--quick] [--set FIELD=VALUE ...]
+    python bench/extension_pays.py [--parallel] [--more-korean] [--budgets 2,5,10,20] [--seeds 0] [--quick]
+                                   [--set FIELD=VALUE ...]
 
 SmolLM2-135M-Instruct (kolm.model.zoo) on the same Korean text with 20% English replay, the same tokens per step
 (``micro_batch x seq_len``), the same learning rate for the body, on this machine, in two arms:
@@ -17,9 +18,12 @@ scored on held-out text: Korean in-domain (every 10th paragraph of the training 
 Korean bills), Korean out-of-domain (the Constitution of the Republic of Korea, the last 327 paragraphs of
 ko_dev.txt, never used for extension, init or training) and English (every 10th paragraph of en_dev.txt), in bits
 per byte (:mod:`kolm.eval.bpb`, comparable across tokenizers); and on greedy continuations of 50 held-out Korean
-prompts (:mod:`kolm.eval.generation`: broken characters, off-tokenization, repetition, Korean chars/s).
+prompts (:mod:`kolm.eval.generation`: broken characters, off-tokenization, repetition). Speed is timed after both
+arms, one model at a time, with every model writing the same number of tokens (Korean chars/s as generated, and at
+the tokenizer's compression of held-out Korean). ``--more-korean`` adds 1.6 MB of Korean help text from Debian to
+the training text (not to the held-out sets), so that neither arm repeats its Korean within 20 minutes.
 Prints the tables and a ``BENCH_JSON`` line. Needs ../shared (or KOLM_SHARED); takes about
-``2 x max(budget) + 10`` minutes per seed.
+``2 x max(budget) + 10`` minutes per seed (``--parallel``: about ``max(budget) + 20``).
 """
 
 from __future__ import annotations
