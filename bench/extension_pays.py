@@ -404,7 +404,7 @@ def main() -> None:
     ap.add_argument("--output", default=str(HERE / "out" / "extension_pays"))
     ap.add_argument("--more-korean", action="store_true",
                     help="add the Korean paragraphs of Debian's gimp-help-ko and libreoffice-help-ko (apt-get "
-                         "download, about 1.5 MB more) to the Korean training text; held-out sets unchanged")
+                         "download, about 1.6 MB more) to the Korean training text; held-out sets unchanged")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override Settings fields")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
