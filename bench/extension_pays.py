@@ -85,6 +85,7 @@ class Point:
     step: int
     scores: dict[str, float] = field(default_factory=dict)
     gen: dict[str, Any] = field(default_factory=dict)
+    model: str = ""  # the snapshot's folder (speed() loads it again after both arms)
 
 
 class Clock:
@@ -361,8 +362,7 @@ def arm_points(arm: str, seed: int, base: Path, out: Path, text: dict[str, Path]
     points = []
     for snap in run_arm(arm, base, out / f"{arm}-seed{seed}", text, s, seed, [m * 60 for m in budgets]):
         scores, gen = score(Path(snap["model"]), text, s)
-        points.append(Point(arm, seed, snap["minute"], snap["seconds"], snap["step"], scores,
-                            {**gen, "model": snap["model"]}))
+        points.append(Point(arm, seed, snap["minute"], snap["seconds"], snap["step"], scores, gen, snap["model"]))
         print(f"[extension_pays] {arm} seed {seed} at {snap['minute']} ({snap['seconds']} s, step {snap['step']}): "
               f"{scores} broken {gen['broken_share']:.1%} sample {gen['sample']!r}", flush=True)
     return points
@@ -442,7 +442,7 @@ def main() -> None:
         return
     t0 = time.time()
     scores, gen = score(base, text, s)
-    base_point = Point("base", 0, 0, 0.0, 0, scores, gen)
+    base_point = Point("base", 0, 0, 0.0, 0, scores, gen, str(base))
     print(f"[extension_pays] base: {scores}", flush=True)
     points: list[Point] = []
     for seed in seeds:
@@ -452,7 +452,7 @@ def main() -> None:
             for arm in args.arms.split(","):
                 points += arm_points(arm, seed, base, out, text, s, budgets)
     for p in [base_point, *points]:  # speed, one model at a time on this process's threads
-        p.gen.update(speed(base if p.arm == "base" else Path(p.gen.pop("model")), text, s))
+        p.gen.update(speed(Path(p.model), text, s))
     mode = "both arms at once, one core each" if args.parallel else "one arm after the other"
     ko_mb = text["ko_train"].stat().st_size / 1e6
     print(f"\nSmolLM2-135M-Instruct, plain vs kolm at equal wall-clock ({mode}; {time.time() - t0:.0f} s in all; "
