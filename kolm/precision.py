@@ -6,19 +6,41 @@ and later; AMD Zen 4 and later). There a CPT step of SmolLM2-135M runs 1.84x as 
 bits per byte within 0.4% after the same steps (bench/precision.py, Sapphire Rapids with AMX). Elsewhere (AVX2 or
 plain AVX-512 CPUs, where oneDNN emulates bf16; ARM CPUs, not measured) ``auto`` stays in float32; ``precision:
 bf16`` forces it.
+
+``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``) set below ``AVX512_CORE_BF16`` (``AVX2``,
+``AVX512_CORE``, ...) keeps oneDNN, which runs torch's bf16 matmuls on a CPU, off the bf16 units: a CPU that has
+them then counts as one that has not. That is also how a machine without them is emulated on one with them::
+
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 kolm demo   # float32, AVX2 kernels
 """
 
 from __future__ import annotations
 
+import os
+
+# oneDNN's ISA caps (its CPU dispatcher control) that leave out the bf16 dot-product instructions (AVX512_BF16, AMX):
+# AVX2_VNNI_2 converts to and from bf16 but has no bf16 matmul. Any other value (AVX512_CORE_BF16, the AMX and
+# AVX10 levels, ALL, DEFAULT, or one this list does not know) does not cap bf16.
+ONEDNN_BELOW_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC", "AVX512_MIC_4OPS",
+                               "AVX512_CORE", "AVX512_CORE_VNNI"})
+
+
+def onednn_caps_bf16() -> bool:
+    """True when ``ONEDNN_MAX_CPU_ISA`` (else ``DNNL_MAX_CPU_ISA``) keeps oneDNN below AVX512_CORE_BF16."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return isa.strip().upper() in ONEDNN_BELOW_BF16
+
 
 def fast_bf16(device_type: str) -> bool:
-    """True where bf16 matmuls are faster than float32 on ``device_type`` ("cuda" or "cpu") of this machine."""
+    """True where bf16 matmuls are faster than float32 on ``device_type`` ("cuda" or "cpu") of this machine: on a
+    CPU, where it has AVX-512 BF16 or AMX and oneDNN may use them (:func:`onednn_caps_bf16`)."""
     import torch
 
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        has_units = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(has_units) and not onednn_caps_bf16()
     return False
 
 

