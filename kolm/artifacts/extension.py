@@ -4,6 +4,11 @@ Later stages read it: ``kolm model resize`` (the base pieces of every new token,
 ``kolm train cpt`` (where the added ids start), SFT/DPO (which rows ``lora.train_new_tokens`` trains), the
 dashboard and the model card (the numbers). Model folders carry it unchanged
 (see :data:`kolm.io.tokenizers.MODEL_TOKENIZER_FILES`).
+
+The **expansion** of extended ids into base ids (:meth:`TokenizerExtension.expansion_table`, :func:`expand`) is
+exact: ``kolm vocab extend`` checks on its check sample that expanding the extended tokenization of a text gives the
+base tokenization of the same text (``checks.expansion_lines_differing``), so a teacher that only knows the base
+vocabulary can be fed exactly the student's text, token for token.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class TokenizerExtension:
     tokenizer_fingerprint: str = ""
     base_tokenizer_class: str | None = None
     num_new_tokens_requested: int = 0
+    mode: str = "bpe"  # how the tokens were chosen: "bpe" (merges) or "syllables" (whole syllables first)
     morpheme_aware: bool = False
     min_frequency: int = 2
     corpus: list[str] = field(default_factory=list)
@@ -75,10 +81,20 @@ class TokenizerExtension:
     def added_ids(self) -> list[int]:
         return sorted(a.id for a in self.added)
 
+    def expansion_table(self) -> dict[int, list[int]]:
+        """Added id -> the base ids its string is made of (a base id, absent here, stands for itself); see
+        :func:`expand`."""
+        return {a.id: list(a.base_ids) for a in self.added}
+
     def korean_chars_per_token(self) -> tuple[float | None, float | None]:
         """Korean characters per token on the check sample: (base, extended)."""
         return (self.compression_base.get("korean_chars_per_token"),
                 self.compression_extended.get("korean_chars_per_token"))
+
+    def korean_bytes_per_token(self) -> tuple[float | None, float | None]:
+        """Korean UTF-8 bytes per token on the check sample: (base, extended); None in records older than it."""
+        return (self.compression_base.get("korean_bytes_per_token"),
+                self.compression_extended.get("korean_bytes_per_token"))
 
     # ------------------------------------------------------------------------------------------- I/O
     def to_json(self) -> dict[str, Any]:
@@ -136,3 +152,20 @@ class TokenizerExtension:
         except (KeyError, TypeError, ValueError) as e:
             raise KolmError(f"{where}: not a valid {EXTENSION_FILE} (missing or malformed {e})") from None
         return ext
+
+
+def expand(ids: list[int], table: dict[int, list[int]]) -> tuple[list[int], list[int]]:
+    """Extended ids -> (base ids, how many base ids each extended id became). ``table``:
+    :meth:`TokenizerExtension.expansion_table`; an id not in it is a base id and stays itself (1 piece).
+    ``sum(pieces) == len(base_ids)``, and the pieces of ``ids[k]`` are ``base_ids[sum(pieces[:k]):][:pieces[k]]``."""
+    base: list[int] = []
+    pieces: list[int] = []
+    for i in ids:
+        got = table.get(i)
+        if got is None:
+            base.append(i)
+            pieces.append(1)
+        else:
+            base.extend(got)
+            pieces.append(len(got))
+    return base, pieces

@@ -17,8 +17,12 @@ How it works (and why the guarantees hold):
    every existing id. Hence: original ids never move, and text without Hangul can never trigger a new merge
    (same ids as the base).
 5. Every new token is checked to be produced by the BPE model from its own string, as it is and by its merges
-   alone; any that is not is pruned (with everything built from it) and counted. Round trips and non-Hangul
-   identity are checked on a seeded sample of the corpus.
+   alone; any that is not is pruned (with everything built from it) and counted. Round trips, non-Hangul
+   identity and the exact expansion of extended ids into base ids (:mod:`kolm.vocab.expansion`) are checked on a
+   seeded sample of the corpus.
+
+``--mode syllables`` adds whole Hangul syllables first (:mod:`kolm.vocab.syllables`), then merges as above with
+what is left of the budget; ``bpe`` (the default) learns merges only, with new single characters capped.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kolm.artifacts import AddedToken, TokenizerExtension
 from kolm.config import ConfigError, field
 from kolm.errors import KolmError
 from kolm.vocab.chars import has_hangul
 from kolm.vocab.count import CorpusCounts
+from kolm.vocab.expansion import ExpansionCheck
 from kolm.vocab.families import Family, OutputFiles, detect
 from kolm.vocab.learn import Extension, extend_tokenizer
 
@@ -49,11 +54,17 @@ class ExtendConfig:
     corpus: list[str] = field(default_factory=list, path=True,
                               help="Korean corpus files (.txt one document per line, .jsonl, .parquet)")
     num_new_tokens: int = field(0, help="how many new tokens to add (new single Hangul characters count too)")
+    mode: Literal["bpe", "syllables"] = field(
+        "bpe", help="bpe: learn merges on top of the base's (new single characters capped by max_char_share); "
+                    "syllables: first make whole Hangul syllables single tokens (new characters, or the merges that "
+                    "join a syllable's base pieces), then merges with what is left: more compression at small "
+                    "budgets (+256 to +2,000) on byte-level bases")
     output: str = field(None, help="output tokenizer folder", path=True)
     morpheme_aware: bool = field(False, help="cut training units at kiwipiepy morpheme boundaries")
     min_frequency: int = field(2, help="a merge must be seen at least this often in the corpus")
     max_char_share: float = field(
-        0.25, help="SentencePiece family: at most this share of the new tokens is spent on new single characters")
+        0.25, help="SentencePiece family, mode bpe: at most this share of the new tokens is spent on new single "
+                   "characters (mode syllables spends up to all of them, by frequency)")
     text_field: str = field("text", help="field of .jsonl rows / column of .parquet files holding the text")
     allow_fewer: bool = field(False, help="accept fewer new tokens than asked when the corpus supports no more")
     check_lines: int = field(2000, help="documents in the seeded check sample (at most 400k characters) that the "
@@ -137,15 +148,17 @@ def load_base(base: str) -> tuple[Path, dict[str, Any]]:
 
 
 def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: dict[str, list[str]], lines: list[str],
-                     chunk: int = 256) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
+                     chunk: int = 256, expansion: ExpansionCheck | None = None
+                     ) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
     """Measure the guarantees on ``lines``: ids kept, non-Hangul identity, round trip (``unreachable_tokens``: the
-    result of the family's reachability checks on ``new_tok``, passed through). Also returns the compression of
-    both tokenizers on the same encodings (``compression_base`` / ``compression_extended``). Lines are encoded
-    ``chunk`` at a time, so memory does not grow with the sample."""
+    result of the family's reachability checks on ``new_tok``, passed through) and, given ``expansion``, that
+    expanding the extended ids gives the base ids. Also returns the compression of both tokenizers on the same
+    encodings (``compression_base`` / ``compression_extended``). Lines are encoded ``chunk`` at a time, so memory
+    does not grow with the sample."""
     bv, nv = base_tok.get_vocab(with_added_tokens=True), new_tok.get_vocab(with_added_tokens=True)
     moved = [t for t, i in bv.items() if nv.get(t) != i]
     non_hangul = changed = bad_rt = 0
-    sizes = {(tok, k): [0, 0] for tok in ("base", "extended") for k in (True, False)}  # [chars, tokens]
+    sizes = {(tok, k): [0, 0, 0] for tok in ("base", "extended") for k in (True, False)}  # [chars, bytes, tokens]
     for i in range(0, len(lines), chunk):
         part = lines[i:i + chunk]
         korean = [has_hangul(x) for x in part]
@@ -155,10 +168,15 @@ def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: dict[str, 
         changed += sum(a != b for a, b, k in zip(ids_base, ids_new, korean, strict=True) if not k)
         decoded = new_tok.decode_batch(ids_new, skip_special_tokens=False)
         bad_rt += sum(d != x for x, d in zip(part, decoded, strict=True))
+        if expansion is not None:
+            for a, b in zip(ids_new, ids_base, strict=True):
+                expansion.add(a, b)
         for name, ids in (("base", ids_base), ("extended", ids_new)):
             for x, t, k in zip(part, ids, korean, strict=True):
-                sizes[(name, k)][0] += len(x)
-                sizes[(name, k)][1] += len(t)
+                acc = sizes[(name, k)]
+                acc[0] += len(x)
+                acc[1] += len(x.encode("utf-8"))
+                acc[2] += len(t)
     return {
         "base_tokens_moved": len(moved),
         "non_hangul_lines_checked": non_hangul,
@@ -167,16 +185,34 @@ def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: dict[str, 
         "roundtrip_failures": bad_rt,
         "unreachable_tokens": len(unreachable_tokens.get("model", [])),
         **{f"unreachable_tokens_{k}": len(v) for k, v in unreachable_tokens.items() if k != "model"},
+        **(expansion.result() if expansion is not None else {}),
     }, {f"compression_{name}": compression(sizes, name) for name in ("base", "extended")}
 
 
 def compression(sizes: dict[tuple[str, bool], list[int]], name: str) -> dict[str, float | None]:
-    """Characters per token of tokenizer ``name`` on Hangul-bearing lines and on lines without Hangul."""
+    """Characters and UTF-8 bytes per token of tokenizer ``name`` on Hangul-bearing lines and on lines without
+    Hangul (``sizes``: [chars, bytes, tokens] per tokenizer and kind of line)."""
     out = {}
     for label, korean in (("korean", True), ("other", False)):
-        n_chars, n_tok = sizes[(name, korean)]
+        n_chars, n_bytes, n_tok = sizes[(name, korean)]
         out[f"{label}_chars_per_token"] = round(n_chars / n_tok, 4) if n_tok else None
+        out[f"{label}_bytes_per_token"] = round(n_bytes / n_tok, 4) if n_tok else None
     return out
+
+
+def expansion_check(family: Family, base_tok: Any, new_tok: Any, added: list[AddedToken]) -> ExpansionCheck:
+    """An :class:`ExpansionCheck` for the extension ``added`` of ``base_tok``: pieces are aligned by the bytes the
+    family says each token stands for."""
+    table = {a.id: a.base_ids for a in added}
+    sizes: dict[int, int] = {}
+
+    def token_bytes(i: int) -> int:
+        got = sizes.get(i)
+        if got is None:
+            got = sizes[i] = len(family.token_bytes(new_tok.id_to_token(i) or ""))
+        return got
+
+    return ExpansionCheck(table, token_bytes, base_tok.get_vocab_size(with_added_tokens=True))
 
 
 # ----------------------------------------------------------------------------------------------- command
@@ -200,32 +236,54 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     t_read = time.perf_counter()
     new_json, new_tok, ext = extend_tokenizer(base_json, counts.units, cfg.num_new_tokens,
                                               min_frequency=cfg.min_frequency, max_char_share=cfg.max_char_share,
-                                              allow_fewer=cfg.allow_fewer, base=base_tok, family=family)
+                                              allow_fewer=cfg.allow_fewer, base=base_tok, family=family,
+                                              mode=cfg.mode)
     t_learn = time.perf_counter()
-    checks, comp = check_invariants(base_tok, new_tok, ext.unreachable_left, counts.sample)
+    added = added_tokens(family, base_tok, new_json, ext)
+    checks, comp = check_invariants(base_tok, new_tok, ext.unreachable_left, counts.sample,
+                                    expansion=expansion_check(family, base_tok, new_tok, added))
     unit_check = family.check_units(counts.sample)
     if unit_check is not None:
         checks["unit_cut_documents_checked"], checks["unit_cut_documents_differing"] = unit_check
     t_check = time.perf_counter()
-    if (checks["base_tokens_moved"] or checks["non_hangul_lines_changed"]
+    if (checks["base_tokens_moved"] or checks["non_hangul_lines_changed"] or checks["expansion_lines_differing"]
             or any(v for k, v in checks.items() if k.startswith("unreachable_tokens"))):
         raise KolmError(f"internal invariant violated, nothing written (please report): {checks}")
-    record = _record(cfg, folder, family, base_tok, new_json, new_tok, ext, counts, checks, comp)
+    record = _record(cfg, folder, family, base_tok, new_tok, added, ext, counts, checks, comp)
     record.details["seconds"] = {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3),
                          "check": round(t_check - t_learn, 3)}
     _write(out_path, cfg.overwrite, folder, family, new_json, new_tok, counts.sample, record, t0,
            cfg.accept_tokenizer_model_mismatch)
-    c0, c1 = record.korean_chars_per_token()
-    long = counts.stats.windowed_documents
-    print(f"kolm vocab extend: {family.name} base, +{record.num_added} tokens ({len(ext.new_chars)} chars, "
-          f"{len(ext.new_tokens)} merges) from {counts.stats.documents:,} documents"
-          + (f" ({counts.bytes_read / counts.corpus_bytes:.1%} sample)" if counts.sampled else "")
-          + (f", {long:,} long ones windowed" if long else "")
-          + f", Korean chars/token {c0} -> {c1}, non-Hangul "
-          f"lines changed: {checks['non_hangul_lines_changed']}, unreachable: {checks['unreachable_tokens']} "
-          f"(by merges alone: {checks['unreachable_tokens_merges_only']})"
-          + (f", {files}" if (files := family.files_summary(record.details)) else "") + f" -> {out_path}")
+    print(summary_line(record, family, ext, counts, out_path))
     return record.to_json()
+
+
+def summary_line(record: TokenizerExtension, family: Family, ext: Extension, counts: CorpusCounts,
+                 out_path: Path) -> str:
+    """The one line ``kolm vocab extend`` prints: what was added, Korean compression of base and extended on the
+    check sample, the invariant counts, the family's files."""
+    checks = record.checks
+    c0, c1 = record.korean_chars_per_token()
+    b0, b1 = record.korean_bytes_per_token()
+    long = counts.stats.windowed_documents
+    syllables = f", {ext.syllable_tokens} for whole syllables" if ext.syllable_tokens else ""
+    return (f"kolm vocab extend: {family.name} base, +{record.num_added} tokens ({len(ext.new_chars)} chars, "
+            f"{len(ext.new_tokens)} merges{syllables}; mode {record.mode}) from {counts.stats.documents:,} documents"
+            + (f" ({counts.bytes_read / counts.corpus_bytes:.1%} sample)" if counts.sampled else "")
+            + (f", {long:,} long ones windowed" if long else "")
+            + f", Korean chars/token {c0} -> {c1}, bytes/token {b0} -> {b1}, non-Hangul "
+            f"lines changed: {checks['non_hangul_lines_changed']}, unreachable: {checks['unreachable_tokens']} "
+            f"(by merges alone: {checks['unreachable_tokens_merges_only']}), expansion = base ids on "
+            f"{checks['expansion_lines_checked'] - checks['expansion_lines_differing']}/"
+            f"{checks['expansion_lines_checked']} lines"
+            + (f", {files}" if (files := family.files_summary(record.details)) else "") + f" -> {out_path}")
+
+
+def added_tokens(family: Family, base_tok: Any, new_json: dict[str, Any], ext: Extension) -> list[AddedToken]:
+    """The added vocabulary entries, each with the base ids the base model cuts its string into."""
+    vocab = new_json["model"]["vocab"]
+    return [AddedToken(vocab[t], t, family.token_text(t), kind, [x.id for x in base_tok.model.tokenize(t)])
+            for kind, toks in (("char", ext.new_chars), ("merge", ext.new_tokens)) for t in toks]
 
 
 def count(cfg: ExtendConfig, files: list[Path], family: Family) -> CorpusCounts:
@@ -241,17 +299,16 @@ def count(cfg: ExtendConfig, files: list[Path], family: Family) -> CorpusCounts:
     return counts
 
 
-def _record(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_json: dict[str, Any], new_tok: Any,
+def _record(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_tok: Any, added: list[AddedToken],
             ext: Extension, counts: CorpusCounts, checks: dict[str, Any], comp: dict[str, Any]) -> TokenizerExtension:
     """What extension.json records (the caller adds ``seconds`` to its details)."""
     from kolm.io.files import file_sha256
 
-    vocab = new_json["model"]["vocab"]
-    added = [AddedToken(vocab[t], t, family.token_text(t), kind, [x.id for x in base_tok.model.tokenize(t)])
-             for kind, toks in (("char", ext.new_chars), ("merge", ext.new_tokens)) for t in toks]
     details = {
         "num_new_merges": len(ext.merges),
+        "num_syllable_tokens": ext.syllable_tokens,
         "merges_to_existing_tokens": ext.merges_to_existing,
+        "merges_to_base_tokens_dropped": ext.merges_to_base_dropped,
         "pruned_unreachable": ext.pruned_unreachable,
         "corpus_bytes": counts.corpus_bytes,
         "corpus_bytes_read": counts.bytes_read,
@@ -268,7 +325,7 @@ def _record(cfg: ExtendConfig, folder: Path, family: Family, base_tok: Any, new_
         added=added, family=family.name, base=cfg.base, base_vocab_size=base_tok.get_vocab_size(with_added_tokens=True),
         vocab_size=new_tok.get_vocab_size(with_added_tokens=True),
         base_tokenizer_sha256=file_sha256(folder / "tokenizer.json"), num_new_tokens_requested=cfg.num_new_tokens,
-        morpheme_aware=cfg.morpheme_aware, min_frequency=cfg.min_frequency,
+        mode=cfg.mode, morpheme_aware=cfg.morpheme_aware, min_frequency=cfg.min_frequency,
         corpus=[str(Path(f)) for f in cfg.corpus], corpus_documents=counts.stats.documents,
         compression_base=comp["compression_base"], compression_extended=comp["compression_extended"],
         checks=checks, details=details, kolm_version=__import__("kolm").__version__)

@@ -92,55 +92,120 @@ class Extension:
     new_chars: list[str]
     new_tokens: list[str]
     merges: list[tuple[str, str]]
-    merges_to_existing: int
+    merges_to_existing: int  # kept merges whose result is an earlier new token (the same string by another split)
     exhausted: bool
+    merges_to_base_dropped: int = 0  # learned merges whose result is a base token, not kept (see _Filter)
+    syllable_tokens: int = 0  # the first new_tokens, that make whole syllables (mode syllables)
     pruned_unreachable: int = 0
     unreachable_left: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # after pruning: all empty
 
 
+MODES = ("bpe", "syllables")
+
+
 def learn(units: Counter, base_json: dict[str, Any], base: Any, family: Family, n: int, *, min_frequency: int = 2,
-          max_char_share: float = 0.25, exclude: frozenset[str] = frozenset()) -> Extension:
+          max_char_share: float = 0.25, exclude: frozenset[str] = frozenset(), mode: str = "bpe") -> Extension:
     """Learn up to ``n`` new tokens (chars + merges) continuing the base BPE (``base``: its Tokenizer) on ``units``
-    (training units and their counts, from :func:`kolm.vocab.count.count_corpus`)."""
+    (training units and their counts, from :func:`kolm.vocab.count.count_corpus`).
+
+    ``mode`` ``bpe``: new single characters (at most ``max_char_share`` of ``n``), then the BpeTrainer's merges.
+    ``syllables``: whole syllables first (:mod:`kolm.vocab.syllables`): new single characters by frequency, then the
+    merges that make whole syllables out of base pieces, each kept while it saves at least as many tokens as the
+    multi-syllable merge it displaces; then the BpeTrainer's merges with what is left."""
     if not units:
         raise KolmError("the corpus contains no Hangul: nothing to learn Korean tokens from")
+    if mode not in MODES:
+        raise KolmError(f"unknown extension mode {mode!r} (known: {', '.join(MODES)})")
     vocab: dict[str, int] = base_json["model"]["vocab"]
-    cap = int(max_char_share * n)
     char_counts = family.char_counts(units, vocab, exclude)
-    new_chars = [ch for ch, c in char_counts.most_common() if c >= min_frequency][:cap]
+    new_chars = [ch for ch, c in char_counts.most_common() if c >= min_frequency]
     model = family.segmenting_model(base)
-    seg_counts, back = _segments(units, _Segmenter(family, model, set(new_chars)))
-    want = n - len(new_chars)
-    keep = _Filter(family, model, set(merge_pairs(base_json["model"]["merges"])), set(vocab) | set(new_chars),
-                   exclude)
-    ask = int(want * 1.03) + 64  # a few learned merges fail the filter; asking for far more costs training time
-    while True:
-        learned = _train_merges(seg_counts, len(back) + ask, min_frequency)
-        exhausted = len(learned) < ask
-        new_tokens, merges, to_existing = keep(learned, back, want)
-        if len(new_tokens) >= want or exhausted:
-            break
-        # more merges failed the filter than expected: ask again, scaled by the share that passed
-        ask = int(ask * min(4.0, 1.1 * want / max(1, len(new_tokens)))) + 256
-    return Extension(family.name, new_chars, new_tokens, merges, to_existing, exhausted and len(new_tokens) < want)
+    first: list[str] = []  # tokens that make whole syllables (mode syllables), learned before the BpeTrainer's
+    first_merges: list[tuple[str, str]] = []
+    if mode == "syllables":
+        from kolm.vocab.syllables import pair_counts, worth_keeping
+
+        others = pair_counts(units, family)
+        # a new character saves all but one of the byte pieces the base falls back to, at each occurrence
+        saved = [(len(family.token_bytes(ch)) - 1) * char_counts[ch] for ch in new_chars]
+        new_chars = new_chars[:worth_keeping(saved, others, n)]
+        if len(new_chars) < n:
+            first, first_merges, model = _syllables_first(units, base_json, family, model, n - len(new_chars),
+                                                          new_chars, exclude, min_frequency, others)
+    else:
+        new_chars = new_chars[:int(max_char_share * n)]
+    want = n - len(new_chars) - len(first)
+    keep = _Filter(family, model, set(merge_pairs(base_json["model"]["merges"])) | set(first_merges),
+                   set(vocab), set(new_chars) | set(first), exclude)
+    new_tokens: list[str] = []
+    merges: list[tuple[str, str]] = []
+    exhausted = False
+    if want > 0:
+        seg_counts, back = _segments(units, _Segmenter(family, model, set(new_chars)))
+        ask = int(want * 1.03) + 64  # a few learned merges fail the filter; asking for far more costs training time
+        while True:
+            learned = _train_merges(seg_counts, len(back) + ask, min_frequency)
+            exhausted = len(learned) < ask
+            new_tokens, merges = keep(learned, back, want)
+            if len(new_tokens) >= want or exhausted:
+                break
+            # more merges failed the filter than expected: ask again, scaled by the share that passed
+            ask = int(ask * min(4.0, 1.1 * want / max(1, len(new_tokens)))) + 256
+    return Extension(family.name, new_chars, first + new_tokens, first_merges + merges, keep.to_existing,
+                     exhausted and len(new_tokens) < want, merges_to_base_dropped=keep.to_base,
+                     syllable_tokens=len(first))
+
+
+def _syllables_first(units: Counter, base_json: dict[str, Any], family: Family, model: Any, budget: int,
+                     new_chars: list[str], exclude: frozenset[str], min_frequency: int, others: list[int]
+                     ) -> tuple[list[str], list[tuple[str, str]], Any]:
+    """The merges that make whole syllables (:mod:`kolm.vocab.syllables`), as many as save more than the
+    multi-syllable merges they would displace (``others``: what those save, largest first), their new tokens, and
+    the model that segments units for the learner after them: the base merges plus these, alone (as
+    :meth:`Family.segmenting_model`)."""
+    from kolm.vocab.families import merges_only
+    from kolm.vocab.syllables import learn_cell_merges, syllable_cells, worth_keeping
+
+    vocab = base_json["model"]["vocab"]
+    taken = set(new_chars) | exclude
+
+    def allowed(token: str) -> bool:
+        return token not in vocab and token not in taken and family.forces_hangul(token)
+
+    steps = learn_cell_merges(syllable_cells(units, family, model), allowed, budget, min_frequency)
+    merges = [pair for pair, _ in steps[:worth_keeping([saved for _, saved in steps], others, budget)]]
+    tokens = list(dict.fromkeys(a + b for a, b in merges))
+    if merges:
+        ext = Extension(family.name, new_chars, tokens, merges, 0, False)
+        model = merges_only(build_tokenizer_json(base_json, ext)).model
+    return tokens, merges, model
 
 
 class _Filter:
     """Which learned merges are kept, in order: both parts exist and can be made by merges, the pair is not a
-    base merge, the result is not excluded and forces Hangul.
+    base merge, the result is not excluded, forces Hangul and is not a base token.
 
     "Can be made by merges": a base token that the segmenting model (the base merges alone) does not produce
     from its own string exists only through ignore_merges' whole-pre-token lookup (Llama-3's `` 스타``); a new
     token built on it would be made by that lookup alone, never inside a longer pre-token.
+
+    "Not a base token": a merge whose result is a base token (Llama-3's ``데이`` + ``트`` -> ``데이트``, a base
+    token that only the lookup makes) would make the extended tokenizer emit that base id where the base emits
+    other pieces, so expanding extended ids into base ids (:func:`kolm.artifacts.extension.expand`) would no longer
+    give the base tokenization. Such merges are dropped (counted in ``to_base``); so is everything the trainer built
+    on their result, unless the base merges make it. A merge whose result is an earlier *new* token (the same
+    string by another split) is kept (counted in ``to_existing``): it still covers whole base pieces.
     """
 
-    def __init__(self, family: Family, model: Any, base_merges: set, available: set[str], exclude: frozenset[str]):
+    def __init__(self, family: Family, model: Any, base_merges: set, base_vocab: set[str], new: set[str],
+                 exclude: frozenset[str]):
         self.family, self.model, self.base_merges = family, model, base_merges
-        self.available, self.exclude = available, exclude
+        self.base_vocab, self.new, self.exclude = base_vocab, new, exclude
         self.by_merges: dict[str, bool] = {}  # base token -> its merges make it (cached across rounds)
+        self.to_existing = self.to_base = 0
 
     def _made_by_merges(self, token: str, made: set[str]) -> bool:
-        if not self.family.ignore_merges or token in made:
+        if not self.family.ignore_merges or token in made or token in self.new:
             return True
         got = self.by_merges.get(token)
         if got is None:
@@ -148,12 +213,12 @@ class _Filter:
         return got
 
     def __call__(self, learned: list[tuple[str, str]], back: dict[str, str], want: int
-                 ) -> tuple[list[str], list[tuple[str, str]], int]:
-        """(new tokens, kept merges, merges whose result already existed) from the learned merges."""
-        have, made = set(self.available), set()
+                 ) -> tuple[list[str], list[tuple[str, str]]]:
+        """(new tokens, kept merges) from the learned merges; sets ``to_existing`` and ``to_base``."""
+        have, made = self.base_vocab | self.new, set()
         new_tokens: list[str] = []
         merges: list[tuple[str, str]] = []
-        to_existing = 0
+        self.to_existing = self.to_base = 0
         for pa, pb in learned:
             if len(new_tokens) >= want:
                 break
@@ -165,14 +230,17 @@ class _Filter:
             if not self.family.forces_hangul(r) or not (self._made_by_merges(a, made)
                                                          and self._made_by_merges(b, made)):
                 continue
+            if r in self.base_vocab:
+                self.to_base += 1
+                continue
             merges.append((a, b))
             made.add(r)
             if r in have:
-                to_existing += 1
+                self.to_existing += 1
                 continue
             have.add(r)
             new_tokens.append(r)
-        return new_tokens, merges, to_existing
+        return new_tokens, merges
 
 
 def _segments(units: Counter, segmenter: _Segmenter) -> tuple[Counter, dict[str, str]]:
@@ -235,7 +303,7 @@ def build_tokenizer_json(base_json: dict[str, Any], ext: Extension) -> dict[str,
 
 def extend_tokenizer(base_json: dict[str, Any], units: Counter, n: int, *, min_frequency: int = 2,
                      max_char_share: float = 0.25, allow_fewer: bool = False, base: Any = None,
-                     family: Family | None = None) -> tuple[dict[str, Any], Any, Extension]:
+                     family: Family | None = None, mode: str = "bpe") -> tuple[dict[str, Any], Any, Extension]:
     """Learn from ``units`` and build the extended tokenizer (its JSON and `tokenizers.Tokenizer`); prune
     unreachable tokens (with everything learned on top of them) and learn again without them.
 
@@ -249,7 +317,7 @@ def extend_tokenizer(base_json: dict[str, Any], units: Counter, n: int, *, min_f
     pruned = 0
     for _ in range(10):
         ext = learn(units, base_json, base, family, n, min_frequency=min_frequency, max_char_share=max_char_share,
-                    exclude=frozenset(exclude))
+                    exclude=frozenset(exclude), mode=mode)
         out = build_tokenizer_json(base_json, ext)
         new_tok = Tokenizer.from_str(json.dumps(out))
         bad = family.unreachable(new_tok, ext.new_chars + ext.new_tokens, out)
