@@ -27,6 +27,12 @@
   bytes in lines (a line is read in bounded pieces, never whole), and the morpheme-aware mode with 1 and 2 processes (at
   --morph-tokens). Bars: kolm / bare <= 1.0x at >= 100 MB, peak RSS <= 0.5 GB at 100 MB and 1 GB and flat between them.
   Large files go to bench/out/.
+- Budget-sized vocabularies (``--budgets``, alone; ``--sizes 256,1000,2000,8000``): SmolLM2's tokenizer (the cached
+  model, when it is there), Llama-3, Llama-2 and Mistral extended by each size in both modes (``bpe``,
+  ``syllables``) on the same 90% of ko_dev.txt (min_frequency 1, allow_fewer), each through ``kolm vocab extend``
+  itself (so its checks ran): Korean bytes per token on the held-out 10%, the share of Hangul syllable occurrences
+  that no token boundary splits, and the exact expansion (``TokenizerExtension.expansion_table`` + ``expand``)
+  against the base tokenization on the held-out Korean, 2,000 English lines and mixed lines.
 """
 
 from __future__ import annotations
@@ -202,6 +208,56 @@ def scale_bars(rows: list[dict]) -> list[dict]:
     return bars
 
 
+def budget_rows(sizes: list[int], work: Path) -> list[dict]:
+    """The budget table (see the module docstring): one row per base, size and mode."""
+    from tokenizers import Tokenizer
+
+    from kolm.artifacts.extension import expand
+    from kolm.vocab.extend import ExtendConfig, run
+    from kolm.vocab.report import measure
+
+    shared = need_shared()
+    ko = lines("ko_dev.txt")
+    train, held = [x for i, x in enumerate(ko) if i % 10], [x for i, x in enumerate(ko) if i % 10 == 0]
+    other = lines("en_dev.txt")[:2000] + [f"{a} {b}" for a, b in zip(held[:300], lines("en_dev.txt")[-300:],
+                                                                      strict=False)]
+    corpus = work / "ko_train.txt"
+    corpus.write_text("\n".join(train) + "\n", encoding="utf-8")
+    bases = {name: shared / "tokenizers" / name for name in ("llama3", "llama2", "mistral")}
+    try:
+        from kolm.model.zoo import smollm2
+
+        bases = {"smollm2": Path(smollm2()), **bases}
+    except Exception as e:  # noqa: BLE001 - the table is still worth having without it
+        print(f"SmolLM2 left out: {e}")
+    rows = []
+    for name, folder in bases.items():
+        base = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        m = measure(base, held)
+        rows.append({"tokenizer": name, "size": 0, "mode": "base", "added": 0, "syllable tokens": "-",
+                     "ko bytes/tok": m["bytes_per_token"], "syllables whole": 1 - m["ko_split_char_share"],
+                     "expansion = base": "-", "s": "-"})
+        want = [e.ids for e in base.encode_batch(held + other, add_special_tokens=False)]
+        for n in sizes:
+            for mode in ("bpe", "syllables"):
+                out = work / f"{name}-{n}-{mode}"
+                t0 = time.perf_counter()
+                info = run(ExtendConfig(base=str(folder), corpus=[str(corpus)], num_new_tokens=n, output=str(out),
+                                        min_frequency=1, mode=mode, allow_fewer=True, overwrite=True))
+                secs = time.perf_counter() - t0
+                tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+                m = measure(tok, held)
+                table = TokenizerExtension.read(out).expansion_table()
+                got = [e.ids for e in tok.encode_batch(held + other, add_special_tokens=False)]
+                same = sum(expand(g, table)[0] == w for g, w in zip(got, want, strict=True))
+                rows.append({"tokenizer": name, "size": n, "mode": mode, "added": info["num_added"],
+                             "syllable tokens": info["num_syllable_tokens"] or info["num_new_chars"],
+                             "ko bytes/tok": m["bytes_per_token"], "syllables whole": 1 - m["ko_split_char_share"],
+                             "expansion = base": f"{same}/{len(want)}", "s": round(secs, 1)})
+                print("budget row " + json.dumps(rows[-1], ensure_ascii=False), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-tokens", type=int, default=16000)
@@ -216,10 +272,18 @@ def main() -> None:
     ap.add_argument("--distinct", help="a distinct Korean corpus for the scale table (default: harvested)")
     ap.add_argument("--skip-scale", action="store_true", help="leave out the corpus-scale table")
     ap.add_argument("--scale-only", action="store_true", help="only the corpus-scale table")
+    ap.add_argument("--budgets", action="store_true", help="only the budget-sized vocabularies table")
+    ap.add_argument("--sizes", default="256,1000,2000,8000", help="extension sizes of the --budgets table")
     ap.add_argument("--bare", help=argparse.SUPPRESS)  # child process: the bare BpeTrainer on this file
     args = ap.parse_args()
     if args.bare:
         bare_bpe_file(Path(args.bare), args.new_tokens, Path(tempfile.mkdtemp()) / "bare.json")
+        return
+    if args.budgets:
+        rows = budget_rows([int(x) for x in args.sizes.split(",")], Path(tempfile.mkdtemp(prefix="kolm-budgets-")))
+        print_table(rows, "Korean held-out (every 10th line of ko_dev.txt): bytes per token, share of Hangul syllable "
+                          "occurrences inside one token; expansion: held-out Korean + English + mixed lines")
+        print_json("vocab_budgets", {"rows": rows})
         return
     if args.scale_only:
         train = [x for i, x in enumerate(lines("ko_dev.txt")) if i % 10]
