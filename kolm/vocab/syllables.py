@@ -42,8 +42,6 @@ from typing import Any
 from kolm.vocab.chars import HANGUL_RE
 from kolm.vocab.families import Family
 
-Cell = tuple[str, ...]
-
 
 def syllable_cells(units: Counter, family: Family, model: Any) -> Counter:
     """The syllable cells of the counted units (:mod:`kolm.vocab.count`) as ``model`` (the base merges alone)
