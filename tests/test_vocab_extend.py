@@ -136,6 +136,13 @@ GOLDEN = {
                 "e754fe464709b9ebcbece388cc3f7502d97fc89c6a4c399a58540e733a6116da"),
     "tiny-bl": ("f42ecb03d4b75d80b47cd83f3da4082298f6df780749d7bd1401af42f17580d8",
                 "439cc83aca5fb41d8c8e9af66b1259cccdf7276b9980a259118421aa7e05df12"),
+    # mode syllables, as first written (issue 29): the output must not change by accident either
+    "llama2-syllables": ("403e525986f086f5208dfb55ce736d14cf784beb139185f37bedec395294528e",
+                         "ad4742ff4367348f198b9d79c481a91def6263ff2fd5560a004cd6acb49c40d4"),
+    "llama3-syllables": ("b4f3b5a12e94ace821f07e1778e2bc986e7707366a4e70bb7cb171913f435f44",
+                         "1ade23efacef8682615887e38d069245bc38d21742adcd429fbfda684a89426d"),
+    "tiny-bl-syllables": ("10ce2df365b021fbe5cdbf24c28e6cd44263ce36176763489f2bbc471582eac6",
+                          "555386477117f3fe917aefdc07426100cd1382dc8ebd56714fcb6766a0c53bfd"),
 }
 
 
