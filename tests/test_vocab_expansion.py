@@ -126,6 +126,7 @@ def test_the_check_names_a_merge_to_a_base_token(llama3_with_merge_to_base):
     assert checks["expansion_differing_added_ids"] == {} and checks["expansion_differing_ids"] == 1
 
 
+@pytest.mark.slow
 def test_the_learner_drops_merges_to_base_tokens(tmp_path, split):
     """On Llama-3 the trainer learns two merges whose result is a base token (``데이트``, ``되었습니다``); kolm drops
     them (docs/vocab.md: they were worth 0.1% of held-out compression) and says so in extension.json."""

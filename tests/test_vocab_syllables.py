@@ -147,6 +147,7 @@ def test_mode_is_validated(capsys):
     assert "mode: syllables" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sentencepiece_syllables_mode_adds_new_characters_by_what_they_save(tmp_path):
     """Llama-2 lacks many syllables (byte fallback): in this mode they come first, by frequency, as many as save more
     than the merges they displace, beyond the max_char_share cap that mode bpe keeps; then merges. The
