@@ -1,7 +1,9 @@
 """The ``kolm`` command line: one subcommand per stage, each mapped to a typed config and one function.
 
 Every subcommand takes ``--help``, ``--config FILE.yaml``, dotted overrides (``key.sub=value`` or
-``--key.sub value``) and ``--dry-run`` (print the resolved config as YAML and exit).
+``--key.sub value``) and ``--dry-run`` (print the resolved config as YAML and exit). ``-v``/``--verbose``, before or
+after the command, lets the frameworks print to the terminal (:mod:`kolm.console`: by default their output goes to
+the command's ``kolm.log``).
 
 Run ``kolm --help`` for the list of commands.
 """
@@ -48,20 +50,22 @@ class Command:
     positional: str | None = None  # name of a field filled from the first positional argument(s)
     positional_is_config: bool = False  # the positional argument is the recipe YAML itself
     dry_run_func: str | None = None  # called with the config after --dry-run prints it (e.g. to show a plan)
+    log_in_output: bool = False  # its output (a run or report folder) keeps kolm.log; else the cache (kolm.console)
 
 
 # The registry. Command modules import only light dependencies at top level (torch & co inside functions),
 # so that `kolm --help` stays fast.
 COMMANDS: list[Command] = [
     Command(("demo",), "kolm.demo.command", "DemoConfig", "run",
-            "the whole pipeline on a laptop CPU (SmolLM2-135M; --model tiny offline) in minutes, with a dashboard"),
+            "the whole pipeline on a laptop CPU (SmolLM2-135M; --model tiny offline) in minutes, with a dashboard",
+            log_in_output=True),
     Command(("vocab", "extend"), "kolm.vocab.extend", "ExtendConfig", "run",
             "learn Korean BPE merges and extend a base tokenizer (ids of the base stay fixed)"),
     Command(("vocab", "report"), "kolm.vocab.report", "ReportConfig", "run",
             "compare tokenizers on text: chars/token, tokens/word, morpheme-boundary alignment"),
     Command(("train", "cpt"), "kolm.train.cpt", "CptConfig", "run",
             "continual pretraining (staged: embeddings / full / lora) on the HF Trainer, plain or DeepSpeed",
-            positional_is_config=True),
+            positional_is_config=True, log_in_output=True),
     Command(("model", "init"), "kolm.model.tiny", "InitConfig", "run",
             "a small Llama built from config for a tokenizer (smoke runs, demos)"),
     Command(("model", "import"), "kolm.model.gguf", "ImportConfig", "run", "GGUF file -> safetensors model+tokenizer"),
@@ -73,17 +77,19 @@ COMMANDS: list[Command] = [
     Command(("data", "inspect"), "kolm.data.inspect", "InspectConfig", "run",
             "print a built data set's manifest as tables, with decoded samples per language", positional="dir"),
     Command(("train", "sft"), "kolm.align.sft", "SftConfig", "run",
-            "LoRA instruction tuning with trl's SFTTrainer (loss on assistant turns only)", positional_is_config=True),
+            "LoRA instruction tuning with trl's SFTTrainer (loss on assistant turns only)", positional_is_config=True,
+            log_in_output=True),
     Command(("train", "dpo"), "kolm.align.dpo", "DpoConfig", "run",
             "DPO preference tuning with a LoRA adapter (reference = the model with the adapter disabled)",
-            positional_is_config=True),
+            positional_is_config=True, log_in_output=True),
     Command(("merge-lora",), "kolm.align.merge", "MergeConfig", "run",
             "merge a LoRA adapter into its base model (refuses an adapter of another vocabulary size)"),
     Command(("upscale",), "kolm.model.upscale", "UpscaleConfig", "run",
             "depth up-scaling (SOLAR DUS): stack two trimmed copies of a model's layers into a deeper model",
             dry_run_func="dry_run"),
     Command(("eval",), "kolm.eval.run", "EvalConfig", "run",
-            "bits per byte per language (ko=FILE en=FILE) for causal LMs with their own tokenizers; lm-eval tasks"),
+            "bits per byte per language (ko=FILE en=FILE) for causal LMs with their own tokenizers; lm-eval tasks",
+            log_in_output=True),
     Command(("dashboard",), "kolm.dashboard", "DashboardConfig", "run",
             "one self-contained HTML report: Korean gain vs English forgetting of CPT runs (+ JSON/CSV, --watch)",
             positional="runs"),
@@ -95,6 +101,9 @@ COMMANDS: list[Command] = [
 
 OVERRIDE_RE = re.compile(r"([A-Za-z_][\w-]*(?:\.[\w-]+)*)=(.*)", re.S)
 BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
+VERBOSE_FLAGS = ("-v", "--verbose")
+VERBOSE_HELP = ("let transformers, trl, datasets, DeepSpeed... print to the terminal as they do (the Trainer's own bar "
+                "and log dicts included); by default their output goes to kolm.log (also: KOLM_VERBOSE=1)")
 EPILOG = ("Any field can also be set with an override, key=value or --key value (nested: optim.lr=1e-4, "
           "--optim.lr 1e-4; list items by index: stages.0.max_steps=50). Order: defaults < recipe < flags < "
           "overrides. A list flag takes every value up to the next option or override; end it with -- when a "
@@ -186,6 +195,7 @@ def command_parser(cmd: Command, cls: type) -> tuple[argparse.ArgumentParser, di
         p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="recipe YAML (or --config)")
     p.add_argument("--config", default=None, metavar="RECIPE", help="recipe YAML; flags and overrides win over it")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     table = {"--config": Flag("config", 1), "--dry-run": Flag("dry_run", 0), "-h": Flag(None, 0),
              "--help": Flag(None, 0)}
     table.update(_add_config_flags(p, cls, cmd.positional))
@@ -199,6 +209,7 @@ def main_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentP
     parser = argparse.ArgumentParser(prog="kolm", description="Korean continual pretraining toolkit.",
                                      epilog="Run `kolm COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"kolm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     top = parser.add_subparsers(dest="_cmd0", metavar="COMMAND")
     groups: dict[str, argparse.ArgumentParser] = {}
     subs: dict[str, argparse._SubParsersAction] = {}
@@ -367,6 +378,13 @@ def resolve_command(argv: list[str]) -> tuple[Command, Any, bool]:
     return cmd, cfg, dry_run
 
 
+def _take_verbose(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``-v``/``--verbose`` (before or after the command, up to a ``--``), and whether it was there."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a not in VERBOSE_FLAGS]
+    return kept + argv[end:], len(kept) < end
+
+
 def _strip_launcher_args(argv: list[str]) -> list[str]:
     """The deepspeed/torch launchers insert ``--local_rank=N`` (or ``--local-rank N``); kolm reads LOCAL_RANK."""
     out, i = [], 0
@@ -392,18 +410,23 @@ QUIET_WARNINGS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = _strip_launcher_args(list(sys.argv[1:] if argv is None else argv))
+    argv, verbose = _take_verbose(_strip_launcher_args(list(sys.argv[1:] if argv is None else argv)))
     for category, message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    cfg = None
     try:
         cmd, cfg, dry_run = resolve_command(argv)
-        if dry_run:
-            print(dump_yaml(cfg), end="")
-            if cmd.dry_run_func:
-                getattr(importlib.import_module(cmd.module), cmd.dry_run_func)(cfg)
-            return 0
-        func: Callable[[Any], Any] = getattr(importlib.import_module(cmd.module), cmd.func)
-        func(cfg)
+        from kolm import console
+
+        folder = getattr(cfg, "output", None) if cmd.log_in_output and not dry_run else None
+        with console.session(" ".join(cmd.path), verbose=verbose, folder=folder):
+            if dry_run:  # (a dry run that another command runs, as the demo's push, prints into its log)
+                print(dump_yaml(cfg), end="")
+                if cmd.dry_run_func:
+                    getattr(importlib.import_module(cmd.module), cmd.dry_run_func)(cfg)
+                return 0
+            func: Callable[[Any], Any] = getattr(importlib.import_module(cmd.module), cmd.func)
+            func(cfg)
         return 0
     except (ConfigError, KolmError) as e:
         print(f"kolm: error: {e}", file=sys.stderr)
@@ -411,6 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kolm: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk that the command did not name itself is one line too
+        from kolm.io.files import disk_full_line
+
+        line = disk_full_line(e, getattr(cfg, "output", None))
+        if line is None:
+            raise
+        print(f"kolm: error: {line}", file=sys.stderr)
+        return 2
     finally:
         if "torch.distributed" in sys.modules:  # a command that ran on several ranks: close its group (see entry)
             from kolm.train.run_state import close_process_group

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kolm import console
 from kolm.align.chat import pick_chat_template
 from kolm.align.config import AlignConfig, TrainSection
 from kolm.align.data import dpo_examples
@@ -84,6 +85,7 @@ def build_trainer(cfg: DpoConfig, callbacks: list[Any] | None = None) -> tuple[A
     tokenizer.chat_template = template.saved  # saved with the adapter
     add_online_eval(trainer, eval_sets, cfg.eval, prefix_token(tokenizer), cfg.data.max_length)
     expose_head_bias(trainer.model)
+    console.trainer_output(trainer, "kolm train dpo")
     info.update(kind="dpo", chat_template=template.source, assistant_tokens=template.masks, data=report.to_dict())
     return trainer, info
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kolm import console
 from kolm.align.config import AlignConfig, LoraSection, TrainSection, is_main_process
 from kolm.artifacts import EXTENSION_FILE, TokenizerExtension
 from kolm.config import ConfigError, save, to_dict
@@ -158,18 +159,19 @@ def trl_config(cls: type, cfg: AlignConfig, train: TrainSection, bf16: bool, **m
     check_trl_fields(cls, cfg.trl)
     ds = cfg.deepspeed_config()
     kolm = {trl_name: getattr(train, name) for name, trl_name in TRAIN_TO_TRL.items()}
-    kolm.update(output_dir=str(cfg.output), data_seed=train.seed,
-                warmup_steps=int(train.warmup) if train.warmup >= 1 else train.warmup,
-                save_strategy="steps" if train.save_steps else "no", save_steps=train.save_steps or 500,
-                activation_checkpointing=train.gradient_checkpointing,
-                activation_checkpointing_kwargs={"use_reentrant": ds is not None}, bf16=bf16, fp16=False,
-                report_to=report_to_arg(cfg.report_to), deepspeed=ds,
-                trust_remote_code=cfg.trust_remote_code, **_cpu_deepspeed_state(ds), **_cpu_bf16(bf16, ds), **method)
-    try:
-        return cls(**kolm, **cfg.trl)
-    except (TypeError, ValueError) as e:  # e.g. an unknown train.scheduler or trl.optim
-        sections = "train: and trl: values" if cfg.trl else "train: values"
-        raise ConfigError(f"trl's {cls.__name__} refuses the recipe's {sections}: {e}") from None
+    with console.prints_to_log("DeepSpeed"):  # DeepSpeed's communication starts here (its prints: into the log)
+        kolm.update(output_dir=str(cfg.output), data_seed=train.seed,
+                    warmup_steps=int(train.warmup) if train.warmup >= 1 else train.warmup,
+                    save_strategy="steps" if train.save_steps else "no", save_steps=train.save_steps or 500,
+                    activation_checkpointing=train.gradient_checkpointing,
+                    activation_checkpointing_kwargs={"use_reentrant": ds is not None}, bf16=bf16, fp16=False,
+                    report_to=report_to_arg(cfg.report_to), deepspeed=ds, trust_remote_code=cfg.trust_remote_code,
+                    **_cpu_deepspeed_state(ds), **_cpu_bf16(bf16, ds), **method)
+        try:
+            return cls(**kolm, **cfg.trl)
+        except (TypeError, ValueError) as e:  # e.g. an unknown train.scheduler or trl.optim
+            sections = "train: and trl: values" if cfg.trl else "train: values"
+            raise ConfigError(f"trl's {cls.__name__} refuses the recipe's {sections}: {e}") from None
 
 
 def check_trl_fields(cls: type, extra: dict[str, Any]) -> None:
@@ -266,6 +268,7 @@ def record_data(cfg: AlignConfig, report: Any) -> None:
         out.mkdir(parents=True, exist_ok=True)
         report.write(out / "data_report.json")
         log(f"data: {report.summary()} (details: {out / 'data_report.json'})")
+    console.attach()  # the output folder is this run's: kolm.log from here on
     if not report.kept:
         raise KolmError(f"no usable rows in {', '.join(cfg.data.train)}: {report.summary()}")
 

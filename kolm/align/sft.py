@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kolm import console
 from kolm.align.chat import pick_chat_template
 from kolm.align.config import AlignConfig
 from kolm.align.data import sft_examples
@@ -74,6 +75,7 @@ def build_trainer(cfg: SftConfig, callbacks: list[Any] | None = None) -> tuple[A
                                               processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     add_online_eval(trainer, eval_sets, cfg.eval, prefix_token(tokenizer), cfg.data.max_length)
     expose_head_bias(trainer.model)
+    console.trainer_output(trainer, "kolm train sft")
     info.update(kind="sft", chat_template=template.source, assistant_tokens=template.masks, data=report.to_dict())
     return trainer, info
 

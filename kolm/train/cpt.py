@@ -182,7 +182,10 @@ def _start_run(cfg: CptConfig, pre: Preflight) -> RunFolder:
         if "WORLD_SIZE" not in os.environ:
             raise KolmError("deepspeed is set in the recipe: launch with the `deepspeed` launcher (see train/cpt.sh), "
                             "or set deepspeed: null for a plain single-process run")
-        deepspeed.init_distributed()  # before TrainingArguments: ZeRO-3 sizes batches and partitions by world size
+        from kolm import console
+
+        with console.prints_to_log("DeepSpeed"):  # its "... built successfully" on every rank: into kolm.log
+            deepspeed.init_distributed()  # before TrainingArguments: ZeRO-3 sizes batches and partitions by world size
         release_shared_memory()
     run = RunFolder(cfg.output)
     if not cfg.resume and not cfg.overwrite and run.has_started():
@@ -386,4 +389,8 @@ def _make_trainer(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, model:
     for callback in (stop, MetricsJsonl(run.metrics, stage=stage.name, stage_index=i, step_offset=step_offset),
                      CheckpointCallback()):
         trainer.add_callback(callback)
+    from kolm import console
+
+    console.attach()  # the run folder is this run's now (checked, and made on rank 0 before the barrier)
+    console.trainer_output(trainer, f"kolm train cpt: stage {stage.name}")
     return trainer
