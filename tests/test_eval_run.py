@@ -71,7 +71,7 @@ def test_two_models_two_languages(models, tmp_path, capsys):
     assert row["delta_bpb"] == pytest.approx(e["bpb"]["ko"]["bpb"] - b["bpb"]["ko"]["bpb"])
     assert res["rows"][0]["delta_bpb"] is None
     # the table on stdout and in results.md
-    head = printed.splitlines()[0].split()
+    head = next(x for x in printed.splitlines() if not x.startswith("kolm eval: ")).split()  # after any progress line
     assert head[:3] == ["model", "lang", "bpb"] and "tokens" in head
     assert f"{e['bpb']['ko']['bpb']:.4f}" in printed and f"{row['delta_bpb']:+.4f}" in printed
     assert (out / "results.md").read_text().startswith("| model | lang | bpb |")

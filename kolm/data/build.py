@@ -334,8 +334,7 @@ def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec
 
 def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], stats: list[Any],
                      tok: dict[str, Any], key: str, lsh: tuple[int, int], resumed: bool) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
+    from kolm.console import Progress
     from kolm.data.mix import check_shares, make_plan
     from kolm.data.pack import TokenStore, fingerprint, write_lang_tokens, write_train, write_validation
 
@@ -351,7 +350,13 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
     check_shares(plan, cfg.mix)
 
     def bar(it: Any, total: int) -> Any:
-        return tqdm(it, total=total, unit="shard", desc="pack", disable=not cfg.progress)
+        shown = Progress("kolm data build: pack", total, unit="shard", enabled=cfg.progress)
+        try:
+            for x in it:
+                yield x
+                shown.update(1)
+        finally:
+            shown.close(False)  # the build's summary line follows
 
     try:
         train = write_train(out / "train", plan, stores, cfg.shard_size, fingerprint(key, "train"), progress=bar)

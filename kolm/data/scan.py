@@ -187,12 +187,12 @@ class Scanner:
         if state is not None and state["done"]:
             return self.stats
         self._open_spills(state["spill_sizes"] if state else None)
-        from tqdm.auto import tqdm
+        from kolm.console import Progress
 
         total = sum(sum(s.sizes) for s in self.sources)
         done_bytes = sum(st.bytes_read for st in self.stats)
-        self.bar = tqdm(total=total or None, initial=done_bytes, unit="B", unit_scale=True, desc="clean+tokenize",
-                        disable=not self.progress, mininterval=1.0)
+        self.bar = Progress("kolm data build: clean+tokenize", total or None, unit="B", scale=True,
+                            initial=done_bytes, enabled=self.progress)
         self.pool = None
         if self.cfg.num_proc > 0:
             # spawn (not fork): the workers never inherit locks from threads of the main process. An executor,

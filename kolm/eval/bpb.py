@@ -22,6 +22,7 @@ every rank runs the same number of forward passes (ZeRO-3 gathers parameters col
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,8 +63,10 @@ def token_windows(ids: list[int], prefix_id: int, max_length: int, stride: int) 
 
 
 def score_documents(model: Any, docs: list[list[int]], n_bytes: int, prefix_id: int, *, max_length: int = 2048,
-                    stride: int | None = None, batch_size: int = 8) -> BpbResult:
-    """bpb of ``model`` on tokenized documents (``n_bytes``: total UTF-8 bytes of their text)."""
+                    stride: int | None = None, batch_size: int = 8,
+                    on_batch: Callable[[int, int], None] | None = None) -> BpbResult:
+    """bpb of ``model`` on tokenized documents (``n_bytes``: total UTF-8 bytes of their text); ``on_batch(done,
+    total)`` is called after each batch (a progress display)."""
     import torch
     import torch.nn.functional as F
 
@@ -97,6 +100,8 @@ def score_documents(model: Any, docs: list[list[int]], n_bytes: int, prefix_id: 
             logits = model(input_ids=x, attention_mask=att).logits.float()
             nats += F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100,
                                     reduction="sum").double()
+            if on_batch is not None:
+                on_batch(b + 1, n_batches)
     model.train(was_training)
     total = torch.tensor([nats.item(), float(scored)], dtype=torch.float64, device=device)
     if dist:
@@ -119,15 +124,16 @@ def prefix_token(tokenizer: Any) -> int:
 
 
 def bits_per_byte(model: Any, tokenizer: Any, texts: list[str], *, prefix_id: int | None = None,
-                  max_length: int | None = None, stride: int | None = None, batch_size: int = 8) -> BpbResult:
+                  max_length: int | None = None, stride: int | None = None, batch_size: int = 8,
+                  on_batch: Callable[[int, int], None] | None = None) -> BpbResult:
     """bpb of ``model`` on raw ``texts`` (each a whole document); ``tokenizer`` is a Hugging Face tokenizer or a
-    ``tokenizers.Tokenizer`` (then pass ``prefix_id``)."""
+    ``tokenizers.Tokenizer`` (then pass ``prefix_id``); ``on_batch`` as for :func:`score_documents`."""
     prefix_id = prefix_token(tokenizer) if prefix_id is None else prefix_id
     if max_length is None:
         max_length = int(getattr(getattr(model, "config", None), "max_position_embeddings", 2048) or 2048)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return score_documents(model, tokenize_documents(tokenizer, texts), n_bytes, prefix_id, max_length=max_length,
-                           stride=stride, batch_size=batch_size)
+                           stride=stride, batch_size=batch_size, on_batch=on_batch)
 
 
 def tokenize_documents(tokenizer: Any, texts: list[str]) -> list[list[int]]:

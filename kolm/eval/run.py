@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from kolm.artifacts import DataFolder
 from kolm.config import ConfigError, field, to_dict
+from kolm.console import Progress
 from kolm.errors import KolmError
 from kolm.io.files import atomic_write_text
 from kolm.tables import text_table
@@ -216,7 +217,13 @@ def load_model(folder: Path, cfg: EvalConfig) -> tuple[Any, Any]:
     return model.to(device).eval(), tok
 
 
-def score_model(model: Any, tok: Any, texts: dict[str, dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]:
+def text_bytes(texts: list[str]) -> int:
+    return sum(len(t.encode("utf-8")) for t in texts)
+
+
+def score_model(model: Any, tok: Any, texts: dict[str, dict[str, Any]], cfg: EvalConfig, bar: Any = None,
+                name: str = "") -> dict[str, Any]:
+    """``{lang: bpb result}`` of one model; ``bar`` (:class:`kolm.console.Progress` over bytes) moves with it."""
     from kolm.eval.bpb import bits_per_byte, prefix_token
 
     try:
@@ -228,9 +235,17 @@ def score_model(model: Any, tok: Any, texts: dict[str, dict[str, Any]], cfg: Eva
     for lang, d in texts.items():
         # --data: the data's seq_len, the window `kolm train cpt` evaluates with, so the numbers match its metrics
         max_length = cfg.max_length or min(d.get("seq_len") or max_pos, max_pos, 4096)
+        start, size = (bar.n, text_bytes(d["texts"])) if bar is not None else (0, 0)
+
+        def tick(done: int, total: int, start: float = start, size: int = size) -> None:
+            bar.set(start + size * done / max(total, 1))
+
         out[lang] = bits_per_byte(model, tok, d["texts"], prefix_id=prefix, max_length=max_length,
-                                  stride=cfg.stride, batch_size=cfg.batch_size).as_dict()
+                                  stride=cfg.stride, batch_size=cfg.batch_size,
+                                  on_batch=tick if bar is not None else None).as_dict()
         out[lang]["max_length"] = max_length
+        if bar is not None:
+            bar.set(start + size, last=f"{name} {lang} {out[lang]['bpb']:.4f} bpb".lstrip())
     return out
 
 
@@ -282,11 +297,13 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     texts = load_texts(cfg)
     names = short_names(cfg.model)
     models = []
+    bar = Progress("kolm eval", len(folders) * sum(text_bytes(d["texts"]) for d in texts.values()), unit="B",
+                   scale=True, enabled=bool(texts))
     for spec, folder, name in zip(cfg.model, folders, names):
         t = time.perf_counter()
         model, tok = load_model(folder, cfg)
         entry: dict[str, Any] = {"name": name, "model": spec, "path": str(folder), "tokenizer_size": len(tok),
-                                 "bpb": score_model(model, tok, texts, cfg)}
+                                 "bpb": score_model(model, tok, texts, cfg, bar, name)}
         if tasks is not None:
             entry["abspath"] = str(folder.resolve())  # ties the task scores to a run folder (kolm dashboard --eval)
             samples = Path(cfg.output) / "samples" / harness.safe_name(name) if cfg.log_samples else None
@@ -294,10 +311,11 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         entry["seconds"] = round(time.perf_counter() - t, 3)
         models.append(entry)
         del model
+    bar.close(False)  # the table and the line below are the summary
     result: dict[str, Any] = {
         "format": RESULTS_FORMAT, "kolm_version": kolm.__version__,
         "texts": {lang: {"source": d["source"], "docs": len(d["texts"]),
-                         "bytes": sum(len(x.encode("utf-8")) for x in d["texts"]),
+                         "bytes": text_bytes(d["texts"]),
                          "skipped_docs": d["skipped_docs"], "skipped_bytes": d["skipped_bytes"]}
                   for lang, d in texts.items()},
         "max_doc_chars": cfg.max_doc_chars,

@@ -359,14 +359,15 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
     the last step the time budget has room for at the median step time so far, whichever comes first; it stops there.
     Replay positions go round, ``replay_batch`` per step."""
     import torch
-    from tqdm.auto import tqdm
+
+    from kolm.console import Progress
 
     bsz, n_base = min(int(opts["batch"]), len(windows)), inputs.plan.n_base
     steps = inputs.max_steps or len(windows) // bsz
     device = first.device
     t0, done, first_loss, last, times, tokens = time.perf_counter(), 0, None, {}, [], 0
     peak = opt.lr
-    bar = tqdm(total=steps, desc="distill init", unit="step", leave=False, mininterval=2.0)
+    bar = Progress("kolm model resize: distill init", steps)
     for step in range(steps):
         t_step = time.perf_counter()
         median = _median(times)
@@ -387,8 +388,7 @@ def _train(model: Any, windows: list[Window], first: Any, opt: Any, opts: dict[s
         times.append(time.perf_counter() - t_step)
         tokens += int(batch[1].sum())
         first_loss = first_loss or parts
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
+        bar.update(1, **{k: f"{k} {v:.3f}" for k, v in parts.items()})
     bar.close()
     return {"steps": done, "max_steps": steps, "seconds": round(time.perf_counter() - t0, 2),
             "stopped_by": "steps" if done == steps else "time budget", "first": first_loss, "last": last,
