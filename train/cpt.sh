@@ -13,9 +13,15 @@ shift
 ngpu=${1:-}
 if [[ "$ngpu" =~ ^[0-9]+$ ]]; then shift; else ngpu=$(nvidia-smi -L | wc -l); fi
 
+# the launcher's own INFO lines (its command, world info, "process N spawned/exits") only with -v or KOLM_VERBOSE=1
+ds_log=(--log_level error)
+for a in "$@"; do [[ "$a" == -v || "$a" == --verbose ]] && ds_log=(); done
+[[ "${KOLM_VERBOSE:-}" == 1 ]] && ds_log=()
+
 # a background job of a script is not a process-group leader, so setsid runs the launcher without forking: its pid
 # is the session id, and every rank it starts is in that session
-setsid deepspeed --num_gpus "$ngpu" --master_port "${MASTER_PORT:-29500}" --module kolm.cli train cpt "$recipe" "$@" &
+setsid deepspeed ${ds_log[@]+"${ds_log[@]}"} --num_gpus "$ngpu" --master_port "${MASTER_PORT:-29500}" --module kolm.cli train cpt \
+    "$recipe" "$@" &
 launcher=$!
 sig=
 forward() {  # the ranks are the session's `python -u -m kolm.cli` processes; the launchers run `--module kolm.cli`.
