@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import unicodedata
 from pathlib import Path
 
@@ -650,8 +651,9 @@ def test_disk_full_is_one_line_and_the_same_command_resumes(reference, tok, corp
 
     monkeypatch.setattr(pack, "_write_batches", full)
     out = tmp_path / "out"
-    with pytest.raises(KolmError, match=r"^output .*: No space left on device \(.*data-00000-of-00001.arrow\); free "
-                                        r"some space and run the same command again to resume$"):
+    with pytest.raises(KolmError, match=rf"^no space left in {re.escape(str(out))}: the rest of the build \(train "
+                                        r"shards of about .* each, then the validation splits\) needs about .*; .* "
+                                        r"free of .* on .*; free some space and run the same command again to resume$"):
         build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})
     monkeypatch.setattr(pack, "_write_batches", orig)
     m = build(tok, out, sources(corpus), {"ko": 0.7, "en": 0.3})

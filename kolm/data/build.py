@@ -36,6 +36,7 @@ So 10x more input means the same text buffers and ~50 bytes more per additional 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -51,8 +52,8 @@ from kolm.artifacts import MANIFEST_FILE, DataFolder
 from kolm.config import dump_yaml, to_dict
 from kolm.data.config import DataBuildConfig
 from kolm.data.filters import load_filters
-from kolm.errors import KolmError
-from kolm.io.files import atomic_write_text, file_sha256
+from kolm.errors import DiskFullError, KolmError
+from kolm.io.files import atomic_write_text, disk_full, file_sha256, no_room, no_room_message, size_text
 from kolm.io.models import resolve_pretrained
 from kolm.io.tokenizers import TOKENIZER_FILES, tokenizer_fingerprint
 from kolm.paths import is_hub_id
@@ -195,8 +196,11 @@ class _Marker:
             self.fd = -1
 
     def fail(self, message: str) -> None:
-        """Record that this build failed: a changed recipe may then replace it without --overwrite."""
-        self.write({**(self.read() or {}), "failed": message})
+        """Record that this build failed: a changed recipe may then replace it without --overwrite. Best effort: on a
+        full disk this write fails too, and the build then stays an interrupted one, which the same command resumes
+        all the same (raising here hid the build's own error behind a second traceback)."""
+        with contextlib.suppress(OSError):
+            self.write({**(self.read() or {}), "failed": message})
 
 
 def describe_unfinished(out: Path) -> str:
@@ -298,13 +302,14 @@ def run(cfg: DataBuildConfig) -> dict[str, Any]:
 
 
 _USER_FIXABLE = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR)
+RESUME_HINT = "free some space and run the same command again to resume"
 
 
 def _os_error(e: OSError, out: Path) -> KolmError:
     """One line for a file-system error of the build: where, what, and that the same command resumes."""
-    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-    hint = "; free some space and run the same command again to resume" if full else ""
-    return KolmError(f"output {out}: {e.strerror or e} ({e.filename or out}){hint}")
+    if disk_full(e):
+        return DiskFullError(no_room_message(out, "the build's records", None, RESUME_HINT))
+    return KolmError(f"output {out}: {e.strerror or e} ({e.filename or out})")
 
 
 def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec: Any, tok: dict[str, Any],
@@ -312,7 +317,10 @@ def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec
     """Phase 1, the checks on what it kept, phase 2 and the manifest (written last, atomically)."""
     from kolm.data.scan import Scanner, check_kept, filter_hints
 
-    stats = Scanner(cfg, sources, spec, work, progress=cfg.progress).run()
+    scanner = Scanner(cfg, sources, spec, work, progress=cfg.progress)
+    with no_room(out, "the rest of the build (phase 1's token spills and checkpoints in .work, then the train "
+                      "shards)", scanner.space_needed, RESUME_HINT):
+        stats = scanner.run()
     t_scan = time.perf_counter() - t0
     for s, st in zip(sources, stats):
         if st.read != st.kept + sum(st.dropped.values()):
@@ -327,8 +335,9 @@ def _build(cfg: DataBuildConfig, out: Path, work: Path, sources: list[Any], spec
     manifest["filters"] = [c.name for c in filter_classes]  # in order: a drop is the first one failed
     manifest["warnings"] = warnings + lost
     manifest["timings_s"] = {"scan": round(t_scan, 3), "total": round(time.perf_counter() - t0, 3)}
-    (out / "recipe.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-    DataFolder(out).write_manifest(manifest)
+    with no_room(out, "the manifest", lambda: 2 * len(json.dumps(manifest, indent=2)), RESUME_HINT):
+        (out / "recipe.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+        DataFolder(out).write_manifest(manifest)
     return manifest
 
 
@@ -358,14 +367,23 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
         finally:
             shown.close(False)  # the build's summary line follows
 
-    try:
-        train = write_train(out / "train", plan, stores, cfg.shard_size, fingerprint(key, "train"), progress=bar)
-        lang_tokens = write_lang_tokens(out / "train_lang_tokens.npy", plan, [s.lang for s in sources])
-    finally:
-        for st in stores:
-            st.close()
-    val_info = {lang: write_validation(out / "validation" / lang, rows, fingerprint(key, "val", lang))
-                for lang, rows in val_rows.items()}
+    n_shards, shard_bytes = _shards(plan, cfg.shard_size)
+    val_bytes = sum((work / f"val.{lang}.jsonl").stat().st_size for lang in langs if val_rows[lang])
+
+    def need() -> int:  # the shards not written yet, the per-sequence language counts, the validation splits
+        left = n_shards - sum(1 for _ in (out / "train").glob("data-*-of-*.arrow"))
+        return left * shard_bytes + 8 * len(langs) * (plan.n_sequences + 1) + val_bytes
+
+    with no_room(out, f"the rest of the build (train shards of about {size_text(shard_bytes)} each, then the "
+                      f"validation splits)", need, RESUME_HINT):
+        try:
+            train = write_train(out / "train", plan, stores, cfg.shard_size, fingerprint(key, "train"), progress=bar)
+            lang_tokens = write_lang_tokens(out / "train_lang_tokens.npy", plan, [s.lang for s in sources])
+        finally:
+            for st in stores:
+                st.close()
+        val_info = {lang: write_validation(out / "validation" / lang, rows, fingerprint(key, "val", lang))
+                    for lang, rows in val_rows.items()}
     shares = plan.shares()
     src_out = {s.name: _source_report(s, st, int(store.lengths.sum()), ep, n_tok)
                for s, st, store, ep, n_tok in zip(sources, stats, stores, plan.epochs, plan.tokens_sampled)}
@@ -391,6 +409,11 @@ def _pack_and_report(cfg: DataBuildConfig, out: Path, work: Path, sources: list[
         "memory_bound": MEMORY_BOUND,
         "recipe": to_dict(cfg),
     }
+
+
+def _shards(plan: Any, shard_size: int) -> tuple[int, int]:
+    """How many train shards the plan fills and the bytes of a full one (int32 tokens)."""
+    return max(1, -(-plan.n_sequences // shard_size)), min(shard_size, plan.n_sequences) * plan.seq_len * 4
 
 
 def _source_report(s: Any, st: Any, pool_tokens: int, epochs: float, sampled: int) -> dict[str, Any]:
