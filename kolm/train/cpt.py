@@ -21,11 +21,19 @@ from typing import Any
 from kolm.artifacts import DataFolder, RunFolder, StageFolder, find_new_token_start
 from kolm.artifacts.tokenizer_match import check_manifest_tokenizer
 from kolm.errors import KolmError
-from kolm.io.files import move_into_place
+from kolm.io.files import folder_bytes, move_into_place
 from kolm.io.models import check_model_folder
 from kolm.io.tokenizers import copy_tokenizer_files
 from kolm.train.config import DEEPSPEED_PRESETS, CptConfig
-from kolm.train.run_state import barrier, is_main, release_shared_memory, resume_point, rewind_metrics
+from kolm.train.run_state import (
+    barrier,
+    checkpoint_need,
+    ends_on_full_disk,
+    is_main,
+    release_shared_memory,
+    resume_point,
+    rewind_metrics,
+)
 from kolm.train.signals import StopSignals
 
 # the DeepSpeed presets are package data (a regular `pip install .` carries them); train/deepspeed/ links to them
@@ -228,12 +236,15 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
     for callback in callbacks:
         trainer.add_callback(callback)
     _check_distributed(trainer, pre.ds_config is not None)
-    trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
+    with ends_on_full_disk(run.path, f"a checkpoint of stage {stage.name}",
+                           lambda: checkpoint_need(sf.path, trainer.model, pre.ds_config is not None)):
+        trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
     for h in handles:
         h.remove()
     if stop.stopped_by_signal:
         _stop(signals, f"at step {step_offset + trainer.state.global_step}; the checkpoint is saved")
-    _save_final(trainer, stage, src, sf, cfg)
+    with ends_on_full_disk(run.path, f"the final model of stage {stage.name}", lambda: folder_bytes(src)):
+        _save_final(trainer, stage, src, sf, cfg)
 
 
 def run(cfg: CptConfig, callbacks: tuple[Any, ...] = ()) -> Path:
@@ -268,7 +279,8 @@ def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any, 
                              callbacks)
             src, offset, step_offset = sf.final, offset + n_seq, step_offset + stage.max_steps
     if is_main():
-        _copy_final(src, run_dir.final)
+        with ends_on_full_disk(run_dir.path, "the run's final model", lambda: folder_bytes(src)):
+            _copy_final(src, run_dir.final)
         print(f"kolm train cpt: {len(cfg.stages)} stage(s), {step_offset} steps, "
               f"{'bf16 autocast' if _bf16(cfg) else 'fp32'} -> {run_dir.final}", flush=True)
     return run_dir.final
