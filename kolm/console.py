@@ -244,13 +244,17 @@ class _ToLog(io.TextIOBase):
     def write(self, text: str) -> int:  # type: ignore[override]
         for i, chunk in enumerate(text.split("\n")):
             if i:
-                self.flush()
+                self.finish()
             frame = chunk.rsplit("\r", 1)[-1].rstrip()
             if frame:
                 self.line = frame if "\r" in chunk else self.line + chunk
         return len(text)
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # tqdm flushes after every frame: a line is logged once it ends
+        pass
+
+    def finish(self) -> None:
+        """Log the line written so far (the end of a redirection)."""
         if self.line.strip():
             log.info(f"[{self.source}] %s" if self.source else "%s", self.line.strip())
         self.line = ""
@@ -275,7 +279,7 @@ def prints_to_log(source: str) -> Iterator[None]:
         with contextlib.redirect_stdout(stream):  # type: ignore[type-var]
             yield
     finally:
-        stream.flush()
+        stream.finish()
 
 
 # ---------------------------------------------------------------------------------------------------------- a session
@@ -379,8 +383,8 @@ def session(command: str, *, verbose: bool = False, folder: str | Path | None = 
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # type: ignore[type-var]
                 yield
         finally:
-            out.flush()
-            err.flush()
+            out.finish()
+            err.finish()
         return
     s = _Session(command, verbose or env_verbose(), folder)
     _current = s

@@ -127,12 +127,16 @@ def test_session_sends_framework_logs_and_warnings_to_the_log(tmp_path, capfd, m
         assert "transformers speaks" in (run / console.LOG_FILE).read_text()
         logging.getLogger("trl.trainer").warning("trl speaks")
         warnings.warn("a python warning", UserWarning, stacklevel=1)
+        for _ in transformers.utils.logging.tqdm(range(3), desc="Loading weights"):  # as from_pretrained's bar
+            pass
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     text = (run / console.LOG_FILE).read_text()
     assert text.startswith(text.splitlines()[0]) and "kolm train cpt (pid" in text.splitlines()[0]
     assert "WARNING transformers.modeling_utils: transformers speaks" in text and "trl speaks" in text
     assert "a python warning" in text
+    bars = [x for x in text.splitlines() if "Loading weights" in x]  # a bar is one line: its last frame
+    assert len(bars) == 1 and "INFO kolm: [transformers] Loading weights: 100%" in bars[0] and "3/3" in bars[0]
     assert _restored() and not console.quiet()
 
     # a command that fails before its folder is its own logs to the cache; with -v nothing is taken over
