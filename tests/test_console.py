@@ -28,12 +28,12 @@ FRAMEWORK = ("Loading weights", "Writing model shards", "{'", "\r", "Setting acc
              "UserWarning", "FutureWarning", "built successfully")
 
 
-def kolm_run(*args: str, cwd: Path, seconds: str = "0") -> subprocess.CompletedProcess:
+def kolm_run(*args: str, cwd: Path, seconds: str = "0", timeout: float = 1800) -> subprocess.CompletedProcess:
     """``kolm ARGS`` in a subprocess, stdout and stderr piped; a progress line at every update (seconds "0")."""
     env = {**os.environ, console.PROGRESS_ENV: seconds, "KOLM_CACHE": str(cwd / "cache")}
     env.pop(console.VERBOSE_ENV, None)
     proc = subprocess.run([sys.executable, "-m", "kolm.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          timeout=1800)
+                          timeout=timeout)
     # bytes, decoded without newline translation: text=True would turn every \r into \n
     proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -251,7 +251,7 @@ def test_train_sft_prints_kolm_lines_only(tiny):
 @pytest.mark.slow
 def test_demo_prints_kolm_lines_only(tmp_path):
     proc = kolm_run("demo", "--model", "tiny", "--minutes", "0.5", "--no-align", "--hidden-size", "32", "--layers",
-                    "1", "--output", "demo", cwd=tmp_path, seconds="30")
+                    "1", "--output", "demo", cwd=tmp_path, seconds="30", timeout=3600)
     lines = assert_kolm_only(proc)
     assert len(lines) <= 60, proc.stdout
     assert all(x.startswith(("[kolm demo]", "kolm ")) for x in lines if x.strip() and "ETA" in x)
