@@ -6,6 +6,7 @@ must hold what the frameworks said, and `-v` must bring it back. A pseudo-termin
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -144,10 +145,19 @@ def test_session_sends_framework_logs_and_warnings_to_the_log(tmp_path, capfd, m
         logging.getLogger("transformers").warning("before the failure")
         raise RuntimeError("boom")
     assert "before the failure" in (tmp_path / "cache" / "logs" / "kolm-model-resize.log").read_text()
-    with console.session("eval", verbose=True, folder=tmp_path / "v"):
-        assert not console.quiet()
-        logging.getLogger("transformers.x").warning("shown as usual")
-    assert "shown as usual" in capfd.readouterr().err and not (tmp_path / "v").exists() and _restored()
+    # transformers' own handler keeps the sys.stderr of the moment it was made (in a whole pytest run: the capture
+    # of whichever test imported it first), so the check listens on that handler rather than on capfd
+    own = [h for h in logging.getLogger("transformers").handlers if type(h) is logging.StreamHandler]
+    assert len(own) == 1
+    shown = io.StringIO()
+    stream = own[0].setStream(shown)
+    try:
+        with console.session("eval", verbose=True, folder=tmp_path / "v"):
+            assert not console.quiet()
+            logging.getLogger("transformers.x").warning("shown as usual")
+    finally:
+        own[0].setStream(stream)
+    assert "[transformers] shown as usual" in shown.getvalue() and not (tmp_path / "v").exists() and _restored()
 
 
 def test_a_command_run_by_another_prints_into_its_log_but_shows_its_progress(tmp_path, capfd, monkeypatch):
