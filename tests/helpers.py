@@ -98,3 +98,49 @@ def tiny_llama(vocab_size: int, *, hidden: int = 32, layers: int = 2, tie: bool 
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=256, tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2)
     return LlamaForCausalLM(cfg)
+
+
+def ko_en_data(root: Path, tokenizer: str, seq_len: int) -> Path:
+    """``kolm data build`` of ``root``'s ko.txt and en.txt (80% / 20%) with ``tokenizer`` (a folder under ``root``)
+    into ``root/data``."""
+    import yaml
+
+    from kolm.cli import main
+
+    recipe = {"tokenizer": tokenizer, "seq_len": seq_len, "seed": 0, "mix": {"ko": 0.8, "en": 0.2},
+              "sources": [{"name": "ko", "lang": "ko", "paths": ["ko.txt"]},
+                          {"name": "en", "lang": "en", "paths": ["en.txt"]}],
+              "validation": {"fraction": 0.02, "max_docs": 20}, "num_proc": 1, "progress": False}
+    (root / "data.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["data", "build", str(root / "data.yaml"), "--output", str(root / "data")]) == 0
+    return root / "data"
+
+
+def wait_for(path: Path, proc, timeout: float = 300) -> None:
+    """Wait until ``path`` exists; fail with the process's output if it ends first."""
+    import time
+
+    t = time.time()
+    while not path.exists():
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"run ended before {path} appeared (rc {proc.returncode}): {out[-2000:]}")
+        assert time.time() - t < timeout, f"timed out waiting for {path}"
+        time.sleep(0.2)
+
+
+def kill_and_resume(launch, ref: str, crash: str, checkpoint: Path) -> None:
+    """Run ``launch(ref)`` to the end; run ``launch(crash)``, SIGKILL its process group once ``checkpoint`` (a
+    checkpoint folder of the crash run) is complete, then ``launch(crash, "--resume")`` to the end."""
+    import signal
+
+    proc = launch(ref)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    proc = launch(crash)
+    wait_for(checkpoint / "kolm_complete.json", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc = launch(crash, "--resume")
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]

@@ -101,13 +101,13 @@ def test_override_after_a_list_flag_is_an_override():
 
 
 def test_override_is_not_taken_for_the_recipe():
-    got = dry_run(["train", "cpt", "--model", "a", "--data", "b", "--output", "c", "optim.lr=1e-3"])
+    got = dry_run(["train", "cpt", "--model", "a", "--data", "b", "--output", "c", "optim.lr=1e-3", "max_steps=5"])
     assert got["optim"]["lr"] == 0.001 and (got["model"], got["data"], got["output"]) == ("a", "b", "c")
 
 
 def test_dotted_flag_keeps_its_value():
     got = dry_run(["train", "cpt", "--model", "a", "--data", "b", "--output", "c", "--optim.lr", "1e-3",
-                   "--eval.every", "7"])
+                   "--eval.every", "7", "--max-steps", "5"])
     assert got["optim"]["lr"] == 0.001 and got["eval"]["every"] == 7
 
 
@@ -116,12 +116,12 @@ def test_lists_of_sections_have_no_flag_and_take_indices(tmp_path, capsys):
     got = dry_run([*base, "stages.0.max_steps=7", "--stages.0.lr", "0.5", "stages.1.name=more", "stages.1.kind=lora",
                    "--stages.1.lora.r=4"])
     assert [(s["name"], s["kind"], s["max_steps"], s["lr"]) for s in got["stages"]] == [
-        ("full", "full", 7, 0.5), ("more", "lora", 100, None)]
+        ("stage", "full", 7, 0.5), ("more", "lora", 100, None)]
     assert got["stages"][1]["lora"]["r"] == 4
     got = dry_run([*base, "--stages", "[{name: e, kind: embeddings}, {name: f}]", "stages.1.max_steps=3"])
     assert [(s["name"], s["kind"], s["max_steps"]) for s in got["stages"]] == [("e", "embeddings", 100),
                                                                               ("f", "full", 3)]
-    for bad, msg in ((["--stages", "x"], "a list of sections"), (["stages.5.name=x"], "index from 0 to 1"),
+    for bad, msg in ((["--stages", "x"], "a list of sections"), (["stages.5.name=x"], "index from 0 to 0"),
                      (["stages.x=1"], "name an item by its index"), (["stages.0.bogus=1"], "stages.0.bogus")):
         assert main([*base, *bad, "--dry-run"]) == 2
         assert msg in capsys.readouterr().err, bad
@@ -206,12 +206,13 @@ CASES: dict[str, Case] = {
                       "literal": ("model", "tiny")}),
     "vocab extend": Case({"base": "b", "corpus": ["c.txt"], "num_new_tokens": 5, "output": "o"},
                          {"scalar": ("min_frequency", 3), "bool": ("morpheme_aware", True),
-                          "list": ("corpus", ["k1.txt", "k2.txt"]), "float": ("max_char_share", 0.5)},
+                          "list": ("corpus", ["k1.txt", "k2.txt"]), "float": ("max_char_share", 0.5),
+                          "literal": ("mode", "syllables")},
                          mix=("corpus", ["m1.txt", "m2.txt"])),
     "vocab report": Case({"tokenizer": ["t"], "text": ["x.txt"]},
                          {"scalar": ("max_docs", 5), "bool": ("morphemes", False),
                           "list": ("tokenizer", ["t1", "org/t2"])}, mix=("text", ["a.txt", "b.txt"])),
-    "train cpt": Case({"model": "m", "data": "d", "output": "o"},
+    "train cpt": Case({"model": "m", "data": "d", "output": "o", "stages": [{"name": "full", "kind": "full"}]},
                       {"scalar": ("grad_accum", 4), "bool": ("resume", True), "list": ("report_to", ["tb", "wandb"]),
                        "literal": ("precision", "fp32"), "nested": ("optim.lr", 0.002),
                        "nested_literal": ("optim.scheduler", "linear"), "index": ("stages.0.max_steps", 7)},
@@ -307,7 +308,8 @@ def base_args(case: Case, cls: type, skip: set[str]) -> list[str]:
     for k, v in case.base.items():
         f = next(f for f in dataclasses.fields(cls) if f.name == k)
         tp, _ = strip_optional(resolve_type(cls, k))
-        if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict or not f.metadata.get("cli", True):
+        sections = typing.get_origin(tp) in (list, tuple) and dataclasses.is_dataclass((typing.get_args(tp) or (0,))[0])
+        if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict or sections or not f.metadata.get("cli", True):
             out += [f"{key}={flow(x)}" for key, x in leaves(k, v) if key not in skip]
         elif k in skip:
             continue
@@ -552,7 +554,7 @@ PATH_FIELDS = {
     "demo": {"output", "ko_text", "en_text"},
     "vocab extend": {"base", "corpus", "output"},
     "vocab report": {"tokenizer", "text"},
-    "train cpt": {"model", "data", "output", "deepspeed", "eval.sets"},
+    "train cpt": {"model", "data", "output", "deepspeed", "eval.sets", "teacher.model"},
     "model init": {"tokenizer", "output"},
     "model resize": {"model", "tokenizer", "output", "base_tokenizer", "corpus"},
     "model import": {"gguf", "output"},

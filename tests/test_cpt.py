@@ -8,12 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import free_port, read_lines, real_tokenizer, tiny_llama
+from helpers import free_port, kill_and_resume, read_lines, real_tokenizer, tiny_llama, wait_for
 from test_metrics import FakeWandb, tensorboard_scalars
 
 from kolm.cli import main
@@ -162,23 +161,13 @@ def test_preflight_errors(pipeline, tmp_path, capsys):
 
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    t = time.time()
-    while not path.exists():
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"run ended before {path} appeared (rc {proc.returncode}): {out[-2000:]}")
-        assert time.time() - t < timeout, f"timed out waiting for {path}"
-        time.sleep(0.2)
-
-
 def test_sigterm_saves_and_resume_finishes(pipeline):
     r = recipe(pipeline, "sig", [{"name": "full", "kind": "full", "max_steps": 40}], eval={"every": 0},
                checkpoint={"every": 1000, "keep": 2})
     run = pipeline / "runs" / "sig"
     proc = subprocess.Popen([sys.executable, "-m", "kolm.cli", "train", "cpt", str(r)], cwd=pipeline,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(run / "metrics.jsonl", proc)  # training has started
+    wait_for(run / "metrics.jsonl", proc)  # training has started
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
@@ -205,16 +194,8 @@ def test_zero3_two_ranks_kill_and_resume_matches(pipeline):
         return subprocess.Popen(cmd, cwd=pipeline, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
 
-    ref = launch("z3_ref")
-    out, _ = ref.communicate(timeout=900)
-    assert ref.returncode == 0, out[-3000:]
-    crash = launch("z3_crash")
-    _wait_for(pipeline / "runs" / "z3_crash" / "stages" / "01-full" / "checkpoint-3" / "kolm_complete.json", crash)
-    os.killpg(crash.pid, signal.SIGKILL)
-    crash.wait()
-    resumed = launch("z3_crash", "--resume")
-    out, _ = resumed.communicate(timeout=900)
-    assert resumed.returncode == 0, out[-3000:]
+    kill_and_resume(launch, "z3_ref", "z3_crash",
+                    pipeline / "runs" / "z3_crash" / "stages" / "01-full" / "checkpoint-3")
     a, b = metrics(pipeline / "runs" / "z3_ref"), metrics(pipeline / "runs" / "z3_crash")
     assert [(x["kind"], x["step"]) for x in a] == [(x["kind"], x["step"]) for x in b]
     for x, y in zip(a, b, strict=True):

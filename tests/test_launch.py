@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, free_port, read_lines, real_tokenizer, tiny_llama
+from helpers import REPO, free_port, ko_en_data, read_lines, real_tokenizer, tiny_llama
 from test_cpt import metrics, safetensors
 
 from kolm.cli import main
@@ -43,12 +43,7 @@ def pipe(tmp_path_factory) -> Path:
     model.save_pretrained(str(root / "model"))
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(real_tokenizer("llama2") / f, root / "model" / f)
-    recipe = {"tokenizer": "model", "seq_len": 64, "seed": 0, "mix": {"ko": 0.8, "en": 0.2},
-              "sources": [{"name": "ko", "lang": "ko", "paths": ["ko.txt"]},
-                          {"name": "en", "lang": "en", "paths": ["en.txt"]}],
-              "validation": {"fraction": 0.02, "max_docs": 20}, "num_proc": 1, "progress": False}
-    (root / "data.yaml").write_text(yaml.safe_dump(recipe))
-    assert main(["data", "build", str(root / "data.yaml"), "--output", str(root / "data")]) == 0
+    ko_en_data(root, "model", 64)
     return root
 
 

@@ -105,10 +105,10 @@ def generation_stats(model: Any, tokenizer: Any, prompts: list[str], *, max_new_
     seconds = 0.0
     try:
         with torch.no_grad():  # the first call pays one-time setup; time the rest only
-            model.generate(**tokenizer(prompts[:1], return_tensors="pt"), max_new_tokens=2, do_sample=False,
-                           pad_token_id=pad, logits_processor=processors)
+            model.generate(**tokenizer(prompts[:1], return_tensors="pt").to(model.device), max_new_tokens=2,
+                           do_sample=False, pad_token_id=pad, logits_processor=processors)
         for i in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True)
+            batch = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(model.device)
             t = time.perf_counter()
             with torch.no_grad():
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,

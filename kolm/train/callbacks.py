@@ -11,7 +11,9 @@ peak GPU memory when there is a GPU):
 
 - ``{"kind": "train", "stage": "full", "stage_index": 1, "step": 120, "stage_step": 20, "loss": 2.31,
   "lr": 1e-4, "grad_norm": 0.9, "tokens_seen": 491520, "tokens_seen_by_lang": {"en": 98304, "ko": 393216}}``
-  (``tokens_seen_by_lang`` is exact: it comes from the data folder's ``train_lang_tokens.npy``)
+  (``tokens_seen_by_lang`` is exact: it comes from the data folder's ``train_lang_tokens.npy``; a run with a teacher
+  adds ``teacher_kd`` and ``teacher_chunk``, nats per label position before weighting, and ``loss_with_teacher``,
+  the objective, while ``loss`` stays the data's cross-entropy: :mod:`kolm.train.teacher`)
 - ``{"kind": "eval", "stage": ..., "stage_index": ..., "step": ..., "stage_step": ..., "tokens_seen": ...,
   "eval": {"ko": {"bpb": 1.21, "loss": 2.3, "nats": ..., "bytes": ..., "tokens": ..., "docs": ...}, "en": {...}}}``
 
@@ -36,6 +38,8 @@ from kolm.train.metrics import TOKENS_SEEN, read_eval_logs, read_tokens_by_lang
 from kolm.train.run_state import barrier, is_main, write_marker
 
 GPU_KEYS = ("gpu_max_allocated_gib", "gpu_max_reserved_gib")
+# a run with a teacher (kolm.train.teacher) also logs its terms (teacher_kd, teacher_chunk) and the objective
+TEACHER_KEYS = ("loss_with_teacher",)
 
 
 class MetricsJsonl(TrainerCallback):
@@ -60,7 +64,8 @@ class MetricsJsonl(TrainerCallback):
             out.append({"kind": "eval", **base, "eval": evals})
         if "loss" in logs:
             out.append({"kind": "train", **base, "loss": logs["loss"], "lr": logs.get("learning_rate"),
-                        "grad_norm": logs.get("grad_norm"), **{k: logs[k] for k in GPU_KEYS if k in logs}})
+                        "grad_norm": logs.get("grad_norm"),
+                        **{k: logs[k] for k in logs if k in GPU_KEYS or k in TEACHER_KEYS or k.startswith("teacher_")}})
         return out
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:

@@ -14,6 +14,7 @@ A recipe (``train/*.yaml``) looks like::
       - {name: full, kind: full, max_steps: 5000}
     eval: {every: 100, max_docs: 256, sets: {ko: ../text/ko_heldout.txt, en: ../text/en_heldout.txt}}
     checkpoint: {every: 200, keep: 2}
+    teacher: {model: auto, kd: 1.0, chunk: 1.0}   # the model before the resize as a teacher (kolm/train/teacher.py)
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class StageConfig:
     """One training stage. Stages run in order, each starting from the previous stage's final model."""
 
     name: str = field("stage", help="folder name of the stage")
-    kind: Literal["embeddings", "full", "lora"] = field("full", help="what trains")
+    kind: Literal["embeddings", "full", "lora", "layers"] = field(
+        "full", help="what trains: embeddings (the added rows only), full, lora, layers (the input embeddings, the LM "
+                     "head and the decoder layers in `layers`)")
     max_steps: int = field(100, help="optimizer steps of this stage")
     lr: float | None = field(None, help="peak lr of this stage (default: optim.lr)")
     warmup_steps: int | None = field(None, help="warm-up of this stage (default: optim.warmup_steps)")
@@ -79,6 +82,12 @@ class StageConfig:
                    "other row keeps the stage's lr (or embedding_lr), so the new rows catch up without moving the "
                    "pretrained ones faster (not under DeepSpeed)")
     lora: LoraStageConfig = field(default_factory=LoraStageConfig, help="LoRA settings (kind: lora)")
+    teacher: bool = field(True, help="use the recipe's teacher in this stage (when the recipe has one)")
+    layers: list[int] = field(default_factory=lambda: [0, 1, -2, -1],
+                              help="kind layers: the decoder layers that train (negative counts from the last)")
+    t2_head: bool = field(False, help="also train an extra head, a copy of the LM head, that predicts the token "
+                                      "after next from the same hidden state; its cross-entropy joins the loss and it "
+                                      "is dropped when the stage ends (Yamaguchi et al. 2024; not under DeepSpeed)")
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
@@ -148,17 +157,55 @@ class CheckpointConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """The model from before the resize as a teacher (:mod:`kolm.train.teacher`): it reads each batch expanded into
+    its own tokens, and the student learns from its predictions beside the data's cross-entropy."""
+
+    model: str | None = field(None, path=True, keywords=("auto",),
+                              help="teacher model folder; auto: the model the student's resize started from "
+                                   "(resize.json); null: no teacher")
+    kd: float = field(1.0, help="weight of the KL from the teacher's next-base-token distribution to the student's "
+                                "grouped by first piece (exact at every position)")
+    chunk: float = field(1.0, help="weight of chunk likelihood matching (ALM): the student's log-probability of each "
+                                   "token against the teacher's summed log-probability of its pieces")
+    temperature: float = field(100.0, help="ALM's binarisation temperature of the chunk term")
+    until_step: int | None = field(None, help="run step after which the teacher is dropped (null: every step of the "
+                                              "stages that use it)")
+    max_length: int | None = field(None, help="teacher window in its own tokens (default: its max_position_embeddings);"
+                                              " longer expanded sequences are read in overlapping windows")
+    chunk_positions: int = field(2048, help="positions per chunk of the KL's softmax (bounds memory on large batches)")
+
+    def __post_init__(self) -> None:
+        if self.kd < 0 or self.chunk < 0 or self.temperature <= 0:
+            raise ConfigError("teacher: kd and chunk must be >= 0 and temperature > 0")
+        if self.model is not None and self.kd == 0 and self.chunk == 0:
+            raise ConfigError("teacher: kd and chunk are both 0; set model: null for no teacher")
+        if self.max_length is not None and self.max_length < 8:
+            raise ConfigError(f"teacher.max_length: must be >= 8, got {self.max_length}")
+        if self.until_step is not None and self.until_step < 0:
+            raise ConfigError(f"teacher.until_step: must be >= 0, got {self.until_step}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.model is not None
+
+
+@dataclass
 class CptConfig:
     """``kolm train cpt RECIPE.yaml``."""
 
     model: str = field(None, help="model folder (safetensors + tokenizer), e.g. from `kolm model resize`", path=True)
     data: str = field(None, help="data folder from `kolm data build`", path=True)
     output: str = field(None, help="run folder (stages, checkpoints, metrics.jsonl, final model)", path=True)
-    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(name="full", kind="full")],
-                                      help="stages in order")
+    stages: list[StageConfig] | None = field(
+        None, help="stages in order; null: kolm's recipe for the model, sized to max_steps (kolm/train/recipes.py)")
+    max_steps: int | None = field(None, help="the run's step budget when the recipe lists no stages (kolm chooses "
+                                             "them for the model)")
     optim: OptimConfig = field(default_factory=OptimConfig, help="optimiser and schedule")
     eval: CptEvalConfig = field(default_factory=CptEvalConfig, help="online evaluation (bits per byte)")
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, help="checkpointing")
+    teacher: TeacherConfig | None = field(None, help="the model before the resize as a teacher; null: none, or "
+                                                          "kolm's choice when the recipe lists no stages")
     micro_batch_size: int = field(1, help="sequences per device per forward")
     grad_accum: int = field(1, help="gradient accumulation steps")
     deepspeed: str | None = field(None, path=True, keywords=DEEPSPEED_PRESETS,
@@ -181,15 +228,26 @@ class CptConfig:
         for name in ("model", "data", "output"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: required")
-        if not self.stages:
-            raise ConfigError("stages: at least one stage")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite: choose one (--resume continues the run, --overwrite replaces it)")
+        if self.micro_batch_size <= 0 or self.grad_accum <= 0:
+            raise ConfigError("micro_batch_size and grad_accum must be > 0")
+        if self.stages is None:
+            if not self.max_steps or self.max_steps <= 0:
+                raise ConfigError("stages or max_steps: list the stages, or give max_steps (> 0) and kolm chooses "
+                                  "them for the model (kolm/train/recipes.py)")
+            return
+        if self.max_steps is not None:
+            raise ConfigError("max_steps: the stages set their own steps; give max_steps without stages (kolm then "
+                              "chooses them) or stages without max_steps")
+        if not self.stages:
+            raise ConfigError("stages: at least one stage")
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"stages: names must be unique, got {names}")
-        if self.micro_batch_size <= 0 or self.grad_accum <= 0:
-            raise ConfigError("micro_batch_size and grad_accum must be > 0")
+        if self.deepspeed and any(s.t2_head for s in self.stages):
+            raise ConfigError("stages: t2_head adds a module that DeepSpeed would have to partition after the model "
+                              "was built; run it without deepspeed")
         if self.deepspeed and any(s.new_rows_lr is not None for s in self.stages):
             raise ConfigError("stages: new_rows_lr scales each optimizer step's update of the added rows, which "
                               "DeepSpeed keeps partitioned in its own optimizer; use embedding_lr under DeepSpeed")

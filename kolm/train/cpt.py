@@ -49,6 +49,7 @@ class Preflight:
     eval_sets: list[Any]  # kolm.train.online_eval.EvalSet: validation splits and eval.sets
     ds_config: dict[str, Any] | None
     lang_tokens: tuple[list[str], Any] | None  # languages, cumulative tokens per language per packed sequence
+    teacher: Any = None  # kolm.train.teacher.TeacherPlan when the recipe has a teacher
 
 
 def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
@@ -66,6 +67,9 @@ def deepspeed_config(spec: str | None) -> dict[str, Any] | None:
 def preflight(cfg: CptConfig) -> Preflight:
     """Refuse a bad run before anything is written: a folder that is not this run's, cut or corrupt weights and data
     shards, vocab/tokenizer/data mismatches (tokenizers compared by content), missing splits, seq_len limits."""
+    from kolm.train.recipes import with_recipe
+
+    cfg = with_recipe(cfg, announce=False)  # a recipe without stages: the ones kolm chooses (run() said which)
     model, data = Path(cfg.model), DataFolder(cfg.data)
     if not cfg.overwrite:
         RunFolder(cfg.output).check_owner(cfg.model, cfg.data, resume=cfg.resume)
@@ -100,9 +104,14 @@ def preflight(cfg: CptConfig) -> Preflight:
     from kolm.train.online_eval import cpt_eval_sets
 
     check_report_to(cfg.report_to)
+    teacher = None
+    if cfg.teacher.enabled and any(s.teacher for s in cfg.stages):
+        from kolm.train.teacher import plan_teacher
+
+        teacher = plan_teacher(cfg.teacher, model, vocab)
     eval_sets = cpt_eval_sets(cfg.eval, data, tokenizer)
     return Preflight(data, manifest.seq_len, new_start, int(manifest.prefix_id), eval_sets,
-                     deepspeed_config(cfg.deepspeed), data.lang_tokens())
+                     deepspeed_config(cfg.deepspeed), data.lang_tokens(), teacher)
 
 
 def _training_args(cfg: CptConfig, stage: Any, sdir: Path, ds: dict | None) -> Any:
@@ -215,7 +224,13 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
     """Run stage ``i`` from model ``src`` (resuming from its newest complete checkpoint with ``--resume``) and write
     its final model; exits with 128+signal after a checkpoint when a stop was requested."""
     from kolm.train.callbacks import StopOnSignal
-    from kolm.train.stages import setup_embeddings_stage, setup_full_stage, setup_lora_stage
+    from kolm.train.stages import (
+        T2Head,
+        setup_embeddings_stage,
+        setup_full_stage,
+        setup_layers_stage,
+        setup_lora_stage,
+    )
 
     stage, sf = cfg.stages[i], run.stage(i, cfg.stages[i].name)
     ckpt = resume_point(sf.path) if cfg.resume else None  # rank 0 also removes incomplete checkpoints
@@ -228,11 +243,15 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
         handles = setup_embeddings_stage(model, pre.new_token_start)
     elif stage.kind == "full":
         setup_full_stage(model)
+    elif stage.kind == "layers":
+        setup_layers_stage(model, stage.layers)
     else:
         model = setup_lora_stage(model, stage.lora, pre.new_token_start, cfg.seed)
+    t2 = T2Head(model) if stage.t2_head else None
     stop = StopOnSignal(signals)
+    teacher = _stage_teacher(cfg, pre, stage, step_offset)
     trainer = _make_trainer(cfg, pre, run, i, model, args, _stage_dataset(train, offset, n_seq), step_offset, offset,
-                            at_start=i == 0 and ckpt is None, stop=stop, tb_dir=tb_dir)
+                            at_start=i == 0 and ckpt is None, stop=stop, tb_dir=tb_dir, teacher=teacher, t2=t2)
     for callback in callbacks:
         trainer.add_callback(callback)
     _check_distributed(trainer, pre.ds_config is not None)
@@ -241,6 +260,10 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
         trainer.train(resume_from_checkpoint=str(ckpt[0]) if ckpt else None)
     for h in handles:
         h.remove()
+    if teacher is not None:
+        teacher.close()
+    if t2 is not None:
+        t2.drop()
     if stop.stopped_by_signal:
         _stop(signals, f"at step {step_offset + trainer.state.global_step}; the checkpoint is saved")
     with ends_on_full_disk(run.path, f"the final model of stage {stage.name}", lambda: folder_bytes(src)):
@@ -250,6 +273,9 @@ def _train_stage(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, src: Pa
 def run(cfg: CptConfig, callbacks: tuple[Any, ...] = ()) -> Path:
     """Train the recipe's stages; ``callbacks`` (``transformers.TrainerCallback``) join every stage's Trainer after
     kolm's own (the library hook bench/extension_pays.py uses for its timed snapshots)."""
+    from kolm.train.recipes import with_recipe
+
+    cfg = with_recipe(cfg)  # the stages and teacher kolm chooses where the recipe leaves them out
     pre = preflight(cfg)
     train = pre.data.load_train()
     fresh = cfg.overwrite or not Path(cfg.output).exists()
@@ -262,6 +288,22 @@ def run(cfg: CptConfig, callbacks: tuple[Any, ...] = ()) -> Path:
         if fresh and is_main() and not run_dir.has_started():
             shutil.rmtree(run_dir.path, ignore_errors=True)
         raise
+
+
+def _stage_teacher(cfg: CptConfig, pre: Preflight, stage: Any, step_offset: int) -> Any:
+    """The teacher of this stage (loaded here, placed beside the student by the Trainer), or None: no teacher in the
+    recipe, the stage does not use it, or the run is past ``teacher.until_step``."""
+    until = cfg.teacher.until_step
+    if pre.teacher is None or not stage.teacher or (until is not None and step_offset >= until):
+        return None
+    import torch
+
+    from kolm.train.teacher import Teacher
+
+    plan = pre.teacher
+    bf16_weights = (cfg.precision == "bf16" and bool(cfg.deepspeed)) or (torch.cuda.is_available() and _bf16(cfg))
+    return Teacher.load(cfg.teacher, plan.path, plan.pieces, plan.n_base, plan.n_rows, bf16_weights=bf16_weights,
+                        trust_remote_code=cfg.trust_remote_code)
 
 
 def _run_stages(cfg: CptConfig, pre: Preflight, run_dir: RunFolder, train: Any, callbacks: tuple[Any, ...]) -> Path:
@@ -367,9 +409,12 @@ def _check_distributed(trainer: Any, want_deepspeed: bool) -> None:
 
 
 def _make_trainer(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, model: Any, args: Any, dataset: Any,
-                  step_offset: int, seq_offset: int, *, at_start: bool, stop: Any, tb_dir: str) -> Any:
+                  step_offset: int, seq_offset: int, *, at_start: bool, stop: Any, tb_dir: str,
+                  teacher: Any = None, t2: Any = None) -> Any:
     """The stage's Trainer with kolm's metric channel: the loggers of ``report_to`` at the run's step, then the
-    online evaluation, the stop on a signal, ``metrics.jsonl`` and the checkpoint markers, in that order."""
+    online evaluation, the stop on a signal, ``metrics.jsonl`` and the checkpoint markers, in that order. With a
+    ``teacher`` (:class:`kolm.train.teacher.Teacher`), its terms join the loss and its numbers the log; so does the
+    t+2 head's cross-entropy (``t2``, :class:`kolm.train.stages.T2Head`)."""
     from torch.utils.data import SequentialSampler
     from transformers import Trainer
 
@@ -383,6 +428,31 @@ def _make_trainer(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, model:
         def _get_train_sampler(self, *a: Any, **k: Any) -> Any:
             return SequentialSampler(self.train_dataset)
 
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            until = cfg.teacher.until_step
+            taught = teacher is not None and model.training and (
+                until is None or step_offset + self.state.global_step < until)
+            if not taught and (t2 is None or not model.training):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+            # extra terms are sums over positions, normalised as the Trainer normalises the cross-entropy
+            # (compute_loss): by the label tokens of the whole accumulated batch, times the ranks when that count is
+            # over all of them (else by this micro-batch's, and the Trainer divides the sum by the accumulation steps)
+            scaled = num_items_in_batch is not None and self.model_accepts_loss_kwargs
+            scale = self.accelerator.num_processes if scaled and self.args.average_tokens_across_devices else 1
+            if t2 is not None:
+                t2_sum, n2 = t2.loss(inputs["input_ids"])
+                loss = loss + t2_sum / (num_items_in_batch if scaled else n2) * scale
+            if taught:
+                parts, n = teacher.loss(outputs.logits, inputs["input_ids"], autocast=_bf16(cfg) and not cfg.deepspeed)
+                added = (cfg.teacher.kd * parts["kd"] + cfg.teacher.chunk * parts["chunk"]) / (
+                    num_items_in_batch if scaled else n) * scale
+                teacher.record(parts, n, added if scaled else added / self.current_gradient_accumulation_steps,
+                               self._globalstep_last_logged)
+                loss = loss + added
+            return (loss, outputs) if return_outputs else loss
+
         def create_optimizer(self, *a: Any, **k: Any) -> Any:
             optimizer = super().create_optimizer(*a, **k)
             if stage.embedding_lr is not None:
@@ -395,7 +465,9 @@ def _make_trainer(cfg: CptConfig, pre: Preflight, run: RunFolder, i: int, model:
     tokens = TokenCounter(step_offset=step_offset, tokens_per_step=len(dataset) // stage.max_steps * pre.seq_len,
                           seq_len=pre.seq_len, seq_offset=seq_offset, lang_tokens=pre.lang_tokens)
     trainer = _Trainer(model=model, args=args, train_dataset=dataset, data_collator=_collate,
-                       metric_sources=[tokens, gpu_memory])
+                       metric_sources=[tokens, gpu_memory, *([teacher.metrics] if teacher is not None else [])])
+    if teacher is not None:
+        teacher.prepare(trainer)
     report_at_run_step(trainer, step_offset, tb_dir)
     add_online_eval(trainer, pre.eval_sets, cfg.eval, pre.prefix_id, pre.seq_len, at_start=at_start)
     for callback in (stop, MetricsJsonl(run.metrics, stage=stage.name, stage_index=i, step_offset=step_offset),
