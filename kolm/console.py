@@ -267,16 +267,18 @@ def _bar_to_log(factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
 
 
 @contextlib.contextmanager
-def prints_to_log(source: str) -> Iterator[None]:
-    """At the default verbosity, what ``source`` (a library) prints to stdout inside goes to the log instead, one
-    record per line: e.g. DeepSpeed's ``print("DeepSpeed ... built successfully")`` on every rank when its
-    communication starts. Only around such a call: stdout is the process's own."""
+def prints_to_log(source: str, stderr: bool = False) -> Iterator[None]:
+    """At the default verbosity, what ``source`` (a library) prints to stdout (``stderr``: to stderr) inside goes to
+    the log instead, one record per line (a bar's last frame): e.g. DeepSpeed's ``print("DeepSpeed ... built
+    successfully")`` on every rank when its communication starts, or the tqdm bar transformers' GGUF loader draws on
+    stderr with a tqdm of its own. Only around such a call: stdout and stderr are the process's own."""
     if not quiet():
         yield
         return
     stream = _ToLog(source)
+    redirect = contextlib.redirect_stderr if stderr else contextlib.redirect_stdout
     try:
-        with contextlib.redirect_stdout(stream):  # type: ignore[type-var]
+        with redirect(stream):  # type: ignore[type-var]
             yield
     finally:
         stream.finish()

@@ -23,8 +23,10 @@ of it before they are shown.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,28 +190,27 @@ def find_base(cfg: PushConfig, model: Path, run_info: dict[str, Any] | None) -> 
 
 
 def find_license(cfg: PushConfig, base_id: str | None, folders: list[Path]) -> tuple[str, str]:
-    """(license id, where it came from): the base model's card, else --license, else ``other``."""
-    from huggingface_hub import constants, metadata_load, try_to_load_from_cache
+    """(license id, where it came from): the base model's card (a local folder's first, then the Hub's cached or,
+    only when no local card names one, downloaded), else --license, else ``other``."""
+    from huggingface_hub import constants, try_to_load_from_cache
 
-    cards = [f / "README.md" for f in folders]
-    if base_id:
+    def hub_cards() -> Iterator[Path]:
+        if not base_id:
+            return
         cached = try_to_load_from_cache(base_id, "README.md")
         if isinstance(cached, str):
-            cards.append(Path(cached))
+            yield Path(cached)
         elif not constants.HF_HUB_OFFLINE:
             try:
                 from huggingface_hub import hf_hub_download
 
-                cards.append(Path(hf_hub_download(base_id, "README.md")))
+                yield Path(hf_hub_download(base_id, "README.md"))
             except Exception:  # noqa: BLE001 - gated, missing or offline: the license stays unknown
                 pass
-    for card in cards:
-        try:
-            meta = metadata_load(card) if card.is_file() else None
-        except (ValueError, OSError):
-            meta = None
-        lic = (meta or {}).get("license")
-        if isinstance(lic, str) and lic:
+
+    for card in itertools.chain((f / "README.md" for f in folders), hub_cards()):
+        lic = _card_license(card)
+        if lic:
             if cfg.license and cfg.license != lic:
                 print(f"kolm push: --license {cfg.license} ignored: the base model's card says {lic} (a derivative "
                       f"keeps its base's license)")
@@ -217,6 +218,17 @@ def find_license(cfg: PushConfig, base_id: str | None, folders: list[Path]) -> t
     if cfg.license:
         return cfg.license, "--license (the base model's card was not found)"
     return "other", "unknown: the base model's license was not found; set it with --license"
+
+
+def _card_license(card: Path) -> str | None:
+    from huggingface_hub import metadata_load
+
+    try:
+        meta = metadata_load(card) if card.is_file() else None
+    except (ValueError, OSError):
+        meta = None
+    lic = (meta or {}).get("license")
+    return lic if isinstance(lic, str) and lic else None
 
 
 def _fmt(v: Any, d: int = 4) -> str:

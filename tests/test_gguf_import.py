@@ -136,14 +136,24 @@ def test_digit_split_fix_matters(tok_dir, tmp_path):
     assert all(ours(t)["input_ids"] == ref(t) for t in TEXTS)
 
 
-def test_quantized_and_bf16(tok_dir, tmp_path):
+def test_quantized_and_bf16(tok_dir, tmp_path, capfd, monkeypatch):
     """A Q8_0 file: the import equals transformers' dequantization exactly and the original within the
-    quantization error; --dtype bfloat16 saves bf16 copies of the same tensors."""
+    quantization error; --dtype bfloat16 saves bf16 copies of the same tensors. The command prints its own line
+    only: transformers' dequantization bar (a tqdm of its own, on stderr) goes to the log."""
     import torch
 
+    from kolm.cli import main
+
+    monkeypatch.setenv("KOLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KOLM_VERBOSE", raising=False)
     original = tiny("llama", _vocab_size(tok_dir), tie=False)
     path = write_gguf(original, tok_dir, tmp_path / "q.gguf", qtype="Q8_0", special={"eos": "<|im_end|>"})
-    record = _import(path, tmp_path / "q8")
+    capfd.readouterr()
+    assert main(["model", "import", "--gguf", str(path), "--output", str(tmp_path / "q8")]) == 0
+    out, err = capfd.readouterr()
+    assert err == "" and len(out.strip().splitlines()) == 1 and out.startswith("kolm model import: "), (out, err)
+    assert "Converting and de-quantizing" in (tmp_path / "cache" / "logs" / "kolm-model-import.log").read_text()
+    record = json.loads((tmp_path / "q8" / "import.json").read_text())
     assert record["quantization"] == "Q8_0" and record["tensor_types"]["Q8_0"] > 0
     assert record["verified"]["logits_equal"]
     model, tok = _load(tmp_path / "q8")

@@ -244,6 +244,8 @@ def load_gguf(info: GgufInfo) -> tuple[Any, Any, list[str]]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from kolm.console import prints_to_log
+
     folder, name = str(info.path.parent), info.path.name
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the GGUF loader logs every metadata key it does not map
@@ -259,7 +261,8 @@ def load_gguf(info: GgufInfo) -> tuple[Any, Any, list[str]]:
         if rope is not None:
             tc.rope_parameters = rope
             notes.append(note)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
+        with prints_to_log("transformers", stderr=True):  # its "Converting and de-quantizing" bar: its own tqdm
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         raise KolmError(f"{info.path}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None
     finally:
