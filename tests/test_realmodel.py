@@ -228,7 +228,7 @@ def test_the_demos_full_body_stage_trains_the_body_and_passes_the_checks(pipelin
 
     from kolm.demo.real import Budget, Pipeline, demo_budget
 
-    assert (demo_budget(6).body, demo_budget(6).init, demo_budget(6).precision) == ("full", "subword-mean", "auto")
+    assert (demo_budget().body, demo_budget().init, demo_budget().precision) == ("full", "subword-mean", "auto")
     pipe, _, _ = pipeline
     for name in ("model-ko", "data-ko-en"):
         (tmp_path / name).symlink_to(pipe.out / name)
@@ -272,11 +272,17 @@ def test_demo_on_smollm2_reuses_the_stages_and_shows_before_and_after(pipeline, 
     from kolm.demo import real
 
     pipe, root, _ = pipeline
-    monkeypatch.setattr(real, "demo_budget", lambda minutes: real.Budget(**TEST_BUDGET))
+    from kolm.demo import real_plan
+    from kolm.demo.plan import Planner
+
+    monkeypatch.setattr(real, "demo_budget", lambda: real.Budget(**TEST_BUDGET))
+    # the session pipeline's counts as they are (no calibration, no plan): every stage is then reused
+    monkeypatch.setattr(real_plan, "plan_demo", lambda pipe, minutes, align: Planner(minutes * 60, {}, [], {},
+                                                                                     clock=pipe.steps))
     capsys.readouterr()
     assert main(["demo", "--model", "smollm2", "--output", str(root)]) == 0
     printed = capsys.readouterr().out
-    for step in ("extend", "resize", "data", "cpt", "sft", "dpo"):
+    for step in ("extend", "resize", "data", "cpt/embeddings", "cpt/lora", "sft", "dpo"):
         assert f"{step}: reused" in printed, step
     assert "before (SmolLM2-135M-Instruct):" in printed and "after  (dpo-merged):" in printed
     assert (pipe.out / "report.html").is_file() and (pipe.out / "summary.txt").is_file()

@@ -13,7 +13,7 @@ __all__ = ["DemoConfig", "run"]
 
 def run(cfg: DemoConfig) -> dict[str, Any]:
     if cfg.model == "smollm2":
-        from kolm.demo.real import run_demo  # lazy: the real model's pipeline loads torch and downloads a model
+        from kolm.demo.real_plan import run_demo  # lazy: the real model's pipeline loads torch and downloads a model
         from kolm.errors import KolmError
         from kolm.model.zoo import ModelUnavailable
 

@@ -2,6 +2,7 @@
 real-model tests all run this pipeline, with different budgets.
 
     kolm demo                                       # SmolLM2-135M-Instruct (kolm.model.zoo), output ./kolm-demo/smollm2
+                                                    # (planned to --minutes: kolm.demo.real_plan)
     python bench/real_model.py [--quick]            # the same stages on ../shared text, with a table
 
 Stages, each a real ``kolm`` command run in-process (``kolm.cli.main``), each output folder under the output dir:
@@ -10,7 +11,8 @@ Stages, each a real ``kolm`` command run in-process (``kolm.cli.main``), each ou
 2. ``resize``: ``kolm model resize`` with the budget's init (its default, distill, unless the budget names one);
 3. ``data``: ``kolm data build``, Korean with 20% English replay, packed at ``seq_len``;
 4. ``cpt``: ``kolm train cpt``, an embeddings stage then a full stage or a LoRA stage (new rows trainable, merged
-   into ``final/``);
+   into ``final/``), one stage per call into one run folder (the later ones with ``--resume``), so that ``kolm
+   demo`` plans each stage from the time the ones before took;
 5. ``sft``: ``kolm train sft`` with the model's own ChatML template (assistant-only loss), ``kolm merge-lora``;
 6. ``dpo``: ``kolm train dpo`` on the merged SFT model, ``kolm merge-lora``;
 7. ``upscale``: ``kolm upscale`` (SOLAR depth up-scaling, 30 -> 40 layers for SmolLM2);
@@ -19,15 +21,15 @@ Stages, each a real ``kolm`` command run in-process (``kolm.cli.main``), each ou
 Every end point is then checked the way a user would: the folder loads with ``AutoModelForCausalLM`` and
 ``AutoTokenizer``, generates greedily from a Korean prompt (through the chat template after SFT), and the
 continuation must contain Hangul. ``kolm eval`` scores it on held-out Korean and English (bits per byte), and the
-tokenizer's Korean characters per token are measured on the held-out Korean. A finished stage is reused on a
-second run with the same settings (:class:`kolm.demo.run.Steps`).
+tokenizer's Korean characters per token are measured on the held-out Korean. A finished stage (and check) is
+reused on a second run with the same settings, unless a stage it depends on ran again (:class:`kolm.demo.run.Steps`).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,16 @@ class Budget:
     gen_tokens: int = 24
     upscale_drop: int = 10  # SOLAR DUS: 2 x (30 - 10) = 40 layers
     seed: int = 0
+
+    def cpt_stages(self) -> list[tuple[str, dict[str, Any]]]:
+        """The CPT recipe's stages in order, each with the budget field that holds its step count."""
+        body: dict[str, Any] = {"name": self.body, "kind": self.body, "max_steps": self.body_steps}
+        if self.body == "lora":
+            body["lora"] = {"r": self.lora_r, "alpha": 2 * self.lora_r, "train_new_embeddings": True}
+        if not self.emb_steps:  # kolm's recipe for an extended model: full fine-tuning from the first step
+            return [("body_steps", body)]
+        emb = {"name": "embeddings", "kind": "embeddings", "max_steps": self.emb_steps, "lr": self.emb_lr}
+        return [("emb_steps", emb), ("body_steps", body)]
 
 
 def quick() -> Budget:
@@ -136,23 +148,46 @@ def generate(model_dir: Path, chat: bool, max_new_tokens: int, prompt: str | Non
 
 
 def chars_per_token(model_dir: Path, path: Path) -> float:
+    docs, tokens = _doc_tokens(model_dir, path)
+    return round(sum(map(len, docs)) / sum(tokens), 4)
+
+
+def held_out_tokens(path: Path, model_dir: Path) -> list[int]:
+    """Tokens of each document of a text file (one per line) under ``model_dir``'s tokenizer: what an evaluation
+    of its first n documents costs."""
+    return _doc_tokens(model_dir, path)[1]
+
+
+def _doc_tokens(model_dir: Path, path: Path) -> tuple[list[str], list[int]]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     docs = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return round(sum(map(len, docs)) / sum(len(tok(d, add_special_tokens=False)["input_ids"]) for d in docs), 4)
+    return docs, [len(ids) for ids in tok(docs, add_special_tokens=False)["input_ids"]]
 
 
 class Pipeline:
-    """Runs the stages of the module docstring on ``base`` (a model folder) into ``out``."""
+    """Runs the stages of the module docstring on ``base`` (a model folder) into ``out``. With a ``planner``
+    (:mod:`kolm.demo.plan`, ``kolm demo``) each sized stage takes its counts from a fresh plan just before it runs;
+    without one, the budget's counts are used as they are."""
 
-    def __init__(self, base: Path, out: Path, text: dict[str, Path], budget: Budget, log: Any = print):
+    def __init__(self, base: Path, out: Path, text: dict[str, Path], budget: Budget, log: Any = print,
+                 steps: Steps | None = None):
         self.base, self.out, self.text, self.b = Path(base), Path(out), text, budget
         self.out.mkdir(parents=True, exist_ok=True)
-        self.steps, self.log = Steps(self.out), log
+        self.steps, self.log, self.tag = steps or Steps(self.out), log, "[kolm real]"
+        self.planner: Any = None
         self.points: list[EndPoint] = []
-        self.key = {"base": str(Path(base).resolve()), "budget": asdict(budget),
+        self.key = {"base": str(Path(base).resolve()), "seed": budget.seed,
                     "text": {k: [str(p), p.stat().st_size] for k, p in text.items()}}
+
+    def take(self, *fields: str) -> None:
+        """With a planner, fix the counts of these budget fields (their items) from a plan made now."""
+        if self.planner is None:
+            return
+        names = {f: item_name(self.b, f) for f in fields}
+        counts = self.planner.take(*names.values())
+        self.b = replace(self.b, **{f: counts[n] for f, n in names.items()})
 
     # -- the stages -------------------------------------------------------------------------------------------
     def extend(self) -> Path:
@@ -166,22 +201,23 @@ class Pipeline:
             ext = TokenizerExtension.read(out / "tok-ko")
             return None, f"+{ext.num_added} Korean tokens, {ext.checks['unreachable_tokens']} unreachable"
 
-        return self._stage("extend", fn, out / "tok-ko")
+        return self._stage("extend", {**self.key, "new_tokens": b.new_tokens}, fn, out / "tok-ko", check=False)
 
     def resize(self) -> Path:
-        out = self.out
+        b, out = self.b, self.out
 
         def fn() -> tuple[Any, str]:
-            steps = [] if self.b.init_steps is None else ["--init-steps", self.b.init_steps]
-            init = ["--init", self.b.init] if self.b.init else []
+            steps = [] if b.init_steps is None else ["--init-steps", b.init_steps]
+            init = ["--init", b.init] if b.init else []
             _kolm("model", "resize", "--model", self.base, "--tokenizer", out / "tok-ko", "--output", out / "model-ko",
-                  "--init-budget-s", self.b.init_budget_s, *steps, *init, "--overwrite")
+                  "--init-budget-s", b.init_budget_s, *steps, *init, "--overwrite")
             from kolm.artifacts import ResizeRecord
 
             rec = ResizeRecord.read(out / "model-ko")
             return None, f"{rec.old_vocab_size} -> {rec.new_vocab_size} rows, init {rec.init}, tied {rec.tied}"
 
-        return self._stage("resize", fn, out / "model-ko")
+        key = {**self.key, "init": [b.init, b.init_budget_s, b.init_steps]}
+        return self._stage("resize", key, fn, out / "model-ko", after=("extend",))
 
     def data(self) -> Path:
         b, out = self.b, self.out
@@ -201,36 +237,52 @@ class Pipeline:
             shares = ", ".join(f"{k} {v.achieved_share:.3f}" for k, v in m.languages.items())
             return None, f"{m.train_sequences} sequences of {b.seq_len} tokens, token shares {shares}"
 
-        return self._stage("data", fn, out / "data-ko-en")
+        return self._stage("data", {**self.key, "recipe": recipe}, fn, out / "data-ko-en", after=("extend",),
+                           check=False)
 
     def cpt(self) -> Path:
+        """``kolm train cpt``, one stage at a time into one run folder (each later stage with ``--resume``, which
+        skips the finished ones), so that the plan is made again before each stage."""
+        from kolm.artifacts.run_folder import RunFolder
+
+        out, run = self.out, self.out / "run-cpt"
+        after: tuple[str, ...] = ("resize", "data")
+        stages = self.b.cpt_stages()
+        for i, (steps_field, _) in enumerate(stages):
+            self.take(steps_field)
+            stages = self.b.cpt_stages()
+            stage = stages[i][1]
+            recipe = self._cpt_recipe([s for _, s in stages[:i + 1]])
+
+            def fn(i: int = i, recipe: dict = recipe, stage: dict = stage) -> tuple[Any, str]:
+                if i == 0:
+                    shutil.rmtree(run, ignore_errors=True)
+                else:  # what an earlier plan left of this stage
+                    shutil.rmtree(RunFolder(run).stage(i, stage["name"]).path, ignore_errors=True)
+                (out / "cpt.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+                _kolm("train", "cpt", out / "cpt.yaml", "--resume" if i else "--no-resume")
+                return None, f"{stage['kind']} {stage['max_steps']} steps of {self.b.micro_batch} x {self.b.seq_len}"
+
+            name = f"cpt/{stage['name']}"
+            self._stage(name, {**self.key, "recipe": recipe}, fn, run / "final", after=after, check=False)
+            after = (name,)
+        seconds = sum(self.steps.seconds[name] for name in self.cpt_steps())
+        self.points.append(self.check("cpt", run / "final", seconds, chat=False, after=after[0]))
+        return run / "final"
+
+    def _cpt_recipe(self, stages: list[dict[str, Any]]) -> dict[str, Any]:
         b, out = self.b, self.out
-        body = {"name": b.body, "kind": b.body, "max_steps": b.body_steps}
-        if b.body == "lora":
-            body["lora"] = {"r": b.lora_r, "alpha": 2 * b.lora_r, "train_new_embeddings": True}
-        recipe = {"model": str(out / "model-ko"), "data": str(out / "data-ko-en"), "output": str(out / "run-cpt"),
-                  "micro_batch_size": b.micro_batch, "grad_accum": 1, "seed": b.seed, "precision": b.precision,
-                  "optim": {"lr": b.body_lr, "warmup_steps": max(1, min(20, b.emb_steps // 5))},
-                  "stages": [{"name": "embeddings", "kind": "embeddings", "max_steps": b.emb_steps, "lr": b.emb_lr},
-                             body],
-                  # held-out bpb at the start and end of each stage (the dashboard's curves); a log line every few steps
-                  "eval": {"every": max(b.emb_steps, b.body_steps), "max_docs": 8},
-                  "checkpoint": {"every": 100_000, "keep": 2},
-                  "logging_steps": max(1, min(10, (b.emb_steps + b.body_steps) // 10))}
-        (out / "cpt.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+        return {"model": str(out / "model-ko"), "data": str(out / "data-ko-en"), "output": str(out / "run-cpt"),
+                "micro_batch_size": b.micro_batch, "grad_accum": 1, "seed": b.seed, "precision": b.precision,
+                "optim": {"lr": b.body_lr, "warmup_steps": max(1, min(10, (b.emb_steps or b.body_steps) // 5))},
+                "stages": stages,
+                # held-out bpb at the start and at the end of each stage (the dashboard's curves)
+                "eval": {"every": 100_000, "max_docs": 8},
+                "checkpoint": {"every": 100_000, "keep": 2}, "logging_steps": 5}
 
-        def fn() -> tuple[Any, str]:
-            import shutil
-
-            shutil.rmtree(out / "run-cpt", ignore_errors=True)
-            _kolm("train", "cpt", out / "cpt.yaml", "--no-resume")
-            body_name = "LoRA" if b.body == "lora" else "full"
-            return None, f"embeddings {b.emb_steps} + {body_name} {b.body_steps} steps of {b.micro_batch} x {b.seq_len}"
-
-        return self._stage("cpt", fn, out / "run-cpt" / "final")
-
-    def align(self, kind: str, model: Path) -> Path:
+    def align(self, kind: str, model: Path, after: str) -> Path:
         """``kolm train sft|dpo`` with the model's own chat template, then ``kolm merge-lora``."""
+        self.take(f"{kind}_steps")
         b, out = self.b, self.out
         data = ALIGN_DATA / ("ko_instruct.jsonl" if kind == "sft" else "ko_prefs.jsonl")
         recipe = {"model": str(model), "output": str(out / kind), "chat_template": "auto", "overwrite": True,
@@ -251,9 +303,10 @@ class Pipeline:
                   "--overwrite")
             return None, f"LoRA {kind.upper()} {getattr(b, f'{kind}_steps')} steps (own chat template), merged"
 
-        return self._stage(kind, fn, out / f"{kind}-merged", chat=True)
+        return self._stage(kind, {**self.key, "recipe": recipe}, fn, out / f"{kind}-merged", after=(after,),
+                           chat=True)
 
-    def upscale(self, model: Path) -> Path:
+    def upscale(self, model: Path, after: str) -> Path:
         out, drop = self.out, self.b.upscale_drop
 
         def fn() -> tuple[Any, str]:
@@ -262,9 +315,10 @@ class Pipeline:
 
         # a plain continuation: the new seam is not healed yet (that is CPT's job), and asked in chat right after
         # DUS the model may answer a Korean question in English
-        return self._stage("upscale", fn, out / "upscaled", chat=False)
+        return self._stage("upscale", {**self.key, "drop": drop, "model": str(model)}, fn, out / "upscaled",
+                           after=(after,), chat=False)
 
-    def push(self, model: Path) -> Path:
+    def push(self, model: Path, after: str) -> Path:
         card = self.out / "card" / "README.md"
 
         def fn() -> tuple[Any, str]:
@@ -274,27 +328,36 @@ class Pipeline:
                 raise KolmError(f"kolm push --dry-run wrote no model card at {card}")
             return None, f"model card {card} (dry run, no upload)"
 
-        self.steps.run("push", {**self.key, "model": str(model)}, fn)
+        self.steps.run("push", {**self.key, "model": str(model)}, fn, after=(after,))
         return card
 
     # -- running and checking ---------------------------------------------------------------------------------
-    def _stage(self, name: str, fn: Any, result: Path, chat: bool = False) -> Path:
-        t = time.time()
-        self.steps.run(name, {**self.key, "stage": name}, fn)
-        seconds = time.time() - t
-        if name not in ("extend", "data"):
-            self.points.append(self.check(name, result, seconds, chat))
+    def _stage(self, name: str, key: dict[str, Any], fn: Any, result: Path, *, after: tuple[str, ...] = (),
+               check: bool = True, chat: bool = False) -> Path:
+        self.steps.run(name, key, fn, after=after)
+        if check:
+            self.points.append(self.check(name, result, self.steps.seconds[name], chat, after=name))
         return result
 
-    def check(self, stage: str, model: Path, seconds: float, chat: bool) -> EndPoint:
-        """Load, generate from a Korean prompt, measure chars/token and bits per byte (cached per stage)."""
-        marker = self.out / ".steps" / f"check-{stage}.json"
-        settings = {**self.key, "stage": stage, "chat": chat, "mtime": _mtime(model)}
-        if marker.is_file():
-            saved = json.loads(marker.read_text(encoding="utf-8"))
-            if saved.get("settings") == json.loads(json.dumps(settings, default=str)):
-                return EndPoint(**{**saved["point"], "seconds": round(seconds, 1)})
-        point = EndPoint(stage=stage, model=str(model), seconds=round(seconds, 1))
+    def check(self, stage: str, model: Path, seconds: float, chat: bool, after: str | None = None) -> EndPoint:
+        """Load, generate from a Korean prompt, measure chars/token and bits per byte (a step of its own, reused
+        while the model it checks is)."""
+        settings = {**self.key, "stage": stage, "model": str(model), "chat": chat, "mtime": _mtime(model),
+                    "eval_docs": self.b.eval_docs, "gen_tokens": self.b.gen_tokens}
+
+        def fn() -> tuple[Any, str]:
+            point = self._check(stage, model, chat)
+            return asdict(point), f"{'PASS' if point.passed else 'FAIL'} {point.generated.strip()!r}"
+
+        saved = self.steps.run(f"check-{stage}", settings, fn, after=(after,) if after else (), quiet=True)
+        point = EndPoint(**{**saved, "seconds": round(seconds, 1)})
+        bpb = f"; ko {point.ko_bpb:.3f} en {point.en_bpb:.3f} bpb" if point.ko_bpb is not None else ""
+        self.log(f"{self.tag} {stage}: {'PASS' if point.passed else 'FAIL'}{bpb}; {point.prompt!r} -> "
+                 f"{point.generated.strip()!r}" + (f" ({point.note})" if point.note else ""))
+        return point
+
+    def _check(self, stage: str, model: Path, chat: bool) -> EndPoint:
+        point = EndPoint(stage=stage, model=str(model), seconds=0.0)
         try:
             point.prompt, point.generated, m = generate(model, chat, self.b.gen_tokens)
             point.loads, point.generates = True, bool(point.generated.strip())
@@ -308,10 +371,6 @@ class Pipeline:
                 point.ko_bpb, point.en_bpb = self.bpb(stage, model)
         except Exception as e:  # noqa: BLE001 - the table says what failed instead of stopping the whole run
             point.note = f"{type(e).__name__}: {e}".splitlines()[0][:200]
-        self.log(f"[kolm real] {stage}: {'PASS' if point.passed else 'FAIL'}; {point.prompt!r} -> "
-                 f"{point.generated.strip()!r}" + (f" ({point.note})" if point.note else ""))
-        marker.write_text(json.dumps({"settings": settings, "point": asdict(point)}, default=str,
-                                     ensure_ascii=False), encoding="utf-8")
         return point
 
     def bpb(self, stage: str, model: Path) -> tuple[float, float]:
@@ -330,26 +389,49 @@ class Pipeline:
         self.extend()
         self.resize()
         self.data()
-        final = self.cpt()
+        final, last = self.cpt(), self.cpt_steps()[-1]
         if align:
-            final = self.align("dpo", self.align("sft", final))
+            final = self.align("sft", final, after=last)
+            final, last = self.align("dpo", final, after="sft"), "dpo"
         if upscale:
-            final = self.upscale(final)
+            final, last = self.upscale(final, after=last), "upscale"
         if push:
-            self.push(final)
+            self.push(final, after=last)
         self.final = final
         return self.points
 
+    def cpt_steps(self) -> list[str]:
+        """The CPT stages' step names, in order."""
+        return [f"cpt/{stage['name']}" for _, stage in self.b.cpt_stages()]
 
-def demo_budget(minutes: float) -> Budget:
-    """``kolm demo`` (SmolLM2) at ``--minutes`` (default 6): the step counts scale with it. The CPT recipe is
-    the one bench/extension_pays.py measured (subword-mean init, 20 embeddings steps at 1e-2, then full fine-tuning
-    at 2e-4 on 2 x 256 tokens a step); the distill init's minute buys less than a minute of CPT does here."""
-    f = minutes / 6.0
-    return Budget(new_tokens=4000, init="subword-mean", seq_len=256, micro_batch=2, emb_steps=max(4, int(20 * f)),
-                  body="full", body_steps=max(4, int(60 * f)), emb_lr=1e-2, body_lr=2e-4,
-                  sft_steps=max(4, int(16 * f)), dpo_steps=max(2, int(4 * f)), sft_lr=2e-4, align_batch=2,
+
+def demo_budget() -> Budget:
+    """``kolm demo``'s recipe (SmolLM2) at its reference size, what 6 minutes buy on 2 cores of a CPU with bf16
+    units: the counts of :data:`DEMO_SIZED` are then scaled to this machine and ``--minutes``
+    (:mod:`kolm.demo.real_plan`). The CPT recipe is kolm's for an extended model as bench/extension_pays.py
+    measured it (:mod:`kolm.train.recipes`): subword-mean init, then full fine-tuning from the first step at 2e-4 on
+    2 x 256 tokens a step. The embeddings stage the demo used to start with (20 steps at 1e-2) left Korean at 1.49x
+    the base after 19 steps where full fine-tuning was at 0.96x after 20: on a slow machine, whose plan has room for
+    a few dozen steps, it could end above the base."""
+    return Budget(new_tokens=4000, init="subword-mean", seq_len=256, micro_batch=2, emb_steps=0, body="full",
+                  body_steps=75, body_lr=2e-4, sft_steps=16, dpo_steps=4, sft_lr=2e-4, align_batch=2,
                   eval_docs=100, gen_tokens=32)
+
+
+# What the plan may size in demo_budget, and the fewest of each that still do the job: CPT steps that take the model
+# below the base on held-out Korean and English (measured on the demo's text, full fine-tuning from the resize:
+# Korean 2.920 -> 2.164 / 2.022 / 1.950 / 1.885 bpb after 12 / 18 / 24 / 30 steps against the base's 1.998, English
+# below the base from the first steps; 28 leaves a margin), LoRA steps that move the adapter, documents that give a
+# stable bits per byte.
+DEMO_SIZED = {"emb_steps": 4, "body_steps": 28, "sft_steps": 4, "dpo_steps": 2, "eval_docs": 16}
+
+
+def item_name(b: Budget, field: str) -> str:
+    """The plan's name of a sized budget field: the name of the step that runs it (``eval docs``: the checks')."""
+    for name, stage in b.cpt_stages():
+        if name == field:
+            return f"cpt/{stage['name']}"
+    return {"sft_steps": "sft", "dpo_steps": "dpo", "eval_docs": "eval docs"}[field]
 
 
 def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
@@ -367,29 +449,6 @@ def demo_text(cfg: Any, folder: Path) -> dict[str, Path]:
         sources.append(src)
     write_sources(folder, *sources)
     return text
-
-
-def run_demo(cfg: Any) -> dict[str, Any]:
-    """``kolm demo`` (``--model smollm2``, the default): the pipeline on SmolLM2-135M-Instruct and the demo's text
-    (or --ko-text / --en-text), output in ``<output>/smollm2``; prints a Korean generation of the base and of the
-    final model."""
-    from kolm.model.zoo import smollm2
-
-    out = Path(cfg.output).resolve() / "smollm2"
-    text = demo_text(cfg, out / "text")
-    pipe = Pipeline(smollm2(), out, text, demo_budget(cfg.minutes), log=print)
-    points = pipe.run(align=cfg.align, upscale=False)
-    _kolm("dashboard", out / "run-cpt", "--output", out / "report.html")
-    before = generate(pipe.base, chat=True, max_new_tokens=pipe.b.gen_tokens)
-    after = generate(pipe.final, chat=True, max_new_tokens=pipe.b.gen_tokens)
-    summary = table(points)
-    (out / "summary.txt").write_text(summary + "\n", encoding="utf-8")
-    print("\n" + summary)
-    print(f"\nprompt (chat template): {before[0]}\n  before (SmolLM2-135M-Instruct): {before[1].strip()}\n"
-          f"  after  ({Path(pipe.final).relative_to(out)}): {after[1].strip()}")
-    print(f"\nreport: {out / 'report.html'}", flush=True)
-    return {"points": [asdict(p) for p in points], "before": before[1], "after": after[1],
-            "report": str(out / "report.html")}
 
 
 def _mtime(model: Path) -> float:
