@@ -383,3 +383,55 @@ def test_morpheme_aware_tokens_align_with_morphemes(tmp_path, ko_train):
     p, m = measure(_tok(plain), held), measure(_tok(morph), held)
     assert m["morph_precision"] > p["morph_precision"] + 0.1
     assert json.loads((morph / "extension.json").read_text())["morpheme_aware"] is True
+
+
+# ------------------------------------------------------------------------------------- the recommended size
+class _CountingTokenizer:
+    """encode_batch as tokenizers.Tokenizer's, with fixed ids: what recommend() counts."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def encode_batch(self, docs, add_special_tokens=False):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(ids=self.ids) for _ in docs]
+
+
+def test_recommended_size_counts_the_tokens_the_budget_reads_often_enough():
+    from kolm.vocab.recommend import KOREAN_SHARE, MIN_READS, parse_tokens, recommend
+
+    # one Korean document of 1,000 tokens: new token 7 is 50 of them, 8 is 5, 9 never occurs
+    tok = _CountingTokenizer([7] * 50 + [8] * 5 + [1] * 945)
+    budget = round(MIN_READS / (50 / 1000 * KOREAN_SHARE))  # token 7 read exactly MIN_READS times
+    r = recommend(tok, [7, 8, 9], ["한국어", "English only: not counted"], budget)
+    assert (r.recommended, r.added, r.sample_tokens) == (1, 3, 1000) and r.reads_of_last == pytest.approx(MIN_READS)
+    assert "+1 of the +3 (--num-new-tokens 1" in r.text()
+    assert recommend(tok, [7, 8, 9], ["한국어"], budget - 100).recommended == 0
+    assert "none: even the most frequent new token" in recommend(tok, [7, 8, 9], ["한국어"], budget - 100).text()
+    assert recommend(tok, [7, 8], ["한국어"], budget * 10).recommended == 2  # 8 is read 1,000 times at 10x
+    assert "all +2" in recommend(tok, [7, 8], ["한국어"], budget * 10).text()
+    assert [parse_tokens(x) for x in ("50M", "2B", "1.5k", "1e9", "250_000", "")] == [
+        50_000_000, 2_000_000_000, 1500, 10**9, 250_000, 0]
+    for bad in ("-5", "ten", "5X"):
+        with pytest.raises(Exception, match="budget_tokens"):
+            parse_tokens(bad)
+
+
+def test_extend_prints_the_recommended_size_and_records_it(tmp_path, ko_train, capsys):
+    """--budget-tokens: the summary line (still one line) ends with the recommendation, extension.json keeps it, and
+    a larger budget never recommends fewer tokens."""
+    base = real_tokenizer("llama2")
+    got = []
+    for budget in ("100K", "10M"):
+        capsys.readouterr()
+        _extend(base, ko_train, tmp_path / budget, 600, "--budget-tokens", budget, "--allow-fewer")
+        out = capsys.readouterr().out.strip().splitlines()
+        assert len(out) == 1 and f"for a CPT budget of {budget} tokens kolm recommends" in out[0]
+        rec = json.loads((tmp_path / budget / "extension.json").read_text())["recommendation"]
+        assert rec["budget_tokens"] == {"100K": 100_000, "10M": 10_000_000}[budget] and rec["min_reads"] == 1000
+        got.append(rec["recommended"])
+    assert got[0] <= got[1] and got[1] > 0
+    assert main(["vocab", "extend", "--base", str(base), "--corpus", str(ko_train), "--num-new-tokens", "5",
+                 "--output", str(tmp_path / "bad"), "--budget-tokens", "lots"]) == 2
+    assert "budget_tokens" in capsys.readouterr().err

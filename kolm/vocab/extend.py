@@ -43,6 +43,7 @@ from kolm.vocab.count import CorpusCounts
 from kolm.vocab.expansion import ExpansionCheck
 from kolm.vocab.families import Family, OutputFiles, detect
 from kolm.vocab.learn import Extension, extend_tokenizer
+from kolm.vocab.recommend import parse_tokens, recommend
 
 
 @dataclass
@@ -82,6 +83,8 @@ class ExtendConfig:
         False, help="SentencePiece family: write tokenizer.model even where the sentencepiece library's ids differ "
                     "from tokenizer.json's (the lines are named in extension.json); default: such a difference is an "
                     "error")
+    budget_tokens: str = field("", help="the tokens your CPT run will train on (e.g. 50M, 2B): also print how many new "
+                                        "tokens kolm recommends for that budget (kolm.vocab.recommend)")
     overwrite: bool = field(False, help="replace an existing output folder")
     trust_remote_code: bool = field(False, help="allow custom tokenizer code from the hub (off by default)")
 
@@ -107,6 +110,7 @@ class ExtendConfig:
         if self.max_document_chars < 100:
             raise ConfigError(f"max_document_chars: must be >= 100, got {self.max_document_chars}")
         parse_size(self.max_bytes, "max_bytes")  # fail early on a bad size
+        parse_tokens(self.budget_tokens)
 
 
 def parse_size(text: str | int, where: str) -> int:
@@ -250,11 +254,15 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
             or any(v for k, v in checks.items() if k.startswith("unreachable_tokens"))):
         raise KolmError(f"internal invariant violated, nothing written (please report): {checks}")
     record = _record(cfg, folder, family, base_tok, new_tok, added, ext, counts, checks, comp)
+    advice = None
+    if cfg.budget_tokens:
+        advice = recommend(new_tok, [t.id for t in added], counts.sample, parse_tokens(cfg.budget_tokens))
+        record.details["recommendation"] = advice.as_dict()
     record.details["seconds"] = {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3),
                          "check": round(t_check - t_learn, 3)}
     _write(out_path, cfg.overwrite, folder, family, new_json, new_tok, counts.sample, record, t0,
            cfg.accept_tokenizer_model_mismatch)
-    print(summary_line(record, family, ext, counts, out_path))
+    print(summary_line(record, family, ext, counts, out_path) + (f"; {advice.text()}" if advice else ""))
     return record.to_json()
 
 
