@@ -48,7 +48,7 @@ def test_short_demo_end_to_end(tmp_path, capsys):
     assert "on this machine" in lines[plan] or "at the fewest steps, over the budget" in lines[plan]
     first, actual, budget = _closing_total(printed)
     assert budget == 90
-    assert actual <= wall and wall <= max(budget, 1.25 * first) + 20, (first, actual, wall)
+    assert actual <= wall + 1 and wall <= max(budget, 1.25 * first) + 20, (first, actual, wall)  # the table rounds
     for stage in ("pretrain", "cpt-ko", "cpt-ko-en", "sft-dpo", "calibrate"):
         row = next(x for x in lines if x.startswith(stage + " "))
         assert len(row.split()) >= 3, row

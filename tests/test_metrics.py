@@ -211,7 +211,7 @@ def test_bad_eval_sets_are_one_line_errors(tmp_path, content, name, message):
 def test_eval_section_in_recipes(tmp_path):
     sub = tmp_path / "recipes"
     sub.mkdir()
-    (sub / "cpt.yaml").write_text(yaml.safe_dump({"model": "m", "data": "d", "output": "o",
+    (sub / "cpt.yaml").write_text(yaml.safe_dump({"model": "m", "data": "d", "output": "o", "max_steps": 10,
                                                   "eval": {"sets": {"ko": "ko.txt", "en": ["a.txt", "/abs/b.txt"]}}}))
     cfg = resolve(CptConfig, yaml_path=str(sub / "cpt.yaml"), overrides=[("eval.sets.ja", "ja.txt")])
     # recipe-relative like every path of a recipe; an override is relative to the working directory
