@@ -28,7 +28,6 @@ what is left of the budget; ``bpe`` (the default) learns merges only, with new s
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kolm.artifacts import AddedToken, TokenizerExtension
-from kolm.config import ConfigError, field
+from kolm.config import ConfigError, field, parse_amount
 from kolm.errors import KolmError
 from kolm.vocab.chars import has_hangul
 from kolm.vocab.count import CorpusCounts
@@ -115,17 +114,7 @@ class ExtendConfig:
 
 def parse_size(text: str | int, where: str) -> int:
     """``"500M"``, ``"2G"``, ``"1.5GB"``, ``"1e9"``, ``"123"`` -> bytes (K/M/G/T are powers of 1024); empty -> 0."""
-    text = str(text).strip()
-    if not text:
-        return 0
-    m = re.fullmatch(r"([0-9.eE+]+)\s*([kKmMgGtT]?)(i?[bB])?", text)
-    try:
-        value = float(m.group(1)) if m else -1.0
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ConfigError(f"{where}: expected a size such as 500M, 2G or 1000000, got {text!r}")
-    return int(value * 1024 ** " KMGT".index((m.group(2) or " ").upper()))  # type: ignore[union-attr]
+    return parse_amount(text, where, base=1024, units=" KMGT", what="a size such as 500M, 2G or 1000000")
 
 
 # ----------------------------------------------------------------------------------------------- loading

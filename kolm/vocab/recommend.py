@@ -14,31 +14,21 @@ tokens it replaces until it was trained on about that many times.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from kolm.config import ConfigError
+from kolm.config import parse_amount
 
 MIN_READS = 1000  # see the module docstring
 KOREAN_SHARE = 0.8  # kolm's default data mix: 80% Korean, 20% English replay
 
 
 def parse_tokens(text: str | int, where: str = "budget_tokens") -> int:
-    """``"50M"``, ``"2B"``, ``"1.5G"``, ``"1e9"``, ``"250000"`` -> tokens (K, M, G/B are powers of 1000); empty -> 0."""
-    text = str(text).strip().replace("_", "").replace(",", "")
-    if not text:
-        return 0
-    m = re.fullmatch(r"([0-9.]+(?:[eE][+]?[0-9]+)?)\s*([kKmMgGbBtT]?)", text)
-    try:
-        value = float(m.group(1)) if m else -1.0
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ConfigError(f"{where}: expected a number of tokens such as 50M, 2B or 250000, got {text!r}")
-    unit = (m.group(2) or "").upper()  # type: ignore[union-attr]
-    return int(value * 1000 ** {"": 0, "K": 1, "M": 2, "G": 3, "B": 3, "T": 4}[unit])
+    """``"50M"``, ``"2B"``, ``"1.5k"``, ``"1e9"``, ``"250000"`` -> tokens (K, M, B are powers of 1000); empty -> 0."""
+    text = str(text).strip().replace(",", "")
+    text = text[:-1] + "G" if text[-1:] in "bB" and text[:-1].strip()[-1:].isdigit() else text  # 2B: billions
+    return parse_amount(text, where, base=1000, units=" KMGT", what="a number of tokens such as 50M, 2B or 250000")
 
 
 @dataclass(frozen=True)
