@@ -386,31 +386,29 @@ def test_morpheme_aware_tokens_align_with_morphemes(tmp_path, ko_train):
 
 
 # ------------------------------------------------------------------------------------- the recommended size
-class _CountingTokenizer:
-    """encode_batch as tokenizers.Tokenizer's, with fixed ids: what recommend() counts."""
-
-    def __init__(self, ids):
-        self.ids = ids
-
-    def encode_batch(self, docs, add_special_tokens=False):
-        from types import SimpleNamespace
-
-        return [SimpleNamespace(ids=self.ids) for _ in docs]
-
-
 def test_recommended_size_counts_the_tokens_the_budget_reads_often_enough():
+    from collections import Counter
+
+    from tokenizers import Tokenizer
+
+    from kolm.vocab.extend import check_invariants
     from kolm.vocab.recommend import KOREAN_SHARE, MIN_READS, parse_tokens, recommend
 
-    # one Korean document of 1,000 tokens: new token 7 is 50 of them, 8 is 5, 9 never occurs
-    tok = _CountingTokenizer([7] * 50 + [8] * 5 + [1] * 945)
+    # the ids recommend() reads are those of the check sample's Hangul-bearing lines only
+    llama2 = Tokenizer.from_file(str(real_tokenizer("llama2") / "tokenizer.json"))
+    seen: Counter = Counter()
+    check_invariants(llama2, llama2, {}, ["한국어", "English only: not counted"], korean_ids=seen)
+    assert seen == Counter(llama2.encode("한국어", add_special_tokens=False).ids)
+    # 1,000 Korean tokens: new token 7 is 50 of them, 8 is 5, 9 never occurs
+    counts = Counter({7: 50, 8: 5, 1: 945})
     budget = round(MIN_READS / (50 / 1000 * KOREAN_SHARE))  # token 7 read exactly MIN_READS times
-    r = recommend(tok, [7, 8, 9], ["한국어", "English only: not counted"], budget)
+    r = recommend(counts, [7, 8, 9], budget)
     assert (r.recommended, r.added, r.sample_tokens) == (1, 3, 1000) and r.reads_of_last == pytest.approx(MIN_READS)
     assert "+1 of the +3 (--num-new-tokens 1" in r.text()
-    assert recommend(tok, [7, 8, 9], ["한국어"], budget - 100).recommended == 0
-    assert "none: even the most frequent new token" in recommend(tok, [7, 8, 9], ["한국어"], budget - 100).text()
-    assert recommend(tok, [7, 8], ["한국어"], budget * 10).recommended == 2  # 8 is read 1,000 times at 10x
-    assert "all +2" in recommend(tok, [7, 8], ["한국어"], budget * 10).text()
+    assert recommend(counts, [7, 8, 9], budget - 100).recommended == 0
+    assert "none: even the most frequent new token" in recommend(counts, [7, 8, 9], budget - 100).text()
+    assert recommend(counts, [7, 8], budget * 10).recommended == 2  # 8 is read 1,000 times at 10x
+    assert "all +2" in recommend(counts, [7, 8], budget * 10).text()
     assert [parse_tokens(x) for x in ("50M", "2B", "1.5k", "1e9", "250_000", "")] == [
         50_000_000, 2_000_000_000, 1500, 10**9, 250_000, 0]
     for bad in ("-5", "ten", "5X"):

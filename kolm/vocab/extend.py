@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -141,13 +142,14 @@ def load_base(base: str) -> tuple[Path, dict[str, Any]]:
 
 
 def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: dict[str, list[str]], lines: list[str],
-                     chunk: int = 256, expansion: ExpansionCheck | None = None
+                     chunk: int = 256, expansion: ExpansionCheck | None = None, korean_ids: Counter | None = None
                      ) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
     """Measure the guarantees on ``lines``: ids kept, non-Hangul identity, round trip (``unreachable_tokens``: the
     result of the family's reachability checks on ``new_tok``, passed through) and, given ``expansion``, that
     expanding the extended ids gives the base ids. Also returns the compression of both tokenizers on the same
-    encodings (``compression_base`` / ``compression_extended``). Lines are encoded ``chunk`` at a time, so memory
-    does not grow with the sample."""
+    encodings (``compression_base`` / ``compression_extended``) and, given ``korean_ids``, counts there the extended
+    ids of the Hangul-bearing lines (what :func:`kolm.vocab.recommend.recommend` reads). Lines are encoded ``chunk``
+    at a time, so memory does not grow with the sample."""
     bv, nv = base_tok.get_vocab(with_added_tokens=True), new_tok.get_vocab(with_added_tokens=True)
     moved = [t for t, i in bv.items() if nv.get(t) != i]
     non_hangul = changed = bad_rt = 0
@@ -164,6 +166,10 @@ def check_invariants(base_tok: Any, new_tok: Any, unreachable_tokens: dict[str, 
         if expansion is not None:
             for a, b in zip(ids_new, ids_base, strict=True):
                 expansion.add(a, b)
+        if korean_ids is not None:
+            for ids, k in zip(ids_new, korean, strict=True):
+                if k:
+                    korean_ids.update(ids)
         for name, ids in (("base", ids_base), ("extended", ids_new)):
             for x, t, k in zip(part, ids, korean, strict=True):
                 acc = sizes[(name, k)]
@@ -233,7 +239,8 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
                                               mode=cfg.mode)
     t_learn = time.perf_counter()
     added = added_tokens(family, base_tok, new_json, ext)
-    checks, comp = check_invariants(base_tok, new_tok, ext.unreachable_left, counts.sample,
+    korean_ids: Counter = Counter()
+    checks, comp = check_invariants(base_tok, new_tok, ext.unreachable_left, counts.sample, korean_ids=korean_ids,
                                     expansion=expansion_check(family, base_tok, new_tok, added))
     unit_check = family.check_units(counts.sample)
     if unit_check is not None:
@@ -245,7 +252,7 @@ def run(cfg: ExtendConfig) -> dict[str, Any]:
     record = _record(cfg, folder, family, base_tok, new_tok, added, ext, counts, checks, comp)
     advice = None
     if cfg.budget_tokens:
-        advice = recommend(new_tok, [t.id for t in added], counts.sample, parse_tokens(cfg.budget_tokens))
+        advice = recommend(korean_ids, [t.id for t in added], parse_tokens(cfg.budget_tokens))
         record.details["recommendation"] = advice.as_dict()
     record.details["seconds"] = {"read": round(t_read - t0, 3), "learn": round(t_learn - t_read, 3),
                          "check": round(t_check - t_learn, 3)}

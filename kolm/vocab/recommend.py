@@ -57,20 +57,13 @@ class Recommendation:
                 "sample_tokens": self.sample_tokens}
 
 
-def recommend(tokenizer: Any, added_ids: list[int], sample: list[str], budget_tokens: int) -> Recommendation:
+def recommend(korean_ids: Counter, added_ids: list[int], budget_tokens: int) -> Recommendation:
     """How many of the new tokens (``added_ids``) a CPT run of ``budget_tokens`` tokens reads at least
-    :data:`MIN_READS` times, from their frequency on ``sample`` (documents) under ``tokenizer`` (the extended
-    ``tokenizers.Tokenizer``)."""
-    from kolm.vocab.chars import has_hangul
-
-    docs = [d for d in sample if has_hangul(d)]
-    counts: Counter = Counter()
-    total = 0
-    for enc in tokenizer.encode_batch(docs, add_special_tokens=False) if docs else []:
-        counts.update(enc.ids)
-        total += len(enc.ids)
+    :data:`MIN_READS` times, from ``korean_ids``: how often each id occurs in the check sample's Hangul-bearing
+    documents under the extended tokenizer (counted by :func:`kolm.vocab.extend.check_invariants`)."""
+    total = sum(korean_ids.values())
     scale = KOREAN_SHARE * budget_tokens / max(total, 1)
-    reads = sorted((counts[i] * scale for i in added_ids), reverse=True)
+    reads = sorted((korean_ids[i] * scale for i in added_ids), reverse=True)
     n = sum(r >= MIN_READS for r in reads)
     last = reads[n - 1] if n else (reads[0] if reads else 0.0)
     return Recommendation(budget_tokens, n, len(added_ids), last, total)
