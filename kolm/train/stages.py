@@ -15,7 +15,7 @@
 A stage may also train a **t+2 head** (``t2_head``; Yamaguchi et al.'s extra head): a copy of the LM head that
 predicts the token after next from the same final hidden state, its cross-entropy added to the loss. It lives on
 the model as ``kolm_t2_head`` while the stage trains (so checkpoints and resumes carry it) and is removed before the
-stage's model is saved (:func:`drop_t2_head`).
+stage's model is saved (:meth:`T2Head.drop`).
 """
 
 from __future__ import annotations
@@ -147,9 +147,14 @@ class T2Head:
             delattr(self.model, T2_HEAD)
 
 
+def unwrapped(model: Any) -> Any:
+    """The model a DeepSpeed engine wraps (the model itself when it is not wrapped)."""
+    return getattr(model, "module", model)
+
+
 def final_norm(model: Any) -> Any:
     """The module whose output is the final hidden state the LM head reads (Llama-family ``model.norm``)."""
-    inner = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
+    inner = unwrapped(model)
     base = getattr(inner, "model", None)
     norm = getattr(base, "norm", None)
     if norm is None:

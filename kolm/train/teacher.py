@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from kolm.errors import KolmError
-from kolm.train.stages import final_norm
+from kolm.train.stages import final_norm, unwrapped
 
 LOSS_NAMES = ("kd", "chunk")  # logged as teacher_kd, teacher_chunk (nats per label position, before weighting)
 EPS = 1e-6  # ALM's epsilon: keeps the binarised log-probabilities below 0
@@ -157,7 +157,11 @@ class Teacher:
         self._count = 0.0
         self._added = 0.0  # what the terms added to the loss the Trainer logs, summed since the last log
         self._logged_step = 0  # the Trainer's step of its last log
-        self._hook = final_norm(model).register_forward_hook(lambda m, i, o: self._hidden.append(o))
+        self._hook = self._catch_hidden(model)
+
+    def _catch_hidden(self, model: Any) -> Any:
+        """A hook on ``model``'s final norm that keeps each forward pass's last hidden states."""
+        return final_norm(model).register_forward_hook(lambda m, i, o: self._hidden.append(o))
 
     # -- building -----------------------------------------------------------------------------------------------
     @classmethod
@@ -184,7 +188,7 @@ class Teacher:
 
             self._hook.remove()
             self.model = prepare_deepspeed(self.model, trainer.accelerator)
-            self._hook = final_norm(self.model).register_forward_hook(lambda m, i, o: self._hidden.append(o))
+            self._hook = self._catch_hidden(self.model)
         else:
             self.model.to(trainer.args.device)
         self.expansion = self.expansion.to(trainer.args.device)
@@ -338,8 +342,7 @@ def _target_logprobs(h: Any, w: Any, targets: Any, bf16: bool, chunk: int = 2048
 
 
 def _output_head(model: Any) -> Any:
-    inner = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
-    return inner.get_output_embeddings()
+    return unwrapped(model).get_output_embeddings()
 
 
 def _gathered(weight: Any) -> Any:
