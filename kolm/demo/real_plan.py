@@ -135,10 +135,8 @@ def plan_demo(pipe: Any, minutes: float, align: bool) -> Planner:
                   fn, quiet=True)
     sized = items(b, u, align, pipe.text, DEMO_SIZED, pipe.base)
     planner = Planner(minutes * 60, u, sized, fixed(b, u, align), clock=steps, row=_row)
-    for step in ("import", "calibrate"):  # they ran before there was a plan
-        if step in steps.seconds:
-            planner.done(step, steps.seconds[step], reused=step in steps.reused)
-    steps.planner = pipe.planner = planner
+    steps.follow(planner)  # the import and the calibration ran before the plan
+    pipe.planner = planner
     pipe.take("eval_docs")
     docs = tuple(min(pipe.b.eval_docs, len(_lines(pipe.text[f"{lang}_heldout"]))) for lang in ("ko", "en"))
     print(plan_line(planner, b, u, bf16, minutes, align, docs), flush=True)

@@ -113,6 +113,12 @@ class Steps:
         self._say(f"[kolm demo] {name}: {summary} ({when})", quiet)
         return result
 
+    def follow(self, planner: Any) -> None:
+        """From now on tell ``planner`` of every step, and tell it now of those that ran before it existed."""
+        for name, seconds in self.seconds.items():
+            planner.done(name, seconds, reused=name in self.reused)
+        self.planner = planner
+
     def charge(self, name: str, seconds: float | None = None) -> float:
         """Count a step that is not run through :meth:`run` (it always runs): the seconds since the last step."""
         seconds = time.time() - self.mark if seconds is None else seconds
@@ -264,10 +270,7 @@ def _tiny_planner(cfg: DemoConfig, out: Path, steps: Steps) -> Any:
                    fixed_s=TINY_RUN_S) for name in ("cpt/embeddings", "cpt/full")]  # half of each run's cost
     fixed = {k: v for k, v in TINY_FIXED.items() if cfg.align or k != "sft-dpo"}
     planner = Planner(cfg.minutes * 60, u, items, fixed, clock=steps)
-    for step in ("text", "base", "calibrate"):
-        if step in steps.seconds:
-            planner.done(step, steps.seconds[step], reused=step in steps.reused)
-    steps.planner = planner
+    steps.follow(planner)  # text, base and the calibration ran before the plan
     plan = planner.plan()
     n = plan.units
     tail = (f"{minutes_text(plan.total_s)} on this machine" if plan.fits else
