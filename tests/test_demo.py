@@ -249,6 +249,15 @@ def test_the_steps_clock_counts_a_reused_step_as_it_ran(tmp_path, monkeypatch, c
     fourth = Steps(tmp_path)
     assert fourth.run("a", {"x": 2}, slow(1, 7), always=True) == 7 and fourth.spent == 5
     assert fourth.run("b", {"x": 1}, slow(7, 8), after=("a",)) == 6  # an unchanged import changes nothing after it
+    # seconds the markers cannot keep exactly: the first run's clock reads what the second run's reads, so both plan
+    # the same steps (the CI failure of stop 30: a plan one step apart, on 0.01 s of rounding)
+    clocks = []
+    for _ in range(2):
+        steps = Steps(tmp_path / "odd")
+        for i, s in enumerate((0.123456, 7.0049, 0.3333333, 2.675)):
+            steps.run(f"s{i}", {"x": 1}, slow(s, i), after=(f"s{i - 1}",) if i else ())
+        clocks.append((steps.spent, dict(steps.seconds)))
+    assert clocks[0] == clocks[1] and clocks[0][1]["s0"] == 0.12
 
 
 def test_onednn_isa_cap_below_bf16_means_no_fast_bf16(monkeypatch):

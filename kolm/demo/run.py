@@ -126,6 +126,9 @@ class Steps:
         return seconds
 
     def _count(self, name: str, seconds: float, reused: bool) -> None:
+        # the marker keeps seconds to 1/100: the clock counts them so too, or a second run, adding up the markers'
+        # seconds, could plan a step more or fewer than the first did and not reuse its steps
+        seconds = round(seconds, 2)
         self.spent += seconds
         self.seconds[name] = seconds
         if reused:
