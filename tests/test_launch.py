@@ -185,7 +185,16 @@ def test_launcher_name(cmdline, name):
     assert launcher_name(cmdline) == name
 
 
-def test_repeats_within_the_window_are_one_request(capsys):
+@pytest.fixture
+def python_sigint():
+    """SIGINT with Python's own handler for the test: a shell starts a background job (`pytest ... &`, nohup) with
+    SIGINT ignored, and kolm keeps an ignored SIGINT ignored (test_ignored_signals_stay_ignored)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_repeats_within_the_window_are_one_request(capsys, python_sigint):
     """A process-group signal plus the launcher's copy of it (even SIGINT then SIGTERM) is one request; a repeat
     after the window stops at once; after the stop checkpoint nothing stops the exit; handlers are restored."""
     from kolm.train.signals import StopSignals
