@@ -60,10 +60,12 @@ ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
 
 
 def launch(root: Path, cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start a launcher in a session of its own (as a terminal's job: its process group gets the signals)."""
+    """Start a launcher in a session of its own (as a terminal's job: its process group gets the signals, SIGINT
+    included, even where pytest itself runs as a background job of a shell, which ignores SIGINT)."""
     env = {**os.environ, **ENV, **(env or {})}
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
-                            start_new_session=True, umask=0o022)
+                            start_new_session=True, umask=0o022,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def deepspeed_cmd(recipe: Path, *extra: str) -> list[str]:
