@@ -65,8 +65,7 @@ def make_sp_tokenizer(texts: list[str], out: Path, vocab_size: int = 600) -> Pat
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", 1)])
     # the trainer took the byte pieces as special tokens to put them at ids 3-258; in Llama-2's tokenizer.json they
-    # are plain vocabulary (decode(skip_special_tokens=True) would drop them, and the bytes of every character the
-    # merges do not cover with them)
+    # are plain vocabulary (decode skips special tokens: it dropped every character the vocabulary spells in bytes)
     spec = json.loads(tok.to_str())
     spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] not in set(bytes_)]
     tok = Tokenizer.from_str(json.dumps(spec))
