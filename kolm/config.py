@@ -47,21 +47,24 @@ class ConfigError(ValueError):
     """A config value is missing, mistyped or inconsistent. The message names the field."""
 
 
-def parse_amount(text: str | int, where: str, *, base: int, units: str, what: str) -> int:
-    """``"500M"``, ``"1.5G"``, ``"1e9"``, ``"123"`` -> an integer: the number times ``base`` to the power of its unit's
-    place in ``units`` (e.g. ``" KMGT"``; a unit may be followed by ``B``/``iB``, byte sizes); empty -> 0. A bad or
-    non-positive value is a ConfigError naming ``where`` and ``what`` (an example of the expected form)."""
+def parse_amount(text: str | int, where: str, *, base: int, units: dict[str, int], what: str, suffix: str = "") -> int:
+    """``"500M"``, ``"1.5G"``, ``"1e9"``, ``"123"`` -> an integer: the number times ``base`` to the power ``units``
+    gives its unit letter (any case; e.g. ``{"K": 1, "M": 2}``), optionally followed by ``suffix`` (a regex, e.g.
+    ``i?[bB]`` for byte sizes); ``_`` is ignored; empty -> 0. A bad or non-positive value is a ConfigError naming
+    ``where`` and ``what`` (an example of the expected form)."""
     text = str(text).strip().replace("_", "")
     if not text:
         return 0
-    m = re.fullmatch(rf"([0-9.]+(?:[eE][+]?[0-9]+)?)\s*([{units.strip()}{units.strip().lower()}]?)(i?[bB])?", text)
+    letters = "".join(units) + "".join(units).lower()
+    m = re.fullmatch(rf"([0-9.]+(?:[eE][+]?[0-9]+)?)\s*([{letters}]?)(?:{suffix})?", text)
     try:
         value = float(m.group(1)) if m else -1.0
     except ValueError:
         value = -1.0
     if value <= 0:
         raise ConfigError(f"{where}: expected {what}, got {text!r}")
-    return int(value * base ** units.index((m.group(2) or " ").upper()))  # type: ignore[union-attr]
+    unit = m.group(2).upper()  # type: ignore[union-attr]
+    return int(value * base ** (units[unit] if unit else 0))
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", default_factory: Any = dataclasses.MISSING,

@@ -67,7 +67,8 @@ def make_sp_tokenizer(texts: list[str], out: Path, vocab_size: int = 600) -> Pat
     # the trainer took the byte pieces as special tokens to put them at ids 3-258; in Llama-2's tokenizer.json they
     # are plain vocabulary (decode skips special tokens: it dropped every character the vocabulary spells in bytes)
     spec = json.loads(tok.to_str())
-    spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] not in set(bytes_)]
+    byte_pieces = set(bytes_)
+    spec["added_tokens"] = [a for a in spec["added_tokens"] if a["content"] not in byte_pieces]
     tok = Tokenizer.from_str(json.dumps(spec))
     return _save(tok, out, {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
                             "unk_token": "<unk>", "add_bos_token": True, "model_max_length": 4096})

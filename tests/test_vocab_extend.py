@@ -413,7 +413,7 @@ def test_recommended_size_counts_the_tokens_the_budget_reads_often_enough():
     assert "all +2" in recommend(counts, [7, 8], budget * 10).text()
     assert [parse_tokens(x) for x in ("50M", "2B", "1.5k", "1e9", "250_000", "")] == [
         50_000_000, 2_000_000_000, 1500, 10**9, 250_000, 0]
-    for bad in ("-5", "ten", "5X"):
+    for bad in ("-5", "ten", "5X", "50MB"):  # tokens, not bytes: no B suffix after a unit
         with pytest.raises(Exception, match="budget_tokens"):
             parse_tokens(bad)
 

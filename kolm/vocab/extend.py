@@ -115,7 +115,8 @@ class ExtendConfig:
 
 def parse_size(text: str | int, where: str) -> int:
     """``"500M"``, ``"2G"``, ``"1.5GB"``, ``"1e9"``, ``"123"`` -> bytes (K/M/G/T are powers of 1024); empty -> 0."""
-    return parse_amount(text, where, base=1024, units=" KMGT", what="a size such as 500M, 2G or 1000000")
+    return parse_amount(text, where, base=1024, units={"K": 1, "M": 2, "G": 3, "T": 4}, suffix="i?[bB]",
+                        what="a size such as 500M, 2G or 1000000")
 
 
 # ----------------------------------------------------------------------------------------------- loading

@@ -26,9 +26,8 @@ KOREAN_SHARE = 0.8  # kolm's default data mix: 80% Korean, 20% English replay
 
 def parse_tokens(text: str | int, where: str = "budget_tokens") -> int:
     """``"50M"``, ``"2B"``, ``"1.5k"``, ``"1e9"``, ``"250000"`` -> tokens (K, M, B are powers of 1000); empty -> 0."""
-    text = str(text).strip().replace(",", "")
-    text = text[:-1] + "G" if text[-1:] in "bB" and text[:-1].strip()[-1:].isdigit() else text  # 2B: billions
-    return parse_amount(text, where, base=1000, units=" KMGT", what="a number of tokens such as 50M, 2B or 250000")
+    return parse_amount(str(text).replace(",", ""), where, base=1000, units={"K": 1, "M": 2, "G": 3, "B": 3, "T": 4},
+                        what="a number of tokens such as 50M, 2B or 250000")
 
 
 @dataclass(frozen=True)
